@@ -1,0 +1,74 @@
+"""Registries: one place that lists what exists (``genlab list``) and suggests close names on a typo."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from genlab.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    help: str
+
+
+class Registry(Generic[T]):
+    """A named collection of constructors (classes or functions).
+
+    >>> SAMPLERS = Registry("sampler")
+    >>> @SAMPLERS.register("euler", help="fixed-step Euler")
+    ... def euler(...): ...
+    >>> SAMPLERS.get("eulr")  # UnknownNameError: unknown sampler 'eulr'; did you mean 'euler'?
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, obj: T | None = None, *, help: str = "") -> Any:
+        def add(o: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            doc = help or (getattr(o, "__doc__", None) or "").strip().split("\n")[0]
+            self._entries[name] = Entry(name, o, doc)
+            return o
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name].obj
+        except KeyError:
+            raise UnknownNameError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
+        msg = f"unknown {self.kind} {name!r}"
+        if close:
+            msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+        return msg + f" (known: {', '.join(sorted(self._entries))})"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+MODELS: Registry[Callable[..., Any]] = Registry("model")
+SAMPLERS: Registry[Callable[..., Any]] = Registry("sampler")
+METRICS: Registry[Callable[..., Any]] = Registry("metric")
+NETS: Registry[Callable[..., Any]] = Registry("backbone")
+
+ALL = {"datasets": DATASETS, "models": MODELS, "samplers": SAMPLERS, "metrics": METRICS, "backbones": NETS}
