@@ -1,0 +1,31 @@
+"""genlab: train, sample and evaluate every major family of deep generative model on the same data,
+with the same metrics, through one API."""
+
+__version__ = "0.1.0"
+
+from genlab import models as _models  # noqa: F401  (registers the families)
+from genlab.api import (
+    Run,
+    build_model,
+    evaluate,
+    evaluate_run,
+    load_config,
+    load_data,
+    load_run,
+    train,
+)
+from genlab.config import Config
+from genlab.errors import GenlabError
+
+__all__ = [
+    "Config",
+    "GenlabError",
+    "Run",
+    "build_model",
+    "evaluate",
+    "evaluate_run",
+    "load_config",
+    "load_data",
+    "load_run",
+    "train",
+]

@@ -1,0 +1,298 @@
+"""Configs: dataclasses, loaded from YAML, overridable as ``key=value``, validated with messages that
+name the key and the allowed values. The resolved config is saved in every run directory.
+
+A config has five sections::
+
+    name: demo
+    data:    {name: moons, n: 50000, ...}                # DataConfig
+    model:   {family: flow-matching, hidden: 256, ...}   # the family's own Config dataclass
+    trainer: {steps: 10000, batch_size: 256, ...}        # TrainerConfig
+    eval:    {n: 2000, seeds: 3, ...}                    # EvalConfig
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from genlab.errors import ConfigError, UnknownNameError
+from genlab.registry import MODELS
+
+
+@dataclass
+class DataConfig:
+    name: str | None = "moons"  # a registered dataset (see `genlab list`), or null with `path`
+    path: str | None = None  # a file or folder: .npy/.npz/.csv points, images, .txt
+    n: int = 50_000  # points drawn from a synthetic dataset
+    val_fraction: float = 0.1  # share of the data held out for validation
+    seed: int = 0  # seeds the draw and the train/validation split
+    options: dict = field(default_factory=dict)  # extra options for the loader
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 10_000
+    batch_size: int = 256  # the global batch (split across ranks under DDP)
+    lr: float = 2e-3  # peak learning rate of AdamW
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: int = 200  # linear warmup steps
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
+    min_lr_ratio: float = 0.0  # the cosine schedule ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm (0 disables)
+    ema_decay: float = 0.999  # EMA of weights used for sampling (0 disables)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16 only on CUDA)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    threads: int = 0  # torch intra-op threads on CPU (0: torch's default)
+    log_every: int = 100
+    eval_every: int = 0  # periodic evaluation + sample plot (0: only at the end)
+    checkpoint_every: int = 2_000
+    keep_last: int = 3  # checkpoints kept (older ones are removed)
+    progress: bool = True  # progress bar
+    tensorboard: bool = True  # TensorBoard events when the package is installed
+
+
+@dataclass
+class EvalConfig:
+    n: int = 2_000  # samples per seed
+    seeds: int = 3  # sampling seeds (metrics are averaged; their spread is reported)
+    sampler: str | None = None  # default: the model's own
+    steps: int | None = None
+    metrics: list = field(default_factory=lambda: ["w2", "sliced_w2", "mmd", "energy"])
+    nll: bool = True  # also the NLL of held-out data where the model has a likelihood
+    nll_n: int = 2_000  # held-out points used for the NLL
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None  # the family's Config dataclass
+    family: str = "flow-matching"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = MODELS.get(self.family).Config()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "data": _asdict(self.data),
+            "model": {"family": self.family, **_asdict(self.model)},
+            "trainer": _asdict(self.trainer),
+            "eval": _asdict(self.eval),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(obj)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# --- building from dicts, files and overrides ------------------------------------------------------
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a nested dict (as read from YAML) into a :class:`Config`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    sections = {"name", "data", "model", "trainer", "eval"}
+    _check_keys(raw, sections, "")
+    model_raw = dict(raw.get("model") or {})
+    family = model_raw.pop("family", "flow-matching")
+    try:
+        model_cls = MODELS.get(str(family)).Config
+    except UnknownNameError as e:
+        raise ConfigError(f"model.family: {e}") from None
+    name = raw.get("name", "run")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty string, got {name!r}")
+    return Config(
+        name=name,
+        data=_build(DataConfig, raw.get("data") or {}, "data"),
+        model=_build(model_cls, model_raw, "model"),
+        family=str(family),
+        trainer=_build(TrainerConfig, raw.get("trainer") or {}, "trainer"),
+        eval=_build(EvalConfig, raw.get("eval") or {}, "eval"),
+    )
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults) and apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}" + _close_files(p))
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p} must hold a mapping of sections, got {type(raw).__name__}")
+    for item in overrides or []:
+        apply_override(raw, item)
+    return from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b=value`` in a nested dict; the value is parsed as YAML (``128``, ``true``, ``null``)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. trainer.steps=3000)")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"override key {key!r} is malformed")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"cannot set {key}: {part!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _check_keys(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    for k in raw:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), sorted(allowed), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {prefix + str(k)!r}{hint} (allowed: {', '.join(sorted(allowed))})"
+            )
+
+
+def _build(cls: type, raw: Any, section: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {section!r} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(raw, set(fields), section + ".")
+    hints = typing.get_type_hints(cls)
+    values = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
+    obj = cls(**values)
+    _check_ranges(obj, section)
+    return obj
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where it is lossless."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{key} must be one of {', '.join(repr(a) for a in args)}, got {value!r}{hint}"
+            )
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return list(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+# value ranges: (section, key) -> (predicate, description)
+_RANGES: dict[str, tuple[Any, str]] = {
+    "steps": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "lr": (lambda v: v > 0, "positive"),
+    "weight_decay": (lambda v: v >= 0, "non-negative"),
+    "warmup": (lambda v: v >= 0, "non-negative"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "grad_clip": (lambda v: v >= 0, "non-negative (0 disables)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "log_every": (lambda v: v >= 1, "at least 1"),
+    "eval_every": (lambda v: v >= 0, "non-negative (0: only at the end)"),
+    "checkpoint_every": (lambda v: v >= 1, "at least 1"),
+    "keep_last": (lambda v: v >= 1, "at least 1"),
+    "threads": (lambda v: v >= 0, "non-negative"),
+    "n": (lambda v: v >= 1, "at least 1"),
+    "seeds": (lambda v: v >= 1, "at least 1"),
+    "nll_n": (lambda v: v >= 1, "at least 1"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "hidden": (lambda v: v >= 1, "at least 1"),
+    "depth": (lambda v: v >= 1, "at least 1"),
+    "time_dim": (lambda v: v >= 2 and v % 2 == 0, "an even number >= 2"),
+    "sigma": (lambda v: v >= 0, "non-negative"),
+}
+
+
+def _check_ranges(obj: Any, section: str) -> None:
+    for f in dataclasses.fields(obj):
+        rule = _RANGES.get(f.name)
+        v = getattr(obj, f.name)
+        if rule is not None and isinstance(v, (int, float)) and not rule[0](v):
+            raise ConfigError(f"{section}.{f.name} must be {rule[1]}, got {v!r}")
+    if isinstance(obj, DataConfig) and (obj.name is None) == (obj.path is None):
+        if obj.name is not None:
+            return  # a path given alongside the default name: the path wins (see resolve_data)
+        raise ConfigError("data needs a dataset name (data.name=moons) or a file (data.path=FILE)")
+
+
+def _close_files(p: Path) -> str:
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        return ""
+    names = [c.name for c in parent.iterdir()]
+    close = difflib.get_close_matches(p.name, names, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(str(parent / c) for c in close)}?" if close else ""

@@ -1,0 +1,6 @@
+"""Backbones: networks that know shapes, not losses. Any family can use any backbone that fits."""
+
+from genlab.nets.embeddings import SinusoidalEmbedding
+from genlab.nets.mlp import MLP
+
+__all__ = ["MLP", "SinusoidalEmbedding"]

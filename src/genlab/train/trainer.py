@@ -1,0 +1,376 @@
+"""One training loop for every family.
+
+AdamW with linear warmup and a cosine schedule, global-norm gradient clipping, an EMA of the weights,
+optional autocast, a progress bar, JSONL/CSV/TensorBoard logs, periodic evaluation with sample plots,
+and checkpoints that resume exactly: a run stopped at step k and resumed reaches the same weights as
+an uninterrupted run (the data position, the training RNG, the optimizer, the schedule and the EMA are
+all saved).
+
+The hot loop does no host synchronisation: the loss is accumulated on the device and read only every
+``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from genlab.config import Config, TrainerConfig
+from genlab.data.base import Batch, Dataset
+from genlab.errors import CheckpointError, GenlabError
+from genlab.models.base import GenerativeModel
+from genlab.train import checkpoint as ckpt
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise GenlabError(f"trainer.device={name!r} is not a device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GenlabError(f"trainer.device={name!r} but CUDA is not available here; use cpu or auto")
+    return dev
+
+
+class EpochBatcher:
+    """Shuffled minibatches from in-memory tensors, reproducible from ``(seed, epoch, position)``.
+
+    Each epoch is a permutation drawn from a generator seeded by ``(seed, epoch)``, so the state to
+    save is two integers; batches run across epoch boundaries, so any batch size works with any
+    dataset size.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int) -> None:
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.x), generator=g).to(self.x.device)
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation(self.epoch)
+
+    def next(self) -> Batch:
+        n = len(self.x)
+        if self.pos + self.batch_size <= n:  # the common case: one slice of one permutation
+            idx = self._perm[self.pos : self.pos + self.batch_size]
+            self.pos += self.batch_size
+        else:
+            parts, need = [], self.batch_size
+            while need:
+                if self.pos == n:
+                    self.epoch, self.pos = self.epoch + 1, 0
+                    self._perm = self._permutation(self.epoch)
+                take = min(need, n - self.pos)
+                parts.append(self._perm[self.pos : self.pos + take])
+                self.pos += take
+                need -= take
+            idx = torch.cat(parts)
+        return Batch(self.x[idx], None if self.y is None else self.y[idx])
+
+
+def lr_at(step: int, cfg: TrainerConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine or constant."""
+    if cfg.warmup and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.steps - cfg.warmup)
+    progress = min(1.0, (step - cfg.warmup) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA decay with the usual warmup ``min(decay, (1 + k) / (10 + k))`` so early averages track."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device):
+    """AdamW, fused where this torch build supports it for the device (same maths, fewer kernels)."""
+    kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, **kwargs)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    final_loss: float
+    seconds: float
+    steps_per_second: float
+
+
+class Trainer:
+    """Train ``model`` on ``dataset`` as ``config.trainer`` says, writing the run to ``run_dir``."""
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        dataset: Dataset,
+        config: Config,
+        run_dir: str | Path,
+        *,
+        evaluate_fn: Any = None,
+    ) -> None:
+        self.cfg = config
+        self.tc = config.trainer
+        self.run_dir = Path(run_dir)
+        self.dataset = dataset
+        self.device = resolve_device(self.tc.device)
+        if self.tc.threads and self.device.type == "cpu":
+            torch.set_num_threads(self.tc.threads)
+        self.model = model.to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = None
+        if self.tc.ema_decay > 0:
+            self.ema = [p.detach().clone() for p in self.params]
+        self.optimizer = make_optimizer(self.params, self.tc, self.device)
+        torch.manual_seed(self.tc.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.tc.seed)
+        self.batcher = EpochBatcher(
+            dataset.train.to(self.device),
+            None if dataset.labels_train is None else dataset.labels_train.to(self.device),
+            self.tc.batch_size,
+            self.tc.seed,
+        )
+        self.step = 0
+        self.evaluate_fn = evaluate_fn
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tc.precision)
+        if amp is torch.float16 and self.device.type != "cuda":
+            raise GenlabError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
+        self.autocast_dtype = amp
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp is torch.float16)
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+            t.update({f"ema.{n}": e for n, e in zip(names, self.ema)})
+        for i, st in self.optimizer.state_dict()["state"].items():
+            for k, v in st.items():
+                t[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        t["rng.train"] = self.generator.get_state()
+        t["rng.global"] = torch.get_rng_state()
+        return t
+
+    def save(self) -> Path:
+        meta = {
+            "spec": self.model.spec.to_dict(),
+            "config": self.cfg.to_dict(),
+            "data_position": self.batcher.state(),
+            "torch_version": torch.__version__,
+        }
+        return ckpt.save_checkpoint(
+            self.checkpoint_dir, self.step, self.state_tensors(), meta, self.tc.keep_last
+        )
+
+    def restore(self) -> bool:
+        """Load the newest good checkpoint of this run; False when there is none."""
+        found = ckpt.load_latest(self.checkpoint_dir)
+        if found is None:
+            return False
+        tensors, meta = found
+        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        ckpt.load_state_dict_checked(self.model, model_state, f"checkpoint step {meta['step']}")
+        if self.ema is not None:
+            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+            for n, e in zip(names, self.ema):
+                key = f"ema.{n}"
+                if key not in tensors:
+                    raise CheckpointError(f"checkpoint step {meta['step']} has no EMA for {n!r}")
+                e.copy_(tensors[key])
+        opt_state = self.optimizer.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, i, name = k.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        opt_state["state"] = state
+        self.optimizer.load_state_dict(opt_state)
+        self.generator.set_state(tensors["rng.train"])
+        torch.set_rng_state(tensors["rng.global"])
+        self.batcher.load_state(meta["data_position"])
+        self.step = int(meta["step"])
+        return True
+
+    # --- the loop -------------------------------------------------------------------------------
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step; returns the loss as a device tensor (no host sync)."""
+        tc = self.tc
+        batch = self.batcher.next()
+        lr = lr_at(self.step, tc)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.autocast_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                loss = self.model.loss(batch, self.generator)
+        else:
+            loss = self.model.loss(batch, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if tc.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            torch._foreach_lerp_(self.ema, self.params, 1.0 - ema_decay_at(self.step, tc.ema_decay))
+        self.step += 1
+        return loss.detach()
+
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+        """Train to ``trainer.steps`` (or stop early after step ``stop_at``, saving a checkpoint
+        there, as an interrupted run would)."""
+        tc = self.tc
+        end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            if not self.restore():
+                raise CheckpointError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+        elif ckpt.list_checkpoints(self.checkpoint_dir):
+            raise GenlabError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
+                "another --out"
+            )
+        self.cfg.save(self.run_dir / "config.yaml")
+        logger = RunLogger(self.run_dir, tensorboard=tc.tensorboard, append=resume)
+        self.model.train()
+        bar = tqdm(
+            total=tc.steps,
+            initial=self.step,
+            disable=not tc.progress,
+            desc=self.cfg.name,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
+        loss_sum = torch.zeros((), device=self.device)
+        start_step = self.step
+        window, t_window, t_start = 0, time.perf_counter(), time.perf_counter()
+        last_loss = float("nan")
+        try:
+            while self.step < end:
+                loss_sum += self.train_step()
+                window += 1
+                bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == end:
+                    now = time.perf_counter()
+                    last_loss = float(loss_sum) / window
+                    if not math.isfinite(last_loss):
+                        raise GenlabError(
+                            f"the loss became {last_loss} by step {self.step}; lower trainer.lr or "
+                            "set trainer.grad_clip, and check the data for extreme values"
+                        )
+                    rate = window / max(now - t_window, 1e-9)
+                    logger.log(
+                        self.step, {"loss": last_loss, "lr": lr_at(self.step - 1, tc), "steps_per_s": rate}
+                    )
+                    bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                    loss_sum.zero_()
+                    window, t_window = 0, now
+                if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
+                    self.save()
+                if tc.eval_every and self.step % tc.eval_every == 0 and self.evaluate_fn:
+                    with self.ema_weights():
+                        logger.log(self.step, self.evaluate_fn(self, final=False))
+                    self.model.train()
+        finally:
+            bar.close()
+        self.save()
+        seconds = time.perf_counter() - t_start
+        logger.close()
+        done = self.step - start_step
+        return TrainResult(self.run_dir, self.step, last_loss, seconds, done / max(seconds, 1e-9))
+
+    def ema_weights(self):
+        """Context manager: the model carries the EMA weights inside, its own weights after."""
+        return swap_weights(self.params, self.ema)
+
+
+class swap_weights:
+    def __init__(self, params: list[torch.nn.Parameter], other: list[torch.Tensor] | None) -> None:
+        self.params, self.other = params, other
+
+    def __enter__(self):
+        if self.other is not None:
+            self.saved = [p.detach().clone() for p in self.params]
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, self.other)
+        return self
+
+    def __exit__(self, *exc):
+        if self.other is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, self.saved)
+        return False
+
+
+class RunLogger:
+    """Metrics to ``metrics.jsonl`` and ``metrics.csv`` (one row per log step) and TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, append: bool = False) -> None:
+        self.jsonl = open(run_dir / "metrics.jsonl", "a" if append else "w")  # noqa: SIM115
+        self.csv_path = run_dir / "metrics.csv"
+        self.csv_rows: list[dict[str, Any]] = []
+        if append and self.csv_path.exists():
+            with open(self.csv_path) as f:
+                self.csv_rows = list(csv.DictReader(f))
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:  # TensorBoard is an optional extra
+                self.tb = None
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        row = {"step": step, **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        self.csv_rows.append(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        keys: list[str] = []
+        for r in self.csv_rows:
+            keys += [k for k in r if k not in keys]
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.csv_rows)
+        if self.tb is not None:
+            self.tb.close()

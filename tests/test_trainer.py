@@ -1,0 +1,163 @@
+"""The trainer: exact resume, checkpoints that verify, batches that are reproducible."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from genlab.config import Config, TrainerConfig
+from genlab.data.base import Dataset
+from genlab.errors import CheckpointError, GenlabError
+from genlab.models.flow_matching import FlowMatching, FlowMatchingConfig
+from genlab.train import checkpoint as ckpt
+from genlab.train.trainer import EpochBatcher, Trainer, ema_decay_at, lr_at
+
+
+def small_setup(tmp_path, name="run", steps=30, **trainer):
+    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+    ds = Dataset("gauss", "points", x[:450], x[450:])
+    tc = dict(steps=steps, batch_size=32, progress=False, tensorboard=False, log_every=5,
+              checkpoint_every=10, warmup=5, lr=1e-2)
+    tc.update(trainer)
+    cfg = Config(trainer=TrainerConfig(**tc), model=FlowMatchingConfig(hidden=16, depth=2))
+    torch.manual_seed(0)  # the initial weights
+    model = FlowMatching.from_config(cfg.model, (2,))
+    return Trainer(model, ds, cfg, tmp_path / name)
+
+
+def weights(tr):
+    return {k: v.clone() for k, v in tr.state_tensors().items()}
+
+
+@pytest.mark.parametrize("stop", [7, 10, 23])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, stop):
+    full = small_setup(tmp_path, "full")
+    full.fit()
+    part = small_setup(tmp_path, "part")
+    part.fit(stop_at=stop)  # as if the process died right after saving at `stop`
+    resumed = small_setup(tmp_path, "part")
+    resumed.fit(resume=True)
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        if k != "rng.global":
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        small_setup(tmp_path).fit(resume=True)
+
+
+def test_training_into_an_existing_run_refuses_to_overwrite(tmp_path):
+    small_setup(tmp_path, steps=5).fit()
+    with pytest.raises(GenlabError, match="--resume"):
+        small_setup(tmp_path, steps=5).fit()
+
+
+def test_checkpoint_round_trip_and_rotation(tmp_path):
+    tr = small_setup(tmp_path, steps=40, keep_last=2)
+    tr.fit()
+    steps = ckpt.list_checkpoints(tr.checkpoint_dir)
+    assert steps == [30, 40]
+    tensors, meta = ckpt.load_checkpoint(tr.checkpoint_dir, 40)
+    assert meta["step"] == 40 and meta["data_position"]["pos"] >= 0
+    assert all(k.startswith(("model.", "ema.", "optim.", "rng.")) for k in tensors)
+    assert not list(tr.checkpoint_dir.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    tr = small_setup(tmp_path, steps=20)
+    tr.fit()
+    w, _ = ckpt.checkpoint_paths(tr.checkpoint_dir, 20)
+    blob = bytearray(w.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    w.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ckpt.load_checkpoint(tr.checkpoint_dir, 20)
+    with pytest.warns(UserWarning, match="corrupt"):
+        _, meta = ckpt.load_latest(tr.checkpoint_dir)
+    assert meta["step"] == 10
+
+
+def test_truncated_checkpoint_and_bad_sidecar_are_reported(tmp_path):
+    tr = small_setup(tmp_path, steps=10)
+    tr.fit()
+    w, j = ckpt.checkpoint_paths(tr.checkpoint_dir, 10)
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        ckpt.load_checkpoint(tr.checkpoint_dir, 10)
+    j.write_text("{not json")
+    with pytest.raises(CheckpointError, match="sidecar"):
+        ckpt.load_checkpoint(tr.checkpoint_dir, 10)
+    with pytest.raises(CheckpointError, match="no usable checkpoint"), pytest.warns(UserWarning):
+        ckpt.load_latest(tr.checkpoint_dir)
+
+
+def test_shape_mismatch_names_the_parameter(tmp_path):
+    tr = small_setup(tmp_path, steps=5)
+    tr.fit()
+    other = FlowMatching.from_config(FlowMatchingConfig(hidden=8, depth=2), (2,))
+    tensors, _ = ckpt.load_checkpoint(tr.checkpoint_dir, 5)
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    with pytest.raises(CheckpointError, match=r"net\.net\.0\.weight.*\(16, 34\).*\(8, 34\)"):
+        ckpt.load_state_dict_checked(other, state, "test")
+
+
+def test_metrics_logs_are_written(tmp_path):
+    tr = small_setup(tmp_path, steps=20)
+    tr.fit()
+    rows = [json.loads(line) for line in (tr.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert all(math.isfinite(r["loss"]) and r["lr"] > 0 for r in rows)
+    assert (tr.run_dir / "metrics.csv").read_text().startswith("step,loss,lr")
+    assert (tr.run_dir / "config.yaml").is_file()
+
+
+def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
+    tr = small_setup(tmp_path, steps=10)
+    tr.batcher.x[:] = float("nan")
+    with pytest.raises(GenlabError, match="loss became nan"):
+        tr.fit()
+
+
+def test_batcher_is_reproducible_and_covers_each_epoch():
+    x = torch.arange(10.0)[:, None]
+    b = EpochBatcher(x, None, batch_size=4, seed=3)
+    seen = torch.cat([b.next().x for _ in range(5)]).flatten()  # 20 = 2 epochs
+    assert sorted(seen[:10].tolist()) == list(range(10))
+    assert sorted(seen[10:].tolist()) == list(range(10))
+    c = EpochBatcher(x, None, batch_size=4, seed=3)
+    c.next()
+    state = c.state()
+    d = EpochBatcher(x, None, batch_size=4, seed=3)
+    d.load_state(state)
+    assert torch.equal(torch.cat([d.next().x for _ in range(4)]).flatten(), seen[4:])
+
+
+def test_schedule_and_ema_decay():
+    tc = TrainerConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, tc) == pytest.approx(0.1)
+    assert lr_at(9, tc) == pytest.approx(1.0)
+    assert lr_at(10, tc) == pytest.approx(1.0)
+    assert lr_at(55, tc) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(100, tc) == pytest.approx(0.1)
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(10**6, 0.999) == 0.999
+
+
+def test_ema_is_the_running_average_of_the_weights(tmp_path):
+    tr = small_setup(tmp_path, steps=3, ema_decay=0.5, grad_clip=0.0)
+    history = []
+    for _ in range(3):
+        tr.train_step()
+        history.append([p.detach().clone() for p in tr.params])
+    # by hand: e0 = w_init; e_k = e_{k-1} + (1 - d_k)(w_k - e_{k-1})
+    init = small_setup(tmp_path, "init", steps=3)
+    e = [p.detach().clone() for p in init.params]
+    for k, ws in enumerate(history):
+        d = ema_decay_at(k, 0.5)
+        e = [ei + (1 - d) * (wi - ei) for ei, wi in zip(e, ws)]
+    for ei, ti in zip(e, tr.ema):
+        assert torch.allclose(ei, ti, atol=1e-6)
