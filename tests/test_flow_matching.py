@@ -37,7 +37,9 @@ def exact_model(**kw) -> FlowMatching:
     return model
 
 
-@pytest.mark.parametrize("sampler,steps,tol", [("euler", 200, 0.03), ("midpoint", 20, 0.02), ("dopri5", 2, 0.02)])
+@pytest.mark.parametrize(
+    "sampler,steps,tol", [("euler", 200, 0.03), ("midpoint", 20, 0.02), ("dopri5", 2, 0.02)]
+)
 def test_samplers_reach_the_gaussian_target(sampler, steps, tol):
     model = exact_model()
     g = torch.Generator().manual_seed(0)
@@ -65,7 +67,9 @@ def test_euler_error_shrinks_with_steps():
 
 def test_ode_log_prob_matches_the_analytic_gaussian():
     model = exact_model()
-    x = MU + S * torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = MU + S * torch.randn(
+        256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
     lp = model.log_prob(x, rtol=1e-7, atol=1e-7)
     analytic = torch.distributions.Normal(MU, S).log_prob(x).sum(-1)
     assert lp.kind == "exact"
@@ -75,7 +79,9 @@ def test_ode_log_prob_matches_the_analytic_gaussian():
 
 def test_hutchinson_estimate_is_unbiased_and_labelled():
     model = exact_model()
-    x = MU + S * torch.randn(4000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x = MU + S * torch.randn(
+        4000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
     est = model.log_prob(x, exact_divergence_max_dim=1, generator=torch.Generator().manual_seed(4))
     analytic = torch.distributions.Normal(MU, S).log_prob(x).sum(-1)
     assert est.kind == "ode-estimate"
@@ -98,7 +104,9 @@ def test_round_trip_through_the_ode_recovers_the_noise():
 def test_loss_is_minimised_by_the_exact_velocity():
     # the conditional FM loss of the exact marginal velocity is below that of a perturbed one
     model = exact_model()
-    x0 = MU + S * torch.randn(200_000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    x0 = MU + S * torch.randn(
+        200_000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6)
+    )
     base = model.loss(Batch(x0), torch.Generator().manual_seed(7))
     shifted = exact_model()
     shifted.net.forward = lambda x, t, y=None: GaussianVelocity()(x, t) + 0.1
@@ -116,7 +124,9 @@ def test_sampler_grid_and_trajectory_shapes():
     assert torch.equal(out.trajectory[-1], out.x)
     assert midpoint(lambda x, t: x, torch.ones(1), time_grid(4)).nfe == 8
     # dx/dt = x from t=1 to t=0: x(0) = e^{-1} x(1)
-    assert euler(lambda x, t: x, torch.ones(1, dtype=torch.float64), time_grid(1000, dtype=torch.float64)).x.item() == pytest.approx(math.exp(-1), rel=1e-3)
+    assert euler(
+        lambda x, t: x, torch.ones(1, dtype=torch.float64), time_grid(1000, dtype=torch.float64)
+    ).x.item() == pytest.approx(math.exp(-1), rel=1e-3)
 
 
 def test_ot_coupling_trains_and_pairs_within_the_batch():

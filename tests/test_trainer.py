@@ -14,13 +14,23 @@ from genlab.train import checkpoint as ckpt
 from genlab.train.trainer import EpochBatcher, Trainer, ema_decay_at, lr_at
 
 
-def small_setup(tmp_path, name="run", steps=30, **trainer):
+def small_setup(tmp_path, name="run", steps=30, coupling="independent", **trainer):
     x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
     ds = Dataset("gauss", "points", x[:450], x[450:])
-    tc = dict(steps=steps, batch_size=32, progress=False, tensorboard=False, log_every=5,
-              checkpoint_every=10, warmup=5, lr=1e-2)
+    tc = dict(
+        steps=steps,
+        batch_size=32,
+        progress=False,
+        tensorboard=False,
+        log_every=5,
+        checkpoint_every=10,
+        warmup=5,
+        lr=1e-2,
+    )
     tc.update(trainer)
-    cfg = Config(trainer=TrainerConfig(**tc), model=FlowMatchingConfig(hidden=16, depth=2))
+    cfg = Config(
+        trainer=TrainerConfig(**tc), model=FlowMatchingConfig(hidden=16, depth=2, coupling=coupling)
+    )
     torch.manual_seed(0)  # the initial weights
     model = FlowMatching.from_config(cfg.model, (2,))
     return Trainer(model, ds, cfg, tmp_path / name)
@@ -30,13 +40,15 @@ def weights(tr):
     return {k: v.clone() for k, v in tr.state_tensors().items()}
 
 
-@pytest.mark.parametrize("stop", [7, 10, 23])
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, stop):
-    full = small_setup(tmp_path, "full")
+@pytest.mark.parametrize(
+    "stop,coupling", [(7, "independent"), (10, "independent"), (23, "ot"), (10, "ot")]
+)
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, stop, coupling):
+    full = small_setup(tmp_path, "full", coupling=coupling)
     full.fit()
-    part = small_setup(tmp_path, "part")
+    part = small_setup(tmp_path, "part", coupling=coupling)
     part.fit(stop_at=stop)  # as if the process died right after saving at `stop`
-    resumed = small_setup(tmp_path, "part")
+    resumed = small_setup(tmp_path, "part", coupling=coupling)
     resumed.fit(resume=True)
     a, b = weights(full), weights(resumed)
     assert a.keys() == b.keys()

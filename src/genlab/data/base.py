@@ -7,7 +7,12 @@ A :class:`Dataset` holds tensors already split into train and validation parts, 
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import importlib.resources
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,9 +89,7 @@ class Dataset:
         )
 
 
-def split(
-    n: int, val_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic train/validation index split: the same ``(n, val_fraction, seed)`` always gives
     the same indices, on every platform (a CPU ``torch.Generator`` permutation)."""
     if not 0.0 <= val_fraction < 1.0:
@@ -101,10 +104,79 @@ def split(
 
 @dataclass
 class Batch:
-    """One training batch: examples ``x`` ``(B, *shape)`` and optional labels ``y`` ``(B,)``."""
+    """One training batch: examples ``x`` ``(B, *shape)``, optional labels ``y`` ``(B,)`` and,
+    when a model prepares its batches ahead of time (e.g. an OT coupling), the noise paired with
+    each example, ``noise`` ``(B, *shape)``."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.x.to(device), None if self.y is None else self.y.to(device))
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the loaders (genlab.data.arrays / images / text).
+# ---------------------------------------------------------------------------------------------
+
+
+def from_examples(
+    name: str,
+    kind: str,
+    x: torch.Tensor,
+    *,
+    n: int | None,
+    val_fraction: float,
+    seed: int,
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Dataset:
+    """Keep the first ``n`` examples (all when ``n`` is None), then split them at random with
+    :func:`split`; ``labels`` follow their examples."""
+    if n is not None:
+        x = x[: int(n)]
+        labels = None if labels is None else labels[: int(n)]
+    train, val = split(len(x), val_fraction, seed)
+    return Dataset(
+        name,
+        kind,
+        x[train],
+        x[val],
+        labels_train=None if labels is None else labels[train],
+        labels_val=None if labels is None else labels[val],
+        num_classes=num_classes,
+        meta=dict(meta or {}),
+    )
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` as a :class:`Path` if it exists; else a :class:`DataError` that names it and, when a
+    sibling has a close name, suggests it."""
+    path = Path(path).expanduser()
+    if path.exists():
+        return path
+    parent = path.parent
+    if not parent.is_dir():
+        raise DataError(f"{what} {str(path)!r} not found (folder {str(parent)!r} does not exist)")
+    close = difflib.get_close_matches(path.name, sorted(os.listdir(parent)), n=3, cutoff=0.6)
+    hint = (
+        "; did you mean " + " or ".join(repr(str(parent / c)) for c in close) + "?" if close else ""
+    )
+    raise DataError(f"{what} {str(path)!r} not found{hint}")
+
+
+def asset(relpath: str, sha256: str) -> Path:
+    """Path of a file shipped in ``genlab/assets/`` after checking its SHA-256 (a mismatch or a
+    missing file is a :class:`DataError`: the installed copy is corrupt)."""
+    ref = importlib.resources.files("genlab") / "assets"
+    for part in relpath.split("/"):
+        ref = ref / part
+    path = Path(str(ref))  # an editable or wheel install keeps assets as plain files
+    if not path.is_file():
+        raise DataError(f"bundled data file {relpath!r} is missing from {path}: reinstall genlab")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise DataError(
+            f"bundled data file {str(path)!r} is corrupt: sha256 {digest} != expected {sha256}; "
+            "reinstall genlab"
+        )
+    return path

@@ -88,6 +88,16 @@ class GenerativeModel(nn.Module):
         """The training objective on one batch (a scalar). Noise comes from ``generator``."""
         raise NotImplementedError
 
+    #: True when :meth:`prepare` does work worth taking off the hot path (the trainer then runs it
+    #: in background threads, a few batches ahead).
+    prepares_batches: bool = False
+
+    def prepare(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Work on a batch that depends on data and randomness only, never on the weights (e.g.
+        pairing noise with data by optimal transport). Runs in a worker thread; it must draw its
+        randomness from ``generator`` alone so results do not depend on thread timing."""
+        return batch
+
     @torch.no_grad()
     def sample(self, n: int, **options: Any) -> SampleResult:
         raise NotImplementedError

@@ -25,6 +25,7 @@ from torch import nn
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec
+from genlab.models.coupling import couple
 from genlab.registry import MODELS, NETS
 from genlab.sampling.ode import SampleResult, solve, time_grid
 
@@ -66,10 +67,23 @@ class FlowMatching(GenerativeModel):
         )
 
     # --- training -------------------------------------------------------------------------------
-    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
-        x0 = batch.x  # (B, d) data
+    @property
+    def prepares_batches(self) -> bool:  # the OT assignment is worth running off the hot path
+        return self.config.coupling != "independent"
+
+    def prepare(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Draw the noise and pair it with the data (independently, or by minibatch OT)."""
+        x0 = batch.x
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        eps, x0, y = self._pair(eps, x0, batch.y)
+        eps, x0 = couple(eps, x0, self.config.coupling)
+        return Batch(x0, batch.y, eps)
+
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        if batch.noise is None and self.prepares_batches:  # not prepared by the trainer
+            batch = self.prepare(batch, generator)
+        x0, eps, y = batch.x, batch.noise, batch.y  # (B, d) data and its paired noise
+        if eps is None:
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         t = self._sample_t(x0.shape[0], generator, x0)  # (B,)
         tt = t[:, None]
         xt = torch.lerp(x0, eps, tt)  # (1 - t) x0 + t eps
@@ -79,14 +93,6 @@ class FlowMatching(GenerativeModel):
             )
         v = self.net(xt, t, y)
         return torch.mean((v - (eps - x0)) ** 2)
-
-    def _pair(self, eps, x0, y):
-        if self.config.coupling == "independent":
-            return eps, x0, y
-        from genlab.models.coupling import couple
-
-        eps, x0 = couple(eps, x0, self.config.coupling)
-        return eps, x0, y
 
     def _sample_t(self, n: int, generator, like: torch.Tensor) -> torch.Tensor:
         if self.config.time_sampling == "uniform":

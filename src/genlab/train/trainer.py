@@ -12,6 +12,7 @@ The hot loop does no host synchronisation: the loss is accumulated on the device
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import math
@@ -43,7 +44,9 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError as e:
         raise GenlabError(f"trainer.device={name!r} is not a device: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenlabError(f"trainer.device={name!r} but CUDA is not available here; use cpu or auto")
+        raise GenlabError(
+            f"trainer.device={name!r} but CUDA is not available here; use cpu or auto"
+        )
     return dev
 
 
@@ -88,6 +91,53 @@ class EpochBatcher:
                 need -= take
             idx = torch.cat(parts)
         return Batch(self.x[idx], None if self.y is None else self.y[idx])
+
+
+class Prefetcher:
+    """Runs ``model.prepare`` (data- and randomness-only work, such as an OT coupling) for the next
+    few batches in worker threads while the current step trains.
+
+    Determinism: batches are drawn in the calling thread, in order; the batch for step ``k`` is
+    prepared with its own generator seeded by ``(seed, k)``; results are consumed in order. So the
+    prepared batches do not depend on thread timing, and resuming at step ``k`` needs only the data
+    position after ``k`` batches, which is recorded with each submitted batch.
+    """
+
+    def __init__(
+        self, batcher: EpochBatcher, prepare, seed: int, step: int, workers: int = 2, depth: int = 4
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.batcher, self.prepare, self.seed = batcher, prepare, seed
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="genlab-prepare")
+        self.depth = depth
+        self.next_step = step  # the step of the next batch to submit
+        self.pending: collections.deque = collections.deque()
+        self.consumed_state = batcher.state()
+
+    def _generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed + 1) * 2_654_435_761 + step)
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.depth:
+            batch = self.batcher.next()
+            fut = self.pool.submit(self.prepare, batch, self._generator(self.next_step))
+            self.pending.append((fut, self.batcher.state()))
+            self.next_step += 1
+
+    def next(self) -> Batch:
+        self._fill()
+        fut, state = self.pending.popleft()
+        self.consumed_state = state
+        batch = fut.result()
+        self._fill()
+        return batch
+
+    def close(self) -> None:
+        for fut, _ in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=True)
+        self.pending.clear()
 
 
 def lr_at(step: int, cfg: TrainerConfig) -> float:
@@ -159,6 +209,7 @@ class Trainer:
             self.tc.seed,
         )
         self.step = 0
+        self.prefetcher: Prefetcher | None = None
         self.evaluate_fn = evaluate_fn
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tc.precision)
         if amp is torch.float16 and self.device.type != "cuda":
@@ -187,7 +238,7 @@ class Trainer:
         meta = {
             "spec": self.model.spec.to_dict(),
             "config": self.cfg.to_dict(),
-            "data_position": self.batcher.state(),
+            "data_position": self.data_position(),
             "torch_version": torch.__version__,
         }
         return ckpt.save_checkpoint(
@@ -219,15 +270,34 @@ class Trainer:
         self.optimizer.load_state_dict(opt_state)
         self.generator.set_state(tensors["rng.train"])
         torch.set_rng_state(tensors["rng.global"])
+        self.close()
         self.batcher.load_state(meta["data_position"])
         self.step = int(meta["step"])
         return True
 
     # --- the loop -------------------------------------------------------------------------------
+    def next_batch(self) -> Batch:
+        if not self.model.prepares_batches:
+            return self.batcher.next()
+        if self.prefetcher is None:
+            self.prefetcher = Prefetcher(self.batcher, self.model.prepare, self.tc.seed, self.step)
+        return self.prefetcher.next()
+
+    def data_position(self) -> dict[str, int]:
+        """Where the data stream stands after the batches consumed so far."""
+        return self.prefetcher.consumed_state if self.prefetcher else self.batcher.state()
+
+    def close(self) -> None:
+        """Stop background work (the prefetch threads); the trainer can go on afterwards."""
+        if self.prefetcher is not None:
+            self.batcher.load_state(self.prefetcher.consumed_state)
+            self.prefetcher.close()
+            self.prefetcher = None
+
     def train_step(self) -> torch.Tensor:
         """One optimizer step; returns the loss as a device tensor (no host sync)."""
         tc = self.tc
-        batch = self.batcher.next()
+        batch = self.next_batch()
         lr = lr_at(self.step, tc)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -268,7 +338,7 @@ class Trainer:
         bar = tqdm(
             total=tc.steps,
             initial=self.step,
-            disable=not tc.progress,
+            disable=None if tc.progress else True,  # None: off when not a terminal
             desc=self.cfg.name,
             mininterval=0.5,
             dynamic_ncols=True,
@@ -292,7 +362,8 @@ class Trainer:
                         )
                     rate = window / max(now - t_window, 1e-9)
                     logger.log(
-                        self.step, {"loss": last_loss, "lr": lr_at(self.step - 1, tc), "steps_per_s": rate}
+                        self.step,
+                        {"loss": last_loss, "lr": lr_at(self.step - 1, tc), "steps_per_s": rate},
                     )
                     bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
                     loss_sum.zero_()
@@ -305,6 +376,7 @@ class Trainer:
                     self.model.train()
         finally:
             bar.close()
+            self.close()
         self.save()
         seconds = time.perf_counter() - t_start
         logger.close()

@@ -1,0 +1,253 @@
+"""Image data sets: scikit-learn's 8x8 digits, MNIST (bundled test set or any IDX pair), folders
+of PNG/JPEG files and uint8 arrays.
+
+Every image set is float32 ``(N, C, H, W)`` scaled linearly to ``[-1, 1]`` (channels first), with
+int64 labels when known. ``meta["levels"]`` is the number of intensity levels of the source (256
+for 8-bit data, 17 for digits) and ``meta["bits"] = 8`` for 8-bit sources, for dequantization and
+bits per dimension.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.data.arrays import check_labels
+from genlab.data.base import Dataset, asset, from_examples, require_file
+from genlab.errors import DataError
+from genlab.registry import DATASETS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MNIST_SHA256 = {
+    "mnist/t10k-images-idx3-ubyte.gz": "9fe7630f90c0e670227960a294637bc2e78a29d724810e24204eb342c9f033a1",
+    "mnist/t10k-labels-idx1-ubyte.gz": "2c54c993d38068b3c3adb720a5cdee07065a066a7b36e7d1df720548d6359eba",
+}
+
+
+def from_uint8(
+    arr: np.ndarray,
+    labels: np.ndarray | None,
+    name: str,
+    *,
+    n: int | None,
+    val_fraction: float,
+    seed: int,
+    source: str,
+    meta: dict | None = None,
+) -> Dataset:
+    """uint8 images ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (``C`` in 1, 3, 4; channels
+    last when ambiguous) -> a Dataset in ``[-1, 1]``, ``x / 127.5 - 1``."""
+    if arr.dtype != np.uint8:
+        raise DataError(f"{source}: images must be uint8 (0..255), got dtype {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4 and arr.shape[3] in (1, 3, 4):
+        arr = arr.transpose(0, 3, 1, 2)
+    elif not (arr.ndim == 4 and arr.shape[1] in (1, 3, 4)):
+        raise DataError(
+            f"{source}: expected images (N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4; "
+            f"got shape {tuple(arr.shape)}"
+        )
+    if arr.size == 0:
+        raise DataError(f"{source}: no images (shape {tuple(arr.shape)})")
+    x = torch.from_numpy(arr.astype(np.float32)) / 127.5 - 1  # a copy: arr may be read-only
+    y = None if labels is None else torch.from_numpy(check_labels(labels, len(x), source))
+    meta = {"source": source, "bits": 8, "levels": 256, **(meta or {})}
+    return from_examples(
+        name,
+        "images",
+        x,
+        n=n,
+        val_fraction=val_fraction,
+        seed=seed,
+        labels=y,
+        num_classes=None if y is None else int(y.max()) + 1,
+        meta=meta,
+    )
+
+
+@DATASETS.register("digits", help="scikit-learn 8x8 handwritten digits, 1797 images, 10 classes")
+def load_digits(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 digits (UCI optical recognition of handwritten digits, test part):
+    1797 images with values 0..16, scaled by ``x / 8 - 1`` to ``[-1, 1]``; shape ``(N, 1, 8, 8)``."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy(d.images).to(torch.float32)[:, None] / 8 - 1
+    y = torch.from_numpy(d.target).to(torch.int64)
+    meta = {"source": "sklearn.datasets.load_digits", "levels": 17}
+    return from_examples(
+        "digits",
+        "images",
+        x,
+        n=n,
+        val_fraction=val_fraction,
+        seed=seed,
+        labels=y,
+        num_classes=10,
+        meta=meta,
+    )
+
+
+@DATASETS.register("mnist", help="MNIST 28x28 digits (bundled 10k test set), 10 classes")
+def load_mnist(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """MNIST's 10,000-image test set shipped in ``genlab/assets/mnist`` (checked by SHA-256),
+    ``(N, 1, 28, 28)`` in ``[-1, 1]`` with labels. For the training set use
+    ``load(path=folder_with_idx_files)``."""
+    images, labels = (asset(rel, sha) for rel, sha in MNIST_SHA256.items())
+    return _idx_dataset("mnist", images, labels, n=n, val_fraction=val_fraction, seed=seed)
+
+
+def load_directory(
+    path: str | Path,
+    *,
+    n: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    size: int | tuple[int, int] | None = None,
+    prefix: str | None = None,
+) -> Dataset:
+    """Images from a folder: an IDX pair (``<prefix>-images-idx3-ubyte[.gz]`` and
+    ``<prefix>-labels-idx1-ubyte[.gz]``; ``prefix`` picks one when there are several, default
+    ``train``) or PNG/JPEG files (see :func:`load_image_folder`; ``size`` resizes)."""
+    path = require_file(path, "folder")
+    pairs = _idx_pairs(path)
+    if not pairs:
+        if prefix is not None:
+            raise DataError(
+                f"{str(path)!r} holds no IDX files, so prefix={prefix!r} does not apply"
+            )
+        return load_image_folder(path, n=n, val_fraction=val_fraction, seed=seed, size=size)
+    if size is not None:
+        raise DataError(f"{str(path)!r} holds IDX files; size= applies only to PNG/JPEG folders")
+    if prefix is None:
+        prefix = "train" if "train" in pairs or len(pairs) > 1 else next(iter(pairs))
+    if prefix not in pairs:
+        raise DataError(f"{str(path)!r} has no IDX pair {prefix!r}; found {sorted(pairs)}")
+    images, labels = pairs[prefix]
+    return _idx_dataset(path.name, images, labels, n=n, val_fraction=val_fraction, seed=seed)
+
+
+def load_image_folder(
+    path: str | Path,
+    *,
+    n: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    size: int | tuple[int, int] | None = None,
+) -> Dataset:
+    """PNG/JPEG images from a folder (files sorted by name). With sub-folders, each sub-folder is a
+    class (labels in sorted folder order, ``meta["classes"]``). All grayscale -> ``C = 1``, else
+    RGB (alpha dropped). All images must share one size unless ``size=(H, W)`` (or an int) is given,
+    which resizes them (bicubic)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = require_file(path, "folder")
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and _images_in(d))
+    if classes:
+        files = [(f, i) for i, c in enumerate(classes) for f in _images_in(path / c)]
+    else:
+        files = [(f, None) for f in _images_in(path)]
+    if not files:
+        raise DataError(f"{str(path)!r} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    if n is not None:
+        files = files[: int(n)]
+    target = (size, size) if isinstance(size, int) else tuple(size) if size else None
+    pics = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                pics.append(im.copy())
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"could not read image {str(f)!r}: {e}") from None
+    gray = all(p.mode in ("1", "L", "LA", "I", "I;16", "F") for p in pics)
+    arrays = []
+    first = pics[0].size
+    for (f, _), p in zip(files, pics):
+        if target is None and p.size != first:
+            raise DataError(
+                f"image {str(f)!r} is {p.size[0]}x{p.size[1]} (W x H) but {str(files[0][0])!r} is "
+                f"{first[0]}x{first[1]}; pass size=(H, W) to resize all images"
+            )
+        p = p.convert("L" if gray else "RGB")
+        if target is not None and p.size != (target[1], target[0]):
+            p = p.resize((target[1], target[0]), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(p, dtype=np.uint8))
+    arr = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
+    labels = np.array([y for _, y in files], dtype=np.int64) if classes else None
+    meta = {"classes": classes} if classes else {}
+    # from_uint8 splits at random, so files sorted by class do not bias train/val.
+    return from_uint8(
+        arr,
+        labels,
+        path.name,
+        n=None,
+        val_fraction=val_fraction,
+        seed=seed,
+        source=str(path),
+        meta=meta,
+    )
+
+
+def read_idx(path: str | Path, ndim: int) -> np.ndarray:
+    """Read an IDX file (gzipped or not) of unsigned bytes with ``ndim`` dimensions.
+
+    Format (LeCun et al.): magic ``00 00 08 <ndim>`` (``08`` = uint8), then ``ndim`` big-endian
+    int32 sizes, then the data.
+    """
+    path = require_file(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"could not read IDX file {str(path)!r} (corrupt?): {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{str(path)!r} is not an IDX file (bad magic number {raw[:4].hex()})")
+    if raw[2] != 0x08:
+        raise DataError(
+            f"{str(path)!r}: IDX data type 0x{raw[2]:02x} is not supported (only uint8, 0x08)"
+        )
+    if raw[3] != ndim:
+        raise DataError(f"{str(path)!r}: expected a {ndim}-D IDX array, the header says {raw[3]}-D")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{str(path)!r}: IDX header is truncated")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise DataError(
+            f"{str(path)!r}: the header promises shape {shape} ({int(np.prod(shape))} bytes) but "
+            f"the file holds {data.size} bytes of data (truncated or corrupt)"
+        )
+    return data.reshape(shape)
+
+
+def _idx_dataset(
+    name: str, images: Path, labels: Path, *, n: int | None, val_fraction: float, seed: int
+) -> Dataset:
+    x = read_idx(images, 3)
+    y = read_idx(labels, 1)
+    if len(x) != len(y):
+        raise DataError(
+            f"{str(images)!r} has {len(x)} images but {str(labels)!r} has {len(y)} labels"
+        )
+    return from_uint8(x, y, name, n=n, val_fraction=val_fraction, seed=seed, source=str(images))
+
+
+def _idx_pairs(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """``prefix -> (images, labels)`` for every complete IDX pair in ``folder``."""
+    pairs = {}
+    for f in sorted(folder.iterdir()):
+        for suffix in ("-images-idx3-ubyte", "-images-idx3-ubyte.gz"):
+            if f.name.endswith(suffix):
+                prefix = f.name[: -len(suffix)]
+                label = folder / f.name.replace("-images-idx3-", "-labels-idx1-")
+                if label.exists():
+                    pairs[prefix] = (f, label)
+    return pairs
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,87 @@
+"""Character-level text: any UTF-8 ``.txt`` file, and Tiny Shakespeare (bundled).
+
+The vocabulary is the sorted set of characters of the file (``meta["vocab"]``, a ``str``); a token
+is a character's index in it. The stream is split contiguously: the first ``1 - val_fraction`` of
+the characters for training, the rest for validation (as in char-rnn / nanoGPT), so no validation
+text leaks into training windows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.data.base import Dataset, asset, require_file
+from genlab.errors import DataError
+from genlab.registry import DATASETS
+
+SHAKESPEARE = (
+    "tinyshakespeare/input.txt",
+    "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+)
+
+
+def encode(text: str, vocab: str) -> torch.Tensor:
+    """Characters -> int64 token ids ``(len(text),)``; a character outside ``vocab`` is a DataError."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # code points
+    table = np.frombuffer(vocab.encode("utf-32-le"), dtype=np.uint32)
+    order = np.argsort(table, kind="stable")
+    pos = np.searchsorted(table[order], codes).clip(0, max(len(table) - 1, 0))
+    ids = order[pos] if len(table) else pos
+    bad = np.flatnonzero(table[ids] != codes) if len(table) else np.arange(len(codes))
+    if len(bad):
+        raise DataError(
+            f"character {text[bad[0]]!r} (position {bad[0]}) is not in the vocabulary "
+            f"({len(vocab)} characters)"
+        )
+    return torch.from_numpy(ids.astype(np.int64))
+
+
+def decode(ids: torch.Tensor | list[int], vocab: str) -> str:
+    """Token ids -> text; an id outside ``[0, len(vocab))`` is a DataError."""
+    ids = torch.as_tensor(ids).reshape(-1).tolist()
+    bad = [i for i in ids if not 0 <= i < len(vocab)]
+    if bad:
+        raise DataError(f"token id {bad[0]} is outside the vocabulary of {len(vocab)} characters")
+    return "".join(vocab[i] for i in ids)
+
+
+def load_text(
+    path: str | Path, *, n: int | None = None, val_fraction: float = 0.1, seed: int = 0
+) -> Dataset:
+    """Character tokens of a UTF-8 text file (the first ``n`` characters when ``n`` is given);
+    ``seed`` is unused (the split is contiguous)."""
+    path = require_file(path)
+    return _from_bytes(path.stem, path.read_bytes(), str(path), n=n, val_fraction=val_fraction)
+
+
+@DATASETS.register("shakespeare", help="Tiny Shakespeare, 1.1M characters, char-level (bundled)")
+def load_shakespeare(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """Karpathy's Tiny Shakespeare (1,115,394 characters, 65 distinct), checked by SHA-256."""
+    path = asset(*SHAKESPEARE)
+    return _from_bytes("shakespeare", path.read_bytes(), str(path), n=n, val_fraction=val_fraction)
+
+
+def _from_bytes(
+    name: str, raw: bytes, source: str, *, n: int | None, val_fraction: float
+) -> Dataset:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{source} is not valid UTF-8: byte 0x{raw[e.start]:02x} at byte offset {e.start} "
+            f"({e.reason}); re-save the file as UTF-8"
+        ) from None
+    if n is not None:
+        text = text[: int(n)]
+    if not text:
+        raise DataError(f"{source} is empty: no characters to train on")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    vocab = "".join(sorted(set(text)))
+    ids = encode(text, vocab)
+    cut = len(ids) - int(round(len(ids) * val_fraction))
+    meta = {"source": source, "vocab": vocab, "vocab_size": len(vocab)}
+    return Dataset(name, "tokens", ids[:cut], ids[cut:], meta=meta)
