@@ -1,0 +1,202 @@
+"""The command line end to end: train, sample, eval, list, and a clear message for each bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
+TINY = [
+    "trainer.steps=1500",
+    "trainer.warmup=50",
+    "trainer.lr=0.005",
+    "model.hidden=128",
+    "model.depth=3",
+    "data.n=5000",
+    "trainer.checkpoint_every=100",
+    "trainer.log_every=50",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+    "eval.n=500",
+    "eval.seeds=1",
+    "model.sampler=euler",
+    "model.steps=20",
+]
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "moons"
+    assert main(["train", CONFIG, *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_list_shows_every_registry(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for section in ("datasets:", "models:", "samplers:", "metrics:"):
+        assert section in out
+    for name in ("moons", "checkerboard", "mnist", "flow-matching", "euler", "dopri5", "w2", "mmd"):
+        assert f"  {name} " in out
+
+
+def test_train_writes_a_complete_run(trained):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "samples.png",
+        "trajectories.png",
+    ):
+        assert (trained / name).is_file(), name
+    assert sorted(p.name for p in (trained / "checkpoints").glob("*.safetensors"))[-1] == (
+        "step_0001500.safetensors"
+    )
+    report = json.loads((trained / "metrics.json").read_text())
+    # a baseline that learned nothing: the standard normal the flow starts from
+    import torch
+
+    from genlab.data import TOY
+    from genlab.eval.metrics import w2
+
+    ref = TOY["moons"]().sample(500, torch.Generator().manual_seed(1))
+    baseline = w2(torch.randn(500, 2, generator=torch.Generator().manual_seed(2)), ref)
+    assert report["metrics"]["w2"]["mean"] < 0.4 * baseline
+
+
+def test_sample_writes_npy_with_the_requested_sampler(trained, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    code, text, _ = run_cli(
+        capsys, "sample", trained, "--n", 123, "--sampler", "midpoint", "--steps", 5, "--out", out
+    )
+    assert code == 0 and "NFE 10" in text
+    x = np.load(out)
+    assert x.shape == (123, 2) and np.isfinite(x).all()
+    code, _, _ = run_cli(capsys, "sample", trained, "--n", 50, "--out", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_eval_json_against_the_true_law_and_a_file(trained, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "eval", trained, "--json", "--n", 300, "--seeds", 2)
+    assert code == 0
+    rep = json.loads(out)
+    assert set(rep["metrics"]) == {"w2", "sliced_w2", "mmd", "energy"}
+    assert len(rep["metrics"]["w2"]["values"]) == 2
+    assert rep["nll"]["kind"] == "exact" and "true_nats" in rep["nll"]
+    import torch
+
+    from genlab.data import TOY
+
+    held = TOY["moons"]().sample(400, torch.Generator().manual_seed(9)).numpy()
+    np.save(tmp_path / "held.npy", held)
+    code, out, _ = run_cli(
+        capsys, "eval", trained, "--data", tmp_path / "held.npy", "--json", "--n", 300, "--seeds", 1
+    )
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["reference"] == "held-out file" and rep["nll"]["n"] == 400
+    code, out, _ = run_cli(capsys, "eval", trained, "--n", 200, "--seeds", 1)
+    assert code == 0 and "w2" in out and "nats" in out
+
+
+def test_any_npy_of_any_dimension_trains_and_evaluates(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(3000, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    np.save(tmp_path / "points.npy", pts.astype(np.float32))
+    np.save(tmp_path / "heldout.npy", (rng.normal(size=(500, 5)) @ rng.normal(size=(5, 5))))
+    out = tmp_path / "mine"
+    code, _, err = run_cli(
+        capsys, "train", CONFIG, f"data.path={tmp_path / 'points.npy'}", *TINY, "--out", out
+    )
+    assert code == 0, err
+    rep = json.loads((out / "metrics.json").read_text())
+    assert rep["reference"] == "validation split"
+    code, text, _ = run_cli(
+        capsys, "eval", out, "--data", tmp_path / "heldout.npy", "--json", "--n", 200, "--seeds", 1
+    )
+    assert code == 0
+    assert json.loads(text)["nll"]["kind"] == "exact"
+
+
+def test_resume_continues_a_run_to_more_steps(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained, run)
+    code, _, err = run_cli(
+        capsys, "train", CONFIG, "trainer.steps=1550", "--out", run, "--resume", "--no-eval"
+    )
+    assert code == 0, err
+    assert (run / "checkpoints" / "step_0001550.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "configs/nope.yaml"], "config file not found"),
+        (["train", CONFIG, "trainer.stpes=3"], "did you mean 'trainer.steps'"),
+        (["train", CONFIG, "trainer.steps=abc"], "trainer.steps must be an integer"),
+        (["train", CONFIG, "trainer.steps=-1"], "trainer.steps must be at least 1"),
+        (["train", CONFIG, "model.coupling=otx"], "model.coupling must be one of"),
+        (["train", CONFIG, "model.family=flow-matchin"], "did you mean 'flow-matching'"),
+        (["train", CONFIG, "data.name=mons"], "did you mean 'moons'"),
+        (["train", CONFIG, "data.path=/no/such/file.npy"], "not found"),
+        (["train", CONFIG, "trainer.steps"], "key=value"),
+        (["sample", "/no/such/run"], "run directory not found"),
+        (["eval", "/no/such/run"], "run directory not found"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_status_2(capsys, args, message):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_bad_data_file_messages(tmp_path, capsys):
+    bad = np.ones((100, 2), dtype=np.float32)
+    bad[7, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    code, _, err = run_cli(
+        capsys, "train", CONFIG, f"data.path={tmp_path / 'nan.npy'}", *TINY, "--out", tmp_path / "r"
+    )
+    assert code == 2 and "NaN" in err
+    np.save(tmp_path / "empty.npy", np.zeros((0, 2), dtype=np.float32))
+    code, _, err = run_cli(
+        capsys, "train", CONFIG, f"data.path={tmp_path / 'empty.npy'}", "--out", tmp_path / "r2"
+    )
+    assert code == 2 and "empty" in err
+
+
+def test_unknown_sampler_and_corrupt_checkpoint(trained, tmp_path, capsys):
+    code, _, err = run_cli(
+        capsys, "sample", trained, "--sampler", "eulr", "--out", tmp_path / "x.npy"
+    )
+    assert code == 2 and "did you mean 'euler'" in err
+    import shutil
+
+    run = tmp_path / "broken"
+    shutil.copytree(trained, run)
+    for w in (run / "checkpoints").glob("*.safetensors"):
+        w.write_bytes(w.read_bytes()[:50])
+    code, _, err = run_cli(capsys, "sample", run, "--out", tmp_path / "y.npy")
+    assert code == 2 and "truncated" in err
+    (run / "config.yaml").unlink()
+    code, _, err = run_cli(capsys, "eval", run)
+    assert code == 2 and "no config.yaml" in err
+
+
+def test_training_over_an_existing_run_is_refused(trained, capsys):
+    code, _, err = run_cli(capsys, "train", CONFIG, *TINY, "--out", trained)
+    assert code == 2 and "--resume" in err
