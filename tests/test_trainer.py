@@ -173,3 +173,24 @@ def test_ema_is_the_running_average_of_the_weights(tmp_path):
         e = [ei + (1 - d) * (wi - ei) for ei, wi in zip(e, ws)]
     for ei, ti in zip(e, tr.ema):
         assert torch.allclose(ei, ti, atol=1e-6)
+
+
+def test_validation_keeps_the_best_checkpoint_and_stops_early(tmp_path):
+    tr = small_setup(tmp_path, steps=400, val_every=10, early_stopping=2, lr=0.3, warmup=0)
+    tr.fit()  # a learning rate this high makes the validation loss stop improving quickly
+    assert tr.stopped_early and tr.step < 400
+    rows = [json.loads(r) for r in (tr.run_dir / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert len(vals) >= 3
+    _, meta = ckpt.load_checkpoint(tr.checkpoint_dir, ckpt.BEST)
+    assert meta["best_val"] == pytest.approx(min(vals))
+    assert tr.validate() == pytest.approx(vals[-1])  # deterministic: same generator every check
+
+
+def test_validation_state_survives_resume(tmp_path):
+    full = small_setup(tmp_path, "full", steps=40, val_every=10)
+    full.fit()
+    small_setup(tmp_path, "part", steps=40, val_every=10).fit(stop_at=20)
+    resumed = small_setup(tmp_path, "part", steps=40, val_every=10)
+    resumed.fit(resume=True)
+    assert resumed.best_val == full.best_val

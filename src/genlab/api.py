@@ -25,7 +25,7 @@ from genlab.eval.evaluate import format_report
 from genlab.models.base import GenerativeModel, ModelSpec
 from genlab.registry import MODELS
 from genlab.train import checkpoint as ckpt
-from genlab.train.trainer import Trainer, TrainResult, swap_weights
+from genlab.train.trainer import Trainer, TrainResult
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -98,11 +98,17 @@ def train(
             f"trained {result.step} steps in {result.seconds:.1f} s "
             f"({result.steps_per_second:.0f} steps/s); final loss {result.final_loss:.4f}"
         )
-    if trainer.ema is not None:
+    model = trainer.model
+    best = ckpt.checkpoint_paths(trainer.checkpoint_dir, ckpt.BEST)[1]
+    if best.is_file():  # validation was tracked: evaluate the best weights, not the last
+        model = load_run(run_dir, checkpoint=ckpt.BEST, device=trainer.device).model
+        if verbose:
+            print(f"using the best checkpoint (validation loss {trainer.best_val:.4f})")
+    elif trainer.ema is not None:
         with torch.no_grad():
             torch._foreach_copy_(trainer.params, trainer.ema)
-    run = Run(run_dir, cfg, trainer.model, result.step, dataset)
-    if evaluate and result.step >= cfg.trainer.steps:
+    run = Run(run_dir, cfg, model, result.step, dataset)
+    if evaluate and (result.step >= cfg.trainer.steps or trainer.stopped_early):
         report = evaluate_run(run, write=True)
         if verbose:
             print(format_report(report))
@@ -132,8 +138,16 @@ def _title(report: dict[str, Any]) -> str:
     return f"{report['family']}: {report['sampler']}, NFE {report['nfe']:.0f}{w2s}"
 
 
-def load_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Run:
-    """Rebuild a trained model from its run directory alone (config + newest good checkpoint)."""
+def load_run(
+    run_dir: str | Path,
+    *,
+    ema: bool = True,
+    device: str | torch.device = "cpu",
+    checkpoint: str | int = "auto",
+) -> Run:
+    """Rebuild a trained model from its run directory alone: its config and a checkpoint
+    (``"auto"``: the best by validation loss when validation was tracked, else the newest good one;
+    ``"last"``, ``"best"`` or a step number)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
@@ -141,7 +155,14 @@ def load_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.devic
     if not cfg_path.is_file():
         raise CheckpointError(f"{run_dir} is not a genlab run: it has no config.yaml")
     cfg = load_config(cfg_path)
-    found = ckpt.load_latest(run_dir / "checkpoints")
+    directory = run_dir / "checkpoints"
+    if checkpoint == "auto":
+        has_best = ckpt.checkpoint_paths(directory, ckpt.BEST)[1].is_file()
+        checkpoint = ckpt.BEST if has_best else "last"
+    if checkpoint == "last":
+        found = ckpt.load_latest(directory)
+    else:
+        found = ckpt.load_checkpoint(directory, checkpoint)
     if found is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet (checkpoints/ is empty)")
     tensors, meta = found
@@ -188,8 +209,11 @@ def evaluate_run(
 
             g = torch.Generator().manual_seed(0)
             traj = run.model.sample(
-                300, sampler="euler" if (cfg.sampler or "") != "dopri5" else "dopri5",
-                steps=cfg.steps or 100, generator=g, trajectory=True,
+                300,
+                sampler="euler" if (cfg.sampler or "") != "dopri5" else "dopri5",
+                steps=cfg.steps or 100,
+                generator=g,
+                trajectory=True,
             ).trajectory
             plot_trajectories(traj, path=run.dir / "trajectories.png")
     report.pop("_samples", None)

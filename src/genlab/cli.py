@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="a YAML config, e.g. configs/flow-matching-moons.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.steps=3000")
     t.add_argument("--out", help="run directory (default: runs/<name>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
@@ -110,7 +112,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = genlab.load_run(args.run)
     changes = {
         k: v
-        for k, v in {"n": args.n, "seeds": args.seeds, "sampler": args.sampler, "steps": args.steps}.items()
+        for k, v in {
+            "n": args.n,
+            "seeds": args.seeds,
+            "sampler": args.sampler,
+            "steps": args.steps,
+        }.items()
         if v is not None
     }
     cfg = dataclasses.replace(run.config.eval, **changes)

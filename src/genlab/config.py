@@ -54,6 +54,9 @@ class TrainerConfig:
     threads: int = 0  # torch intra-op threads on CPU (0: torch's default)
     log_every: int = 100
     eval_every: int = 0  # periodic evaluation + sample plot (0: only at the end)
+    val_every: int = 0  # validation loss every N steps, keeping the best checkpoint (0: off)
+    val_batches: int = 0  # validation batches per check (0: the whole validation split)
+    early_stopping: int = 0  # stop after this many validations without improvement (0: off)
     checkpoint_every: int = 2_000
     keep_last: int = 3  # checkpoints kept (older ones are removed)
     progress: bool = True  # progress bar
@@ -177,7 +180,9 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
     for k in raw:
         if k not in allowed:
             close = difflib.get_close_matches(str(k), sorted(allowed), n=3, cutoff=0.5)
-            hint = f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""
+            hint = (
+                f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""
+            )
             raise ConfigError(
                 f"unknown config key {prefix + str(k)!r}{hint} (allowed: {', '.join(sorted(allowed))})"
             )
@@ -263,6 +268,9 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "log_every": (lambda v: v >= 1, "at least 1"),
     "eval_every": (lambda v: v >= 0, "non-negative (0: only at the end)"),
+    "val_every": (lambda v: v >= 0, "non-negative (0: off)"),
+    "val_batches": (lambda v: v >= 0, "non-negative (0: the whole split)"),
+    "early_stopping": (lambda v: v >= 0, "non-negative (0: off)"),
     "checkpoint_every": (lambda v: v >= 1, "at least 1"),
     "keep_last": (lambda v: v >= 1, "at least 1"),
     "threads": (lambda v: v >= 0, "non-negative"),

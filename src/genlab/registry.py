@@ -71,4 +71,10 @@ SAMPLERS: Registry[Callable[..., Any]] = Registry("sampler")
 METRICS: Registry[Callable[..., Any]] = Registry("metric")
 NETS: Registry[Callable[..., Any]] = Registry("backbone")
 
-ALL = {"datasets": DATASETS, "models": MODELS, "samplers": SAMPLERS, "metrics": METRICS, "backbones": NETS}
+ALL = {
+    "datasets": DATASETS,
+    "models": MODELS,
+    "samplers": SAMPLERS,
+    "metrics": METRICS,
+    "backbones": NETS,
+}

@@ -28,7 +28,9 @@ def reference_points(
     if held_out is None and dataset is not None and dataset.true is not None:
         g = torch.Generator().manual_seed(REFERENCE_SEED + seed)
         return dataset.true.sample(n, generator=g), "fresh draws of the true law"
-    pts, what = (held_out, "held-out file") if held_out is not None else (dataset.val, "validation split")
+    pts, what = (
+        (held_out, "held-out file") if held_out is not None else (dataset.val, "validation split")
+    )
     if pts is None or len(pts) == 0:
         raise DataError("no reference data to evaluate against: the validation split is empty")
     if len(pts) > n:
@@ -46,7 +48,9 @@ def evaluate(
     keep_samples: bool = False,
 ) -> dict[str, Any]:
     """Sample-based metrics (mean, std and per-seed values) and, where possible, the NLL."""
-    if tuple(model.spec.shape) != tuple((held_out if held_out is not None else dataset.val).shape[1:]):
+    if tuple(model.spec.shape) != tuple(
+        (held_out if held_out is not None else dataset.val).shape[1:]
+    ):
         got = tuple((held_out if held_out is not None else dataset.val).shape[1:])
         raise DataError(
             f"reference data has examples of shape {got} but the model makes {tuple(model.spec.shape)}"
@@ -106,7 +110,12 @@ def held_out_nll(
         "nfe": lp.nfe,
         "note": lp.note,
     }
-    if held_out is None and dataset is not None and dataset.true is not None and dataset.true.has_log_prob:
+    if (
+        held_out is None
+        and dataset is not None
+        and dataset.true is not None
+        and dataset.true.has_log_prob
+    ):
         out["true_nats"] = float(-dataset.true.log_prob(pts.double()).mean())
     return out
 

@@ -38,7 +38,9 @@ class LogProb:
 
     def __post_init__(self) -> None:
         if self.kind not in LOG_PROB_KINDS:
-            raise ValueError(f"log-likelihood kind must be one of {LOG_PROB_KINDS}, got {self.kind}")
+            raise ValueError(
+                f"log-likelihood kind must be one of {LOG_PROB_KINDS}, got {self.kind}"
+            )
 
     def nll(self) -> float:
         """Mean negative log-likelihood in nats."""

@@ -166,9 +166,13 @@ class FlowMatching(GenerativeModel):
             nfe = 0
             probe = None
             if not exact:
-                probe = torch.randint(
-                    0, 2, chunk.shape, generator=generator, dtype=chunk.dtype
-                ).to(chunk.device) * 2 - 1
+                probe = (
+                    torch.randint(0, 2, chunk.shape, generator=generator, dtype=chunk.dtype).to(
+                        chunk.device
+                    )
+                    * 2
+                    - 1
+                )
 
             def f(t, state, probe=probe):
                 nonlocal nfe

@@ -43,7 +43,9 @@ def time_grid(
 
 
 @SAMPLERS.register("euler", help="fixed-step explicit Euler on the ODE (1 NFE per step)")
-def euler(drift: Drift, x: torch.Tensor, ts: torch.Tensor, *, trajectory: bool = False) -> SampleResult:
+def euler(
+    drift: Drift, x: torch.Tensor, ts: torch.Tensor, *, trajectory: bool = False
+) -> SampleResult:
     path = [x] if trajectory else None
     for i in range(len(ts) - 1):
         x = x + (ts[i + 1] - ts[i]) * drift(x, ts[i])
@@ -52,7 +54,9 @@ def euler(drift: Drift, x: torch.Tensor, ts: torch.Tensor, *, trajectory: bool =
     return SampleResult(x, len(ts) - 1, torch.stack(path) if path is not None else None)
 
 
-@SAMPLERS.register("midpoint", help="fixed-step explicit midpoint (RK2) on the ODE (2 NFE per step)")
+@SAMPLERS.register(
+    "midpoint", help="fixed-step explicit midpoint (RK2) on the ODE (2 NFE per step)"
+)
 def midpoint(
     drift: Drift, x: torch.Tensor, ts: torch.Tensor, *, trajectory: bool = False
 ) -> SampleResult:
@@ -66,7 +70,9 @@ def midpoint(
     return SampleResult(x, 2 * (len(ts) - 1), torch.stack(path) if path is not None else None)
 
 
-@SAMPLERS.register("dopri5", help="adaptive Dormand-Prince 5(4) via torchdiffeq; steps sets output points")
+@SAMPLERS.register(
+    "dopri5", help="adaptive Dormand-Prince 5(4) via torchdiffeq; steps sets output points"
+)
 def dopri5(
     drift: Drift,
     x: torch.Tensor,

@@ -45,8 +45,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def checkpoint_paths(directory: Path, step: int) -> tuple[Path, Path]:
-    stem = f"step_{step:07d}"
+BEST = "best"  # the checkpoint with the lowest validation loss (never rotated away)
+
+
+def checkpoint_paths(directory: Path, step: int | str) -> tuple[Path, Path]:
+    """The weights and sidecar paths of checkpoint ``step`` (an int) or a named one (``"best"``)."""
+    stem = f"step_{step:07d}" if isinstance(step, int) else step
     return directory / f"{stem}.safetensors", directory / f"{stem}.json"
 
 
@@ -56,10 +60,12 @@ def save_checkpoint(
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
     keep_last: int | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Write a checkpoint atomically; keep only the newest ``keep_last`` ones."""
+    """Write a checkpoint atomically (as ``name`` when given, e.g. ``"best"``); keep only the newest
+    ``keep_last`` numbered ones."""
     directory = Path(directory)
-    weights, sidecar = checkpoint_paths(directory, step)
+    weights, sidecar = checkpoint_paths(directory, name or step)
     blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
     atomic_write_bytes(weights, blob)
     meta = dict(meta)
@@ -87,7 +93,7 @@ def list_checkpoints(directory: str | Path) -> list[int]:
     return sorted(steps)
 
 
-def load_checkpoint(directory: str | Path, step: int) -> tuple[dict[str, torch.Tensor], dict]:
+def load_checkpoint(directory: str | Path, step: int | str) -> tuple[dict[str, torch.Tensor], dict]:
     """Read and verify one checkpoint; raise :class:`CheckpointError` saying what is wrong."""
     weights, sidecar = checkpoint_paths(Path(directory), step)
     try:
@@ -107,7 +113,9 @@ def load_checkpoint(directory: str | Path, step: int) -> tuple[dict[str, torch.T
             f"checkpoint {weights} is truncated or damaged: {len(blob)} bytes, expected {meta['size']}"
         )
     if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise CheckpointError(f"checkpoint {weights} is corrupt: its sha256 does not match the sidecar")
+        raise CheckpointError(
+            f"checkpoint {weights} is corrupt: its sha256 does not match the sidecar"
+        )
     try:
         from safetensors.torch import load as load_bytes
 
@@ -131,7 +139,9 @@ def load_latest(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict] |
     return None
 
 
-def load_state_dict_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_state_dict_checked(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], what: str
+) -> None:
     """``module.load_state_dict`` with a message naming the first missing or mismatched tensor."""
     own = module.state_dict()
     for name, t in own.items():

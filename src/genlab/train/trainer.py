@@ -209,6 +209,9 @@ class Trainer:
             self.tc.seed,
         )
         self.step = 0
+        self.stopped_early = False
+        self.best_val = math.inf  # lowest validation loss so far
+        self.stale_vals = 0  # validations since it improved
         self.prefetcher: Prefetcher | None = None
         self.evaluate_fn = evaluate_fn
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tc.precision)
@@ -234,15 +237,17 @@ class Trainer:
         t["rng.global"] = torch.get_rng_state()
         return t
 
-    def save(self) -> Path:
+    def save(self, name: str | None = None) -> Path:
         meta = {
             "spec": self.model.spec.to_dict(),
             "config": self.cfg.to_dict(),
             "data_position": self.data_position(),
+            "best_val": self.best_val if math.isfinite(self.best_val) else None,
+            "stale_vals": self.stale_vals,
             "torch_version": torch.__version__,
         }
         return ckpt.save_checkpoint(
-            self.checkpoint_dir, self.step, self.state_tensors(), meta, self.tc.keep_last
+            self.checkpoint_dir, self.step, self.state_tensors(), meta, self.tc.keep_last, name
         )
 
     def restore(self) -> bool:
@@ -273,7 +278,36 @@ class Trainer:
         self.close()
         self.batcher.load_state(meta["data_position"])
         self.step = int(meta["step"])
+        best = meta.get("best_val")
+        self.best_val = math.inf if best is None else float(best)
+        self.stale_vals = int(meta.get("stale_vals", 0))
         return True
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss over the validation split (or ``val_batches`` batches of it) with the weights
+        used for sampling (the EMA), with a fixed generator so checks compare like with like."""
+        val = self.dataset.val
+        if len(val) == 0:
+            raise GenlabError("trainer.val_every is set but the validation split is empty")
+        labels = self.dataset.labels_val
+        g = torch.Generator(device=self.device).manual_seed(self.tc.seed + 7)
+        total, count = 0.0, 0
+        was_training = self.model.training
+        self.model.eval()
+        with self.ema_weights():
+            for i, start in enumerate(range(0, len(val), self.tc.batch_size)):
+                if self.tc.val_batches and i >= self.tc.val_batches:
+                    break
+                x = val[start : start + self.tc.batch_size].to(self.device)
+                y = None if labels is None else labels[start : start + len(x)].to(self.device)
+                batch = Batch(x, y)
+                if self.model.prepares_batches:
+                    batch = self.model.prepare(batch, g)
+                total += float(self.model.loss(batch, g)) * len(x)
+                count += len(x)
+        self.model.train(was_training)
+        return total / count
 
     # --- the loop -------------------------------------------------------------------------------
     def next_batch(self) -> Batch:
@@ -368,6 +402,22 @@ class Trainer:
                     bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
                     loss_sum.zero_()
                     window, t_window = 0, now
+                if tc.val_every and self.step % tc.val_every == 0:
+                    val = self.validate()
+                    improved = val < self.best_val
+                    self.best_val, self.stale_vals = (
+                        (val, 0) if improved else (self.best_val, self.stale_vals + 1)
+                    )
+                    logger.log(self.step, {"val_loss": val, "best_val_loss": self.best_val})
+                    if improved:
+                        self.save(ckpt.BEST)
+                    if tc.early_stopping and self.stale_vals >= tc.early_stopping:
+                        self.stopped_early = True
+                        bar.write(
+                            f"early stopping at step {self.step}: no better validation loss in "
+                            f"{self.stale_vals} checks (best {self.best_val:.4f})"
+                        )
+                        break
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.evaluate_fn:
