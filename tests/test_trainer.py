@@ -130,8 +130,43 @@ def test_metrics_logs_are_written(tmp_path):
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
     tr = small_setup(tmp_path, steps=10)
     tr.batcher.x[:] = float("nan")
-    with pytest.raises(GenlabError, match="loss became nan"):
+    with pytest.raises(GenlabError, match="non-finite loss or gradient"):
         tr.fit()
+
+
+def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
+    tr = small_setup(tmp_path, steps=10)
+    for _ in range(3):
+        tr.train_step()
+    before = [p.detach().clone() for p in tr.params]
+    state = {k: v.clone() for k, v in tr.state_tensors().items() if k.startswith("optim.")}
+    x = tr.batcher.x.clone()
+    tr.batcher.x[:] = float("inf")
+    tr.train_step()
+    assert int(tr.bad_steps) == 1
+    assert all(torch.equal(a, p) for a, p in zip(before, tr.params))
+    after = {k: v for k, v in tr.state_tensors().items() if k.startswith("optim.")}
+    assert all(torch.equal(state[k], after[k]) for k in state)
+    tr.batcher.x[:] = x
+    tr.train_step()
+    assert int(tr.bad_steps) == 1
+    assert not all(torch.equal(a, p) for a, p in zip(before, tr.params))
+
+
+def test_clipping_bounds_the_update_like_clip_grad_norm(tmp_path):
+    # the fused path (grad_scale) and torch's clip_grad_norm_ give the same step
+    a = small_setup(tmp_path, "a", steps=5, grad_clip=0.01, ema_decay=0.0)
+    b = small_setup(tmp_path, "b", steps=5, grad_clip=0.01, ema_decay=0.0)
+    assert a.fused
+    a.train_step()
+    batch = b.next_batch()
+    for group in b.optimizer.param_groups:
+        group["lr"] = lr_at(0, b.tc)
+    b.model.loss(batch, b.generator).backward()
+    torch.nn.utils.clip_grad_norm_(b.params, 0.01)
+    b.optimizer.step()
+    for pa, pb in zip(a.params, b.params):
+        assert torch.allclose(pa, pb, atol=1e-6)
 
 
 def test_batcher_is_reproducible_and_covers_each_epoch():

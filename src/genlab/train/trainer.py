@@ -200,6 +200,8 @@ class Trainer:
         if self.tc.ema_decay > 0:
             self.ema = [p.detach().clone() for p in self.params]
         self.optimizer = make_optimizer(self.params, self.tc, self.device)
+        self.fused = bool(self.optimizer.defaults.get("fused"))
+        self.bad_steps = torch.zeros((), dtype=torch.long, device=self.device)  # skipped steps
         torch.manual_seed(self.tc.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.tc.seed)
         self.batcher = EpochBatcher(
@@ -329,28 +331,55 @@ class Trainer:
             self.prefetcher = None
 
     def train_step(self) -> torch.Tensor:
-        """One optimizer step; returns the loss as a device tensor (no host sync)."""
+        """One optimizer step; returns the loss as a device tensor (no host sync).
+
+        A step whose gradient norm is not finite is skipped (the weights and optimizer state stay
+        as they were) and counted in ``self.bad_steps``; with the fused optimizer this costs no
+        host sync: the gradient norm, the clipping factor and the skip flag are handed to the
+        fused kernel (``grad_scale``/``found_inf``, the interface ``GradScaler`` uses).
+        """
         tc = self.tc
         batch = self.next_batch()
         lr = lr_at(self.step, tc)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.autocast_dtype is not None:
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                loss = self.model.loss(batch, self.generator)
-        else:
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
             loss = self.model.loss(batch, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if tc.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():  # fp16 on CUDA: the scaler owns unscaling and inf checks
+            self.scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self._clip_and_guard()
         if self.ema is not None:
             torch._foreach_lerp_(self.ema, self.params, 1.0 - ema_decay_at(self.step, tc.ema_decay))
         self.step += 1
         return loss.detach()
+
+    def _clip_and_guard(self) -> None:
+        """Clip the gradient to ``grad_clip`` in global norm and skip the step if it is not finite."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        bad = ~torch.isfinite(norm)
+        self.bad_steps += bad
+        if self.fused:
+            self.optimizer.found_inf = bad.float()  # the fused kernel skips the update
+            if self.tc.grad_clip > 0:  # the fused kernel divides the gradients by this
+                self.optimizer.grad_scale = torch.clamp(norm / self.tc.grad_clip, min=1.0)
+            self.optimizer.step()
+        elif not bool(bad):  # unfused fallback: one host sync per step
+            if self.tc.grad_clip > 0:
+                torch._foreach_mul_(grads, torch.clamp(self.tc.grad_clip / norm, max=1.0))
+            self.optimizer.step()
 
     def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
         """Train to ``trainer.steps`` (or stop early after step ``stop_at``, saving a checkpoint
@@ -380,28 +409,37 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         start_step = self.step
         window, t_window, t_start = 0, time.perf_counter(), time.perf_counter()
+        bad_before = int(self.bad_steps)
         last_loss = float("nan")
         try:
             while self.step < end:
-                loss_sum += self.train_step()
+                loss_sum += torch.nan_to_num(self.train_step(), nan=0.0, posinf=0.0, neginf=0.0)
                 window += 1
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == end:
                     now = time.perf_counter()
-                    last_loss = float(loss_sum) / window
-                    if not math.isfinite(last_loss):
+                    bad = int(self.bad_steps)
+                    good = window - (bad - bad_before)
+                    if good == 0:
                         raise GenlabError(
-                            f"the loss became {last_loss} by step {self.step}; lower trainer.lr or "
-                            "set trainer.grad_clip, and check the data for extreme values"
+                            f"every step from {self.step - window + 1} to {self.step} had a "
+                            "non-finite loss or gradient; lower trainer.lr, set trainer.grad_clip, "
+                            "and check the data for extreme values"
                         )
+                    last_loss = float(loss_sum) / good
                     rate = window / max(now - t_window, 1e-9)
                     logger.log(
                         self.step,
-                        {"loss": last_loss, "lr": lr_at(self.step - 1, tc), "steps_per_s": rate},
+                        {
+                            "loss": last_loss,
+                            "lr": lr_at(self.step - 1, tc),
+                            "steps_per_s": rate,
+                            "skipped_steps": bad,
+                        },
                     )
                     bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
                     loss_sum.zero_()
-                    window, t_window = 0, now
+                    window, t_window, bad_before = 0, now, bad
                 if tc.val_every and self.step % tc.val_every == 0:
                     val = self.validate()
                     improved = val < self.best_val
