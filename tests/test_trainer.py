@@ -229,3 +229,26 @@ def test_validation_state_survives_resume(tmp_path):
     resumed = small_setup(tmp_path, "part", steps=40, val_every=10)
     resumed.fit(resume=True)
     assert resumed.best_val == full.best_val
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    full = small_setup(tmp_path, "full", steps=30)
+    full.fit()
+    part = small_setup(tmp_path, "part", steps=30)
+    real_step = part.train_step
+
+    def interrupted():
+        if part.step == 13:
+            raise KeyboardInterrupt
+        return real_step()
+
+    part.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    assert ckpt.list_checkpoints(part.checkpoint_dir)[-1] == 13
+    resumed = small_setup(tmp_path, "part", steps=30)
+    resumed.fit(resume=True)
+    a, b = weights(full), weights(resumed)
+    for k in a:
+        if k != "rng.global":
+            assert torch.equal(a[k], b[k]), k

@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genlab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"genlab {args.command}: interrupted", file=sys.stderr)
+        extra = (
+            " (a checkpoint was saved; continue with --resume)" if args.command == "train" else ""
+        )
+        print(f"genlab {args.command}: interrupted{extra}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - never a bare traceback from the CLI
         if os.environ.get("GENLAB_DEBUG"):

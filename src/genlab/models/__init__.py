@@ -1,7 +1,10 @@
 """Model families. Importing this package registers every family in ``genlab.registry.MODELS``."""
 
 import genlab.nets  # noqa: F401  (registers the backbones)
-from genlab.models import flow_matching  # noqa: F401
+from genlab.models import (
+    flow_matching,  # noqa: F401
+    flows,  # noqa: F401
+)
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec
 
 __all__ = ["GenerativeModel", "LogProb", "ModelSpec"]

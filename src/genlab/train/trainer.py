@@ -246,6 +246,7 @@ class Trainer:
             "data_position": self.data_position(),
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
             "stale_vals": self.stale_vals,
+            "skipped_steps": int(self.bad_steps),
             "torch_version": torch.__version__,
         }
         return ckpt.save_checkpoint(
@@ -283,6 +284,7 @@ class Trainer:
         best = meta.get("best_val")
         self.best_val = math.inf if best is None else float(best)
         self.stale_vals = int(meta.get("stale_vals", 0))
+        self.bad_steps.fill_(int(meta.get("skipped_steps", 0)))
         return True
 
     @torch.no_grad()
@@ -462,6 +464,12 @@ class Trainer:
                     with self.ema_weights():
                         logger.log(self.step, self.evaluate_fn(self, final=False))
                     self.model.train()
+        except KeyboardInterrupt:  # Ctrl-C: keep the work done so far, then stop
+            bar.close()
+            self.close()
+            self.save()
+            logger.close()
+            raise
         finally:
             bar.close()
             self.close()
