@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.genlab-installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench bench-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,18 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# Benchmarks run in their own environment: peers (torchcfm, zuko, ...) are never runtime dependencies.
+BENCH_VENV ?= .bench-venv
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet "$(TORCH)"
+	$(BENCH_VENV)/bin/pip install --quiet -e .
+	$(BENCH_VENV)/bin/pip install --quiet --no-deps -r bench/requirements.txt
+	touch $@
+
+bench-env: $(BENCH_VENV)/.installed
+
+bench: bench-env
+	$(BENCH_VENV)/bin/python bench/flow_matching_2d.py
+	$(BENCH_VENV)/bin/python bench/ot_coupling.py
