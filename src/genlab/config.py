@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,7 +48,7 @@ class TrainerConfig:
     warmup: int = 200  # linear warmup steps
     schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
     min_lr_ratio: float = 0.0  # the cosine schedule ends at lr * min_lr_ratio
-    grad_clip: float = 1.0  # max global gradient norm (0 disables)
+    grad_clip: float = 0.0  # max global gradient norm (0: off; costs one pass over the gradients)
     ema_decay: float = 0.999  # EMA of weights used for sampling (0 disables)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16 only on CUDA)
     seed: int = 0
@@ -69,7 +71,7 @@ class EvalConfig:
     seeds: int = 3  # sampling seeds (metrics are averaged; their spread is reported)
     sampler: str | None = None  # default: the model's own
     steps: int | None = None
-    metrics: list = field(default_factory=lambda: ["w2", "sliced_w2", "mmd", "energy"])
+    metrics: list[str] = field(default_factory=lambda: ["w2", "sliced_w2", "mmd", "energy"])
     nll: bool = True  # also the NLL of held-out data where the model has a likelihood
     nll_n: int = 2_000  # held-out points used for the NLL
 
@@ -115,7 +117,10 @@ def from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
     sections = {"name", "data", "model", "trainer", "eval"}
     _check_keys(raw, sections, "")
-    model_raw = dict(raw.get("model") or {})
+    model_raw = raw.get("model") or {}
+    if not isinstance(model_raw, dict):
+        raise ConfigError(f"config section 'model' must be a mapping, got {model_raw!r}")
+    model_raw = dict(model_raw)
     family = model_raw.pop("family", "flow-matching")
     try:
         model_cls = MODELS.get(str(family)).Config
@@ -142,7 +147,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}" + _close_files(p))
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p} is not UTF-8 text: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p} is not valid YAML: {e}") from None
         if not isinstance(raw, dict):
@@ -228,7 +235,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)  # int(nan), int(inf) would raise
+            or value != int(value)
+        ):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return int(value)
     if tp is float:
@@ -239,9 +251,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(f"{key} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
+        try:
+            value = float(value)  # an int beyond ~1.8e308 overflows
+        except OverflowError:
+            raise ConfigError(f"{key} must be finite, got {value!r}") from None
+        if not math.isfinite(value):
             raise ConfigError(f"{key} must be finite, got {value!r}")
-        return float(value)
+        return value
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -253,10 +269,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is list or origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
+        if args:
+            return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
         return list(value)
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:  # e.g. data.options are passed on as keyword arguments
+            raise ConfigError(f"{key} keys must be names (strings), got {bad[0]!r}")
         return dict(value)
     return value
 
@@ -287,15 +308,25 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "depth": (lambda v: v >= 1, "at least 1"),
     "time_dim": (lambda v: v >= 2 and v % 2 == 0, "an even number >= 2"),
     "sigma": (lambda v: v >= 0, "non-negative"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "betas": (lambda v: all(0 <= b < 1 for b in v), "in [0, 1)"),
 }
+DEVICE = re.compile(r"auto|(cpu|cuda|mps)(:\d+)?")
 
 
 def _check_ranges(obj: Any, section: str) -> None:
     for f in dataclasses.fields(obj):
         rule = _RANGES.get(f.name)
         v = getattr(obj, f.name)
-        if rule is not None and isinstance(v, (int, float)) and not rule[0](v):
+        numeric = isinstance(v, (int, float)) or (
+            isinstance(v, tuple) and all(isinstance(b, (int, float)) for b in v)
+        )
+        if rule is not None and numeric and not rule[0](v):
             raise ConfigError(f"{section}.{f.name} must be {rule[1]}, got {v!r}")
+    if isinstance(obj, TrainerConfig) and not DEVICE.fullmatch(obj.device):
+        raise ConfigError(
+            f"{section}.device must be auto, cpu, cuda, cuda:N or mps, got {obj.device!r}"
+        )
     if isinstance(obj, DataConfig) and (obj.name is None) == (obj.path is None):
         if obj.name is not None:
             return  # a path given alongside the default name: the path wins (see resolve_data)

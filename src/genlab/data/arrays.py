@@ -38,8 +38,10 @@ def load_npy(
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise _unreadable(path, e) from None
-    except (OSError, EOFError) as e:
-        raise DataError(f"could not read {str(path)!r} as a .npy array (corrupt?): {e}") from None
+    except Exception as e:  # a damaged header fails in many ways inside NumPy (TokenError, ...)
+        raise DataError(
+            f"could not read {str(path)!r} as a .npy array (corrupt?): {_describe(e)}"
+        ) from None
     return _points_or_images(arr, None, path, n=n, val_fraction=val_fraction, seed=seed)
 
 
@@ -70,13 +72,16 @@ def load_npz(
             arr = z[key]
             label_key = next((k for k in LABEL_KEYS if k in keys and k != key), None)
             labels = z[label_key] if label_key else None
+            for k, a in ((key, arr), (label_key, labels)):
+                if a is not None and not isinstance(a, np.ndarray):  # a zip member not a .npy
+                    raise DataError(f"{str(path)!r}: {k!r} is not a NumPy array (not an .npz?)")
     except DataError:
         raise
     except ValueError as e:
         raise _unreadable(path, e) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except Exception as e:  # a damaged archive fails in many ways (BadZipFile, zlib.error, ...)
         raise DataError(
-            f"could not read {str(path)!r} as an .npz archive (corrupt?): {e}"
+            f"could not read {str(path)!r} as an .npz archive (corrupt?): {_describe(e)}"
         ) from None
     source = f"{path}[{key!r}]"
     return _points_or_images(
@@ -95,6 +100,10 @@ def load_csv(
     """Points from a CSV file of numbers, one point per row; a first row that is not all numbers is
     taken as a header (column names)."""
     path = require_file(path)
+    if not (isinstance(delimiter, str) and len(delimiter) == 1 and delimiter not in '"\r\n'):
+        raise DataError(
+            f"delimiter= must be one character such as ',', ';' or '\\t', got {delimiter!r}"
+        )
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.reader(f, delimiter=delimiter)]
@@ -202,7 +211,16 @@ def as_points(arr: np.ndarray, source: str) -> torch.Tensor:
     if arr.size == 0:
         raise DataError(f"{source}: the array is empty (shape {tuple(arr.shape)})")
     check_finite(arr, source)
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(arr, dtype=np.float32)
+    big = ~np.isfinite(x)
+    if big.any():  # finite in float64 but beyond float32's ~3.4e38
+        first = tuple(int(i) for i in np.argwhere(big)[0])
+        raise DataError(
+            f"{source}: {int(big.sum())} value(s) are too large for float32 (|x| > 3.4e38); the "
+            f"first is at index {first if len(first) > 1 else first[0]} ({arr[first]})"
+        )
+    return torch.from_numpy(x)
 
 
 def check_finite(arr: np.ndarray, source: str) -> None:
@@ -235,7 +253,12 @@ def _unreadable(path: Path, e: ValueError) -> DataError:
             f"{str(path)!r} holds Python objects (dtype=object), not numbers; genlab never "
             "unpickles data files: save a numeric array instead"
         )
-    return DataError(f"could not read {str(path)!r} (corrupt or not a NumPy file): {e}")
+    return DataError(f"could not read {str(path)!r} (corrupt or not a NumPy file): {_describe(e)}")
+
+
+def _describe(e: Exception) -> str:
+    """An exception as one line: its type and its message with whitespace collapsed."""
+    return " ".join(f"{type(e).__name__}: {e}".split())
 
 
 def _is_number(cell: str) -> bool:

@@ -10,6 +10,7 @@ bits per dimension.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,8 @@ def load_directory(
     ``<prefix>-labels-idx1-ubyte[.gz]``; ``prefix`` picks one when there are several, default
     ``train``) or PNG/JPEG files (see :func:`load_image_folder`; ``size`` resizes)."""
     path = require_file(path, "folder")
+    if prefix is not None and not isinstance(prefix, str):
+        raise DataError(f"prefix= must be a file name prefix such as 'train', got {prefix!r}")
     pairs = _idx_pairs(path)
     if not pairs:
         if prefix is not None:
@@ -155,7 +158,9 @@ def load_image_folder(
         raise DataError(f"{str(path)!r} holds no {'/'.join(IMAGE_SUFFIXES)} images")
     if n is not None:
         files = files[: int(n)]
-    target = (size, size) if isinstance(size, int) else tuple(size) if size else None
+        if not files:
+            raise DataError(f"n={n} keeps none of the images in {str(path)!r}")
+    target = _image_size(size)
     pics = []
     for f, _ in files:
         try:
@@ -193,6 +198,20 @@ def load_image_folder(
     )
 
 
+def _image_size(size: object) -> tuple[int, int] | None:
+    """``size=`` as ``(H, W)``: an int for a square, or a pair of positive ints (or None)."""
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, int) else size
+    if (
+        isinstance(pair, (tuple, list))
+        and len(pair) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+    ):
+        return int(pair[0]), int(pair[1])
+    raise DataError(f"size= must be a positive int or a pair (H, W) of them, got {size!r}")
+
+
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     """Read an IDX file (gzipped or not) of unsigned bytes with ``ndim`` dimensions.
 
@@ -202,7 +221,7 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     path = require_file(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"could not read IDX file {str(path)!r} (corrupt?): {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{str(path)!r} is not an IDX file (bad magic number {raw[:4].hex()})")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from genlab.data.base import Dataset, TrueDistribution, split
+from genlab.errors import DataError
 from genlab.registry import DATASETS
 
 TOY: dict[str, type[TrueDistribution]] = {}
@@ -53,9 +54,13 @@ def _toy_loader(name: str, cls: type[TrueDistribution]) -> Callable[..., Dataset
     def load_toy(
         *, n: int | None = None, val_fraction: float = 0.1, seed: int = 0, **params: float
     ) -> Dataset:
-        true = cls(**params)
+        true = cls(**_check_params(name, cls, params))
         n = DEFAULT_N if n is None else int(n)
         x = true.sample(n, torch.Generator().manual_seed(int(seed))).to(torch.float32)
+        if not torch.isfinite(x).all():
+            raise DataError(
+                f"data set {name!r} with options {params} draws points beyond float32 range"
+            )
         train, val = split(n, val_fraction, seed)
         meta = {"source": f"toy:{name}", "log_prob_kind": true.log_prob_kind, "params": params}
         return Dataset(name, "points", x[train], x[val], true=true, meta=meta)
@@ -69,6 +74,27 @@ def _toy_loader(name: str, cls: type[TrueDistribution]) -> Callable[..., Dataset
     load_toy.__signature__ = inspect.Signature(base + extra)  # type: ignore[attr-defined]
     load_toy.__doc__ = cls.__doc__
     return load_toy
+
+
+_POSITIVE = {"noise", "std", "radial_std", "tangential_std", "box", "arms"}  # scales and counts
+
+
+def _check_params(name: str, cls: type[TrueDistribution], params: dict) -> dict:
+    """The law's options, checked against its fields: finite numbers (integers where the field is
+    an ``int``), positive for scales and counts; anything else is a :class:`DataError`."""
+    types = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
+    for key, v in params.items():
+        integer = types[key] in ("int", int)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (not integer or v == int(v)) and (key not in _POSITIVE or v > 0)
+        if not ok:
+            what = "an integer" if integer else "a finite number"
+            raise DataError(
+                f"data set {name!r}: option {key}={v!r} must be {what}"
+                + (" > 0" if key in _POSITIVE else "")
+            )
+        params[key] = int(v) if integer else float(v)
+    return params
 
 
 # ---------------------------------------------------------------------------------------------

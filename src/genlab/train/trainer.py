@@ -47,6 +47,14 @@ def resolve_device(name: str) -> torch.device:
         raise GenlabError(
             f"trainer.device={name!r} but CUDA is not available here; use cpu or auto"
         )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise GenlabError(
+            f"trainer.device={name!r} but this machine has {torch.cuda.device_count()} CUDA "
+            "device(s)"
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps and mps.is_available()):
+        raise GenlabError(f"trainer.device={name!r} but MPS is not available here; use cpu or auto")
     return dev
 
 
@@ -90,7 +98,10 @@ class EpochBatcher:
                 self.pos += take
                 need -= take
             idx = torch.cat(parts)
-        return Batch(self.x[idx], None if self.y is None else self.y[idx])
+        return Batch(
+            torch.index_select(self.x, 0, idx),
+            None if self.y is None else torch.index_select(self.y, 0, idx),
+        )
 
 
 class Prefetcher:
@@ -359,28 +370,33 @@ class Trainer:
             self.scaler.update()
         else:
             loss.backward()
-            self._clip_and_guard()
+            self._clip_and_guard(loss)
         if self.ema is not None:
             torch._foreach_lerp_(self.ema, self.params, 1.0 - ema_decay_at(self.step, tc.ema_decay))
         self.step += 1
         return loss.detach()
 
-    def _clip_and_guard(self) -> None:
-        """Clip the gradient to ``grad_clip`` in global norm and skip the step if it is not finite."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        bad = ~torch.isfinite(norm)
+    def _clip_and_guard(self, loss: torch.Tensor) -> None:
+        """Clip the gradient to ``grad_clip`` in global norm (when set) and skip the step when the
+        gradient norm (with clipping) or the loss (without) is not finite. Without clipping the
+        check costs one scalar op: a finite loss has finite gradients unless backward overflows,
+        and then the next loss is not finite and that step is skipped."""
+        clip = self.tc.grad_clip
+        if clip > 0:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            bad = ~torch.isfinite(norm)
+        else:
+            bad = ~torch.isfinite(loss.detach())
         self.bad_steps += bad
         if self.fused:
             self.optimizer.found_inf = bad.float()  # the fused kernel skips the update
-            if self.tc.grad_clip > 0:  # the fused kernel divides the gradients by this
-                self.optimizer.grad_scale = torch.clamp(norm / self.tc.grad_clip, min=1.0)
+            if clip > 0:  # the fused kernel divides the gradients by this
+                self.optimizer.grad_scale = torch.clamp(norm / clip, min=1.0)
             self.optimizer.step()
         elif not bool(bad):  # unfused fallback: one host sync per step
-            if self.tc.grad_clip > 0:
-                torch._foreach_mul_(grads, torch.clamp(self.tc.grad_clip / norm, max=1.0))
+            if clip > 0:
+                torch._foreach_mul_(grads, torch.clamp(clip / norm, max=1.0))
             self.optimizer.step()
 
     def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:

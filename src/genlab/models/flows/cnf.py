@@ -156,8 +156,13 @@ class FFJORD(GenerativeModel):
         if config.kinetic_energy < 0 or config.jacobian_norm < 0:
             raise ConfigError("model.kinetic_energy and model.jacobian_norm must be non-negative")
         self.dim = spec.shape[0]
-        self.net = Dynamics(self.dim, config.hidden, config.depth, config.activation)
-        self.ode = _AugmentedODE(self.net)
+        # the dynamics live inside the augmented ODE only (one copy of each weight in checkpoints)
+        self.ode = _AugmentedODE(Dynamics(self.dim, config.hidden, config.depth, config.activation))
+
+    @property
+    def net(self) -> Dynamics:
+        """The dynamics network ``f(x, t)``."""
+        return self.ode.net
 
     # --- the ODE --------------------------------------------------------------------------------
     def exact_divergence(self) -> bool:

@@ -312,8 +312,8 @@ class NICE(Flow):
         layers: list[L.Transform] = []
         for i in range(c.layers):
             layers += _norm(c.norm, dim)
-            net = L.MLPConditioner(dim, 1, c.hidden, c.depth, c.dropout)
-            layers.append(L.AdditiveCoupling(_vector_mask(c.mask, dim, i % 2), net))
+            mask = _vector_mask(c.mask, dim, i % 2)
+            layers.append(L.mlp_coupling(L.AdditiveCoupling, mask, 1, c.hidden, c.depth, c.dropout))
         layers.append(L.DiagonalScaling((dim,)))
         return L.Sequential(*layers)
 
@@ -330,8 +330,12 @@ class RealNVP(Flow):
         layers: list[L.Transform] = []
         for i in range(c.layers):
             layers += _norm(c.norm, dim)
-            net = L.MLPConditioner(dim, 2, c.hidden, c.depth, c.dropout)
-            layers.append(L.AffineCoupling(_vector_mask(c.mask, dim, i % 2), net, c.clamp))
+            mask = _vector_mask(c.mask, dim, i % 2)
+            layers.append(
+                L.mlp_coupling(
+                    L.AffineCoupling, mask, 2, c.hidden, c.depth, c.dropout, clamp=c.clamp
+                )
+            )
         return L.Sequential(*layers)
 
     def build_images(self, c: RealNVPConfig, shape: tuple[int, int, int]) -> L.Transform:
@@ -381,8 +385,10 @@ class Glow(Flow):
         n_params = 2 if c.coupling == "affine" else 1
         layers: list[L.Transform] = []
         for i in range(c.layers):
-            net = L.MLPConditioner(dim, n_params, c.hidden, c.depth, c.dropout)
-            layers += self._step(c, dim, L.half_mask(dim, 0), net, i)
+            mask = L.half_mask(dim, 0)
+            kept = int(mask.sum())
+            net = L.MLPConditioner(kept, n_params, dim - kept, c.hidden, c.depth, c.dropout)
+            layers += self._step(c, dim, mask, net, i)
         return L.Sequential(*layers)
 
     def build_images(self, c: GlowConfig, shape: tuple[int, int, int]) -> L.Transform:
@@ -421,7 +427,17 @@ class NSF(Flow):
             layers += _norm(c.norm, dim)
             if c.permutation == "lu" and i > 0:
                 layers.append(L.InvConv1x1(dim, seed=i))
-            net = L.MLPConditioner(dim, n_params, c.hidden, c.depth, c.dropout)
             mask = _vector_mask(c.mask, dim, i % 2)
-            layers.append(L.SplineCoupling(mask, net, c.bins, c.bound))
+            layers.append(
+                L.mlp_coupling(
+                    L.SplineCoupling,
+                    mask,
+                    n_params,
+                    c.hidden,
+                    c.depth,
+                    c.dropout,
+                    bins=c.bins,
+                    bound=c.bound,
+                )
+            )
         return L.Sequential(*layers)

@@ -389,6 +389,16 @@ def channel_mask(shape: tuple[int, int, int], parity: int) -> torch.Tensor:
     return m if parity == 0 else 1 - m
 
 
+def _as_slice(idx: list[int]) -> slice | list[int]:
+    """``idx`` as a slice when it is an arithmetic progression (alternating and half masks)."""
+    if len(idx) == 1:
+        return slice(idx[0], idx[0] + 1)
+    step = idx[1] - idx[0]
+    if step > 0 and all(b - a == step for a, b in zip(idx, idx[1:])):
+        return slice(idx[0], idx[-1] + 1, step)
+    return idx
+
+
 class Coupling(Transform):
     """Masked coupling (Dinh et al. 2015, 2017): the coordinates where ``mask == 1`` pass through
     unchanged and condition an element-wise invertible map of the others.
@@ -408,9 +418,9 @@ class Coupling(Transform):
         self.register_buffer("mask", mask)
         self.conditioner = conditioner
         self.vector = mask.dim() == 1
-        if self.vector:
-            self.register_buffer("kept", torch.nonzero(mask > 0.5)[:, 0])
-            self.register_buffer("free", torch.nonzero(mask < 0.5)[:, 0])
+        if self.vector:  # index sets as strided slices (views, no gathers) when they are
+            self.kept = _as_slice(torch.nonzero(mask > 0.5)[:, 0].tolist())
+            self.free = _as_slice(torch.nonzero(mask < 0.5)[:, 0].tolist())
 
     def _map(self, x: torch.Tensor, params: torch.Tensor, inverse: bool) -> Pair:
         """Element-wise map ``x`` ``(B, *s)`` with ``params`` ``(B, n_params, *s)``; returns
@@ -499,12 +509,9 @@ def rq_spline(
     k = widths.shape[-1]
 
     def knots(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u = min_bin + (1 - min_bin * k) * torch.softmax(u, dim=-1)
-        cum = F.pad(torch.cumsum(u, dim=-1), (1, 0))
-        cum = 2 * bound * cum - bound  # (..., K + 1) from -bound to +bound
-        ends = torch.ones_like(cum[..., :1]) * bound
-        cum = torch.cat([-ends, cum[..., 1:-1], ends], dim=-1)  # exact end knots
-        return cum, cum[..., 1:] - cum[..., :-1]
+        u = (2 * bound) * (min_bin + (1 - min_bin * k) * torch.softmax(u, dim=-1))  # (..., K)
+        cum = F.pad(torch.cumsum(u, dim=-1), (1, 0)) - bound  # (..., K + 1), -bound .. +bound
+        return cum, u
 
     cw, w = knots(widths)
     ch, h = knots(heights)
