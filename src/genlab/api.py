@@ -93,6 +93,8 @@ def train(
     model = build_model(cfg, dataset)
     trainer = Trainer(model, dataset, cfg, run_dir, evaluate_fn=_periodic_eval)
     result: TrainResult = trainer.fit(resume=resume, stop_at=stop_at)
+    if not trainer.dist.is_main:  # under torchrun, rank 0 alone reports and evaluates
+        return Run(run_dir, cfg, trainer.model, result.step, dataset)
     if verbose:
         print(
             f"trained {result.step} steps in {result.seconds:.1f} s "

@@ -151,7 +151,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         except UnicodeDecodeError as e:
             raise ConfigError(f"{p} is not UTF-8 text: {e}") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p} is not valid YAML: {e}") from None
+            raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p} must hold a mapping of sections, got {type(raw).__name__}")
     for item in overrides or []:
@@ -238,7 +238,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or not math.isfinite(value)  # int(nan), int(inf) would raise
+            or (isinstance(value, float) and not math.isfinite(value))  # int(nan) raises
             or value != int(value)
         ):
             raise ConfigError(f"{key} must be an integer, got {value!r}")

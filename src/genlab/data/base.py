@@ -104,13 +104,35 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.T
 
 @dataclass
 class Batch:
-    """One training batch: examples ``x`` ``(B, *shape)``, optional labels ``y`` ``(B,)`` and,
-    when a model prepares its batches ahead of time (e.g. an OT coupling), the noise paired with
-    each example, ``noise`` ``(B, *shape)``."""
+    """One training batch: examples ``x`` ``(B, *shape)`` and optional labels ``y`` ``(B,)``.
+
+    A model's ``prepare`` step fills in the randomness of its objective, drawn per step from a
+    seeded generator: ``noise`` ``(B, *shape)`` (e.g. paired with ``x`` by optimal transport), times
+    or noise levels ``t`` ``(B,)`` and any family-specific per-example tensors in ``aux``. Every
+    field is indexed by example, so a batch can be split across data-parallel ranks.
+    """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     noise: torch.Tensor | None = None
+    t: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def shard(self, rank: int, world: int) -> Batch:
+        """The ``rank``-th of ``world`` equal contiguous slices (the batch size must divide)."""
+        n = self.x.shape[0]
+        if n % world:
+            raise DataError(f"a batch of {n} cannot be split evenly across {world} processes")
+        k = n // world
+        sl = slice(rank * k, (rank + 1) * k)
+
+        def cut(v: torch.Tensor | None) -> torch.Tensor | None:
+            return None if v is None else v[sl]
+
+        return Batch(
+            self.x[sl], cut(self.y), cut(self.noise), cut(self.t),
+            {k_: v[sl] for k_, v in self.aux.items()},
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,10 +94,12 @@ class GenerativeModel(nn.Module):
     #: in background threads, a few batches ahead).
     prepares_batches: bool = False
 
-    def prepare(self, batch: Batch, generator: torch.Generator) -> Batch:
-        """Work on a batch that depends on data and randomness only, never on the weights (e.g.
-        pairing noise with data by optimal transport). Runs in a worker thread; it must draw its
-        randomness from ``generator`` alone so results do not depend on thread timing."""
+    def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
+        """Draw the randomness of the objective for a whole (global) batch: work that depends on
+        data and randomness only, never on the weights (noise, times, an OT pairing). The trainer
+        calls it once per step with a generator seeded by ``(seed, step)``, inline or in a worker
+        thread, then splits the batch across data-parallel ranks; so a model that draws all its
+        randomness here trains identically on any number of processes and resumes exactly."""
         return batch
 
     @torch.no_grad()

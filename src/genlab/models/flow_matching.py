@@ -71,27 +71,28 @@ class FlowMatching(GenerativeModel):
     def prepares_batches(self) -> bool:  # the OT assignment is worth running off the hot path
         return self.config.coupling != "independent"
 
-    def prepare(self, batch: Batch, generator: torch.Generator) -> Batch:
-        """Draw the noise and pair it with the data (independently, or by minibatch OT)."""
-        x0 = batch.x
+    def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
+        """All the randomness of the objective: the noise, paired with the data (independently or
+        by minibatch OT), the times and, with ``sigma > 0``, the path noise."""
+        x0 = batch.x  # (B, d)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        eps, x0 = couple(eps, x0, self.config.coupling)
-        return Batch(x0, batch.y, eps)
-
-    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
-        if batch.noise is None and self.prepares_batches:  # not prepared by the trainer
-            batch = self.prepare(batch, generator)
-        x0, eps, y = batch.x, batch.noise, batch.y  # (B, d) data and its paired noise
-        if eps is None:
-            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps, x0 = couple(eps, x0, self.config.coupling)  # permutes the noise; data order kept
         t = self._sample_t(x0.shape[0], generator, x0)  # (B,)
-        tt = t[:, None]
-        xt = torch.lerp(x0, eps, tt)  # (1 - t) x0 + t eps
+        aux = {}
         if self.config.sigma > 0:
-            xt = xt + self.config.sigma * torch.randn(
+            aux["path_noise"] = torch.randn(
                 x0.shape, generator=generator, dtype=x0.dtype, device=x0.device
             )
-        v = self.net(xt, t, y)
+        return Batch(x0, batch.y, eps, t, aux)
+
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        if batch.t is None:  # not prepared by the trainer
+            batch = self.prepare(batch, generator)
+        x0, eps, t = batch.x, batch.noise, batch.t  # (B, d) data, its paired noise, (B,) times
+        xt = torch.lerp(x0, eps, t[:, None])  # (1 - t) x0 + t eps
+        if "path_noise" in batch.aux:
+            xt = xt + self.config.sigma * batch.aux["path_noise"]
+        v = self.net(xt, t, batch.y)
         return torch.mean((v - (eps - x0)) ** 2)
 
     def _sample_t(self, n: int, generator, like: torch.Tensor) -> torch.Tensor:

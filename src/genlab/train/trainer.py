@@ -29,6 +29,7 @@ from genlab.data.base import Batch, Dataset
 from genlab.errors import CheckpointError, GenlabError
 from genlab.models.base import GenerativeModel
 from genlab.train import checkpoint as ckpt
+from genlab.train import distributed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,6 +105,12 @@ class EpochBatcher:
         )
 
 
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of step ``step``'s randomness: a pure function of the seed and the step, so
+    prepared batches are the same on every rank, in every thread, after any resume."""
+    return torch.Generator(device=device).manual_seed((seed + 1) * 2_654_435_761 + step)
+
+
 class Prefetcher:
     """Runs ``model.prepare`` (data- and randomness-only work, such as an OT coupling) for the next
     few batches in worker threads while the current step trains.
@@ -115,24 +122,29 @@ class Prefetcher:
     """
 
     def __init__(
-        self, batcher: EpochBatcher, prepare, seed: int, step: int, workers: int = 2, depth: int = 4
+        self,
+        batcher: EpochBatcher,
+        prepare,
+        seed: int,
+        step: int,
+        device: torch.device,
+        workers: int = 2,
+        depth: int = 4,
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.batcher, self.prepare, self.seed = batcher, prepare, seed
+        self.batcher, self.prepare, self.seed, self.device = batcher, prepare, seed, device
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="genlab-prepare")
         self.depth = depth
         self.next_step = step  # the step of the next batch to submit
         self.pending: collections.deque = collections.deque()
         self.consumed_state = batcher.state()
 
-    def _generator(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed((self.seed + 1) * 2_654_435_761 + step)
-
     def _fill(self) -> None:
         while len(self.pending) < self.depth:
             batch = self.batcher.next()
-            fut = self.pool.submit(self.prepare, batch, self._generator(self.next_step))
+            gen = step_generator(self.seed, self.next_step, self.device)
+            fut = self.pool.submit(self.prepare, batch, gen)
             self.pending.append((fut, self.batcher.state()))
             self.next_step += 1
 
@@ -197,12 +209,19 @@ class Trainer:
         run_dir: str | Path,
         *,
         evaluate_fn: Any = None,
+        dist_info: distributed.DistInfo | None = None,
     ) -> None:
         self.cfg = config
         self.tc = config.trainer
         self.run_dir = Path(run_dir)
         self.dataset = dataset
-        self.device = resolve_device(self.tc.device)
+        self.dist = dist_info or distributed.from_env()
+        if self.tc.batch_size % self.dist.world:
+            raise GenlabError(
+                f"trainer.batch_size={self.tc.batch_size} (the global batch) must be divisible by "
+                f"the number of processes ({self.dist.world})"
+            )
+        self.device = distributed.setup(self.dist, resolve_device(self.tc.device))
         if self.tc.threads and self.device.type == "cpu":
             torch.set_num_threads(self.tc.threads)
         self.model = model.to(self.device)
@@ -250,7 +269,11 @@ class Trainer:
         t["rng.global"] = torch.get_rng_state()
         return t
 
-    def save(self, name: str | None = None) -> Path:
+    def save(self, name: str | None = None) -> Path | None:
+        """Write a checkpoint (rank 0 only; the others wait until it is on disk)."""
+        if not self.dist.is_main:
+            distributed.barrier(self.dist)
+            return None
         meta = {
             "spec": self.model.spec.to_dict(),
             "config": self.cfg.to_dict(),
@@ -260,9 +283,11 @@ class Trainer:
             "skipped_steps": int(self.bad_steps),
             "torch_version": torch.__version__,
         }
-        return ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             self.checkpoint_dir, self.step, self.state_tensors(), meta, self.tc.keep_last, name
         )
+        distributed.barrier(self.dist)
+        return path
 
     def restore(self) -> bool:
         """Load the newest good checkpoint of this run; False when there is none."""
@@ -326,11 +351,17 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------------
     def next_batch(self) -> Batch:
-        if not self.model.prepares_batches:
-            return self.batcher.next()
-        if self.prefetcher is None:
-            self.prefetcher = Prefetcher(self.batcher, self.model.prepare, self.tc.seed, self.step)
-        return self.prefetcher.next()
+        """This rank's share of the next global batch, prepared (noise, times, pairing)."""
+        if self.model.prepares_batches:  # worth doing ahead, in worker threads
+            if self.prefetcher is None:
+                self.prefetcher = Prefetcher(
+                    self.batcher, self.model.prepare, self.tc.seed, self.step, self.device
+                )
+            batch = self.prefetcher.next()
+        else:
+            gen = step_generator(self.tc.seed, self.step, self.device)
+            batch = self.model.prepare(self.batcher.next(), gen)
+        return batch.shard(self.dist.rank, self.dist.world) if self.dist.enabled else batch
 
     def data_position(self) -> dict[str, int]:
         """Where the data stream stands after the batches consumed so far."""
@@ -363,6 +394,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler.is_enabled():  # fp16 on CUDA: the scaler owns unscaling and inf checks
             self.scaler.scale(loss).backward()
+            if self.dist.enabled:
+                distributed.average_gradients(self.params, self.dist.world)
             if tc.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
@@ -370,6 +403,8 @@ class Trainer:
             self.scaler.update()
         else:
             loss.backward()
+            if self.dist.enabled:  # the global mean loss rides along in the gradient all-reduce
+                loss = distributed.average_gradients(self.params, self.dist.world, loss.detach())
             self._clip_and_guard(loss)
         if self.ema is not None:
             torch._foreach_lerp_(self.ema, self.params, 1.0 - ema_decay_at(self.step, tc.ema_decay))
@@ -413,13 +448,15 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
                 "another --out"
             )
-        self.cfg.save(self.run_dir / "config.yaml")
-        logger = RunLogger(self.run_dir, tensorboard=tc.tensorboard, append=resume)
+        main = self.dist.is_main  # rank 0 alone writes
+        if main:
+            self.cfg.save(self.run_dir / "config.yaml")
+        logger = RunLogger(self.run_dir, tensorboard=tc.tensorboard, append=resume, enabled=main)
         self.model.train()
         bar = tqdm(
             total=tc.steps,
             initial=self.step,
-            disable=None if tc.progress else True,  # None: off when not a terminal
+            disable=None if tc.progress and main else True,  # None: off when not a terminal
             desc=self.cfg.name,
             mininterval=0.5,
             dynamic_ncols=True,
@@ -476,7 +513,7 @@ class Trainer:
                         break
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
-                if tc.eval_every and self.step % tc.eval_every == 0 and self.evaluate_fn:
+                if tc.eval_every and self.step % tc.eval_every == 0 and self.evaluate_fn and main:
                     with self.ema_weights():
                         logger.log(self.step, self.evaluate_fn(self, final=False))
                     self.model.train()
@@ -519,9 +556,15 @@ class swap_weights:
 
 
 class RunLogger:
-    """Metrics to ``metrics.jsonl`` and ``metrics.csv`` (one row per log step) and TensorBoard."""
+    """Metrics to ``metrics.jsonl`` and ``metrics.csv`` (one row per log step) and TensorBoard.
+    A disabled logger (ranks other than 0) writes nothing."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, append: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, tensorboard: bool = True, append: bool = False, enabled: bool = True
+    ) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
         self.jsonl = open(run_dir / "metrics.jsonl", "a" if append else "w")  # noqa: SIM115
         self.csv_path = run_dir / "metrics.csv"
         self.csv_rows: list[dict[str, Any]] = []
@@ -538,6 +581,8 @@ class RunLogger:
                 self.tb = None
 
     def log(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         row = {"step": step, **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
         self.jsonl.write(json.dumps(row) + "\n")
         self.jsonl.flush()
@@ -548,6 +593,8 @@ class RunLogger:
                     self.tb.add_scalar(k, v, step)
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self.jsonl.close()
         keys: list[str] = []
         for r in self.csv_rows:
