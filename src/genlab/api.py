@@ -25,6 +25,7 @@ from genlab.eval.evaluate import format_report
 from genlab.models.base import GenerativeModel, ModelSpec
 from genlab.registry import MODELS
 from genlab.train import checkpoint as ckpt
+from genlab.train import distributed
 from genlab.train.trainer import Trainer, TrainResult
 
 
@@ -92,7 +93,10 @@ def train(
     torch.manual_seed(cfg.trainer.seed)  # the initial weights
     model = build_model(cfg, dataset)
     trainer = Trainer(model, dataset, cfg, run_dir, evaluate_fn=_periodic_eval)
-    result: TrainResult = trainer.fit(resume=resume, stop_at=stop_at)
+    try:
+        result: TrainResult = trainer.fit(resume=resume, stop_at=stop_at)
+    finally:
+        distributed.teardown(trainer.dist)
     if not trainer.dist.is_main:  # under torchrun, rank 0 alone reports and evaluates
         return Run(run_dir, cfg, trainer.model, result.step, dataset)
     if verbose:
