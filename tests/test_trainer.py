@@ -128,10 +128,34 @@ def test_metrics_logs_are_written(tmp_path):
 
 
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
-    tr = small_setup(tmp_path, steps=10)
+    tr = small_setup(tmp_path, steps=40, max_skipped=10)
     tr.batcher.x[:] = float("nan")
-    with pytest.raises(GenlabError, match="non-finite loss or gradient"):
+    with pytest.raises(GenlabError, match="10 steps in a row .* non-finite loss or gradient"):
         tr.fit()
+
+
+def test_a_diverging_run_rolls_back_with_a_lower_learning_rate(tmp_path):
+    tr = small_setup(
+        tmp_path, steps=40, max_skipped=5, on_divergence="rollback", checkpoint_every=10
+    )
+    clean = tr.batcher.x.clone()
+    real_step = tr.train_step
+    poisoned = {"done": False}
+
+    def step():
+        if tr.step == 15 and not poisoned["done"]:  # the data goes bad for a while
+            tr.batcher.x[:] = float("nan")
+            poisoned["done"] = True
+        if tr.step == 10 and poisoned["done"]:  # after the rollback it is clean again
+            tr.batcher.x[:] = clean
+        return real_step()
+
+    tr.train_step = step
+    tr.fit()
+    assert tr.step == 40 and tr.rollbacks == 1 and tr.lr_scale == 0.5
+    rows = [json.loads(r) for r in (tr.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("rollback") == 1 for r in rows)
+    assert all(torch.isfinite(p).all() for p in tr.params)
 
 
 def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
@@ -252,3 +276,25 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     for k in a:
         if k != "rng.global":
             assert torch.equal(a[k], b[k]), k
+
+
+def test_a_full_disk_leaves_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    tr = small_setup(tmp_path, steps=20)
+    tr.fit(stop_at=10)
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    tr.step = 20
+    with pytest.raises(CheckpointError, match="No space left.*step 10\\) is intact"):
+        tr.save()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert ckpt.list_checkpoints(tr.checkpoint_dir) == [10]
+    assert not [p for p in tr.checkpoint_dir.iterdir() if "0000020" in p.name or "tmp" in p.name]
+    _, meta = ckpt.load_latest(tr.checkpoint_dir)
+    assert meta["step"] == 10

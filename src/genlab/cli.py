@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -62,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame):  # SIGTERM: stop like Ctrl-C (the trainer saves a checkpoint)
+    raise KeyboardInterrupt
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import genlab
 
+    signal.signal(signal.SIGTERM, _interrupt)
     cfg_path = args.config
     overrides = list(args.overrides)
     if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():

@@ -67,7 +67,6 @@ def save_checkpoint(
     directory = Path(directory)
     weights, sidecar = checkpoint_paths(directory, name or step)
     blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
-    atomic_write_bytes(weights, blob)
     meta = dict(meta)
     meta.update(
         format_version=FORMAT_VERSION,
@@ -76,7 +75,21 @@ def save_checkpoint(
         size=len(blob),
         sha256=hashlib.sha256(blob).hexdigest(),
     )
-    atomic_write_bytes(sidecar, json.dumps(meta, indent=1).encode())
+    try:
+        atomic_write_bytes(weights, blob)
+        atomic_write_bytes(sidecar, json.dumps(meta, indent=1).encode())
+    except OSError as e:  # disk full, permissions...: keep what was there before
+        if name is None:
+            weights.unlink(missing_ok=True)  # an orphan without its sidecar is never listed
+        previous = list_checkpoints(directory)
+        kept = (
+            f"the last good checkpoint (step {previous[-1]}) is intact"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+        raise CheckpointError(
+            f"could not write checkpoint {weights.name} in {directory}: {e.strerror or e}; {kept}"
+        ) from None
     if keep_last:
         for old in list_checkpoints(directory)[:-keep_last]:
             for p in checkpoint_paths(directory, old):

@@ -16,6 +16,8 @@ import collections
 import csv
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +234,9 @@ class Trainer:
         self.optimizer = make_optimizer(self.params, self.tc, self.device)
         self.fused = bool(self.optimizer.defaults.get("fused"))
         self.bad_steps = torch.zeros((), dtype=torch.long, device=self.device)  # skipped steps
+        self.consecutive_bad = torch.zeros((), dtype=torch.long, device=self.device)
+        self.lr_scale = 1.0  # lowered by each rollback after a divergence
+        self.rollbacks = 0
         torch.manual_seed(self.tc.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.tc.seed)
         self.batcher = EpochBatcher(
@@ -281,6 +286,8 @@ class Trainer:
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
             "stale_vals": self.stale_vals,
             "skipped_steps": int(self.bad_steps),
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
             "torch_version": torch.__version__,
         }
         path = ckpt.save_checkpoint(
@@ -321,7 +328,27 @@ class Trainer:
         self.best_val = math.inf if best is None else float(best)
         self.stale_vals = int(meta.get("stale_vals", 0))
         self.bad_steps.fill_(int(meta.get("skipped_steps", 0)))
+        self.consecutive_bad.zero_()
+        self.lr_scale = float(meta.get("lr_scale", 1.0))
+        self.rollbacks = int(meta.get("rollbacks", 0))
         return True
+
+    def handle_divergence(self, consecutive: int) -> None:
+        """``consecutive`` non-finite steps in a row: stop with a clear message, or reload the last
+        checkpoint with a lower learning rate (``trainer.on_divergence``)."""
+        what = (
+            f"{consecutive} steps in a row (to step {self.step}) had a non-finite loss or gradient"
+        )
+        advice = "lower trainer.lr, set trainer.grad_clip, and check the data for extreme values"
+        if self.tc.on_divergence == "stop":
+            raise GenlabError(f"{what}; stopping. {advice[0].upper() + advice[1:]}")
+        if self.rollbacks >= 3:
+            raise GenlabError(f"{what}, after 3 rollbacks; stopping. {advice.capitalize()}")
+        if not ckpt.list_checkpoints(self.checkpoint_dir):
+            raise GenlabError(f"{what}, and there is no checkpoint to roll back to; {advice}")
+        scale, rollbacks = self.lr_scale * self.tc.rollback_lr_factor, self.rollbacks + 1
+        self.restore()
+        self.lr_scale, self.rollbacks = scale, rollbacks
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -384,7 +411,7 @@ class Trainer:
         """
         tc = self.tc
         batch = self.next_batch()
-        lr = lr_at(self.step, tc)
+        lr = lr_at(self.step, tc) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(
@@ -424,6 +451,7 @@ class Trainer:
         else:
             bad = ~torch.isfinite(loss.detach())
         self.bad_steps += bad
+        self.consecutive_bad.add_(1).mul_(bad)  # +1 on a bad step, back to 0 on a good one
         if self.fused:
             self.optimizer.found_inf = bad.float()  # the fused kernel skips the update
             if clip > 0:  # the fused kernel divides the gradients by this
@@ -466,8 +494,11 @@ class Trainer:
         window, t_window, t_start = 0, time.perf_counter(), time.perf_counter()
         bad_before = int(self.bad_steps)
         last_loss = float("nan")
+        handlers = _StopOnSignal()
         try:
             while self.step < end:
+                if handlers.requested:  # SIGINT/SIGTERM arrived: stop at this step boundary
+                    raise KeyboardInterrupt
                 loss_sum += torch.nan_to_num(self.train_step(), nan=0.0, posinf=0.0, neginf=0.0)
                 window += 1
                 bar.update(1)
@@ -475,26 +506,35 @@ class Trainer:
                     now = time.perf_counter()
                     bad = int(self.bad_steps)
                     good = window - (bad - bad_before)
-                    if good == 0:
-                        raise GenlabError(
-                            f"every step from {self.step - window + 1} to {self.step} had a "
-                            "non-finite loss or gradient; lower trainer.lr, set trainer.grad_clip, "
-                            "and check the data for extreme values"
+                    consecutive = int(self.consecutive_bad)
+                    if tc.max_skipped and consecutive >= tc.max_skipped:
+                        self.handle_divergence(consecutive)  # raises, or rolls back
+                        logger.log(
+                            self.step, {"rollback": self.rollbacks, "lr_scale": self.lr_scale}
                         )
-                    last_loss = float(loss_sum) / good
-                    rate = window / max(now - t_window, 1e-9)
-                    logger.log(
-                        self.step,
-                        {
-                            "loss": last_loss,
-                            "lr": lr_at(self.step - 1, tc),
-                            "steps_per_s": rate,
-                            "skipped_steps": bad,
-                        },
-                    )
-                    bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-                    loss_sum.zero_()
-                    window, t_window, bad_before = 0, now, bad
+                        bar.write(
+                            f"rolled back to step {self.step} after {consecutive} non-finite steps; "
+                            f"learning rate x{self.lr_scale:g}"
+                        )
+                        bar.n = self.step
+                        loss_sum.zero_()
+                        window, t_window, bad_before = 0, now, int(self.bad_steps)
+                        continue
+                    if good > 0:  # (a window of skipped steps only has nothing to report)
+                        last_loss = float(loss_sum) / good
+                        rate = window / max(now - t_window, 1e-9)
+                        logger.log(
+                            self.step,
+                            {
+                                "loss": last_loss,
+                                "lr": lr_at(self.step - 1, tc) * self.lr_scale,
+                                "steps_per_s": rate,
+                                "skipped_steps": bad,
+                            },
+                        )
+                        bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                        loss_sum.zero_()
+                        window, t_window, bad_before = 0, now, bad
                 if tc.val_every and self.step % tc.val_every == 0:
                     val = self.validate()
                     improved = val < self.best_val
@@ -524,6 +564,7 @@ class Trainer:
             logger.close()
             raise
         finally:
+            handlers.restore()
             bar.close()
             self.close()
         self.save()
@@ -535,6 +576,28 @@ class Trainer:
     def ema_weights(self):
         """Context manager: the model carries the EMA weights inside, its own weights after."""
         return swap_weights(self.params, self.ema)
+
+
+class _StopOnSignal:
+    """While training, SIGINT and SIGTERM ask the loop to stop at the next step boundary (where
+    the state is consistent, so the checkpoint written then resumes exactly); a second signal
+    interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
 
 
 class swap_weights:
