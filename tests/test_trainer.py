@@ -298,3 +298,15 @@ def test_a_full_disk_leaves_the_last_good_checkpoint_intact(tmp_path, monkeypatc
     assert not [p for p in tr.checkpoint_dir.iterdir() if "0000020" in p.name or "tmp" in p.name]
     _, meta = ckpt.load_latest(tr.checkpoint_dir)
     assert meta["step"] == 10
+
+
+def test_ema_every_n_steps_uses_the_compounded_decay(tmp_path):
+    tr = small_setup(tmp_path, steps=6, ema_decay=0.9, ema_every=3)
+    init = [e.clone() for e in tr.ema]
+    tr.train_step()
+    tr.train_step()
+    assert all(torch.equal(a, b) for a, b in zip(init, tr.ema))  # not yet
+    tr.train_step()
+    d = ema_decay_at(2, 0.9) ** 3
+    for e0, e, p in zip(init, tr.ema, tr.params):
+        assert torch.allclose(e, e0 + (1 - d) * (p.detach() - e0), atol=1e-6)

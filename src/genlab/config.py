@@ -50,6 +50,9 @@ class TrainerConfig:
     min_lr_ratio: float = 0.0  # the cosine schedule ends at lr * min_lr_ratio
     grad_clip: float = 0.0  # max global gradient norm (0: off; costs one pass over the gradients)
     ema_decay: float = 0.999  # EMA of weights used for sampling (0 disables)
+    ema_every: int = (
+        1  # update the EMA every N steps (with decay**N; as ema-pytorch's update_every)
+    )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16 only on CUDA)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -296,6 +299,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "grad_clip": (lambda v: v >= 0, "non-negative (0 disables)"),
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "log_every": (lambda v: v >= 1, "at least 1"),
+    "ema_every": (lambda v: v >= 1, "at least 1"),
     "eval_every": (lambda v: v >= 0, "non-negative (0: only at the end)"),
     "val_every": (lambda v: v >= 0, "non-negative (0: off)"),
     "val_batches": (lambda v: v >= 0, "non-negative (0: the whole split)"),

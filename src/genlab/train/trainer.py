@@ -16,6 +16,7 @@ import collections
 import csv
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -250,6 +251,7 @@ class Trainer:
         self.best_val = math.inf  # lowest validation loss so far
         self.stale_vals = 0  # validations since it improved
         self.prefetcher: Prefetcher | None = None
+        self._threads_before = 0  # torch threads to restore when the prefetcher stops
         self.evaluate_fn = evaluate_fn
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tc.precision)
         if amp is torch.float16 and self.device.type != "cuda":
@@ -381,9 +383,15 @@ class Trainer:
         """This rank's share of the next global batch, prepared (noise, times, pairing)."""
         if self.model.prepares_batches:  # worth doing ahead, in worker threads
             if self.prefetcher is None:
+                workers = 1 if (os.cpu_count() or 1) <= 4 else 2
                 self.prefetcher = Prefetcher(
-                    self.batcher, self.model.prepare, self.tc.seed, self.step, self.device
+                    self.batcher, self.model.prepare, self.tc.seed, self.step, self.device, workers
                 )
+                if self.device.type == "cpu" and not self.tc.threads:
+                    # leave the workers their cores: on 2 cores, 1 torch thread + 1 solver thread
+                    # measured 2.1x the bare step against 3.2x with 2 torch threads + 2 workers
+                    self._threads_before = torch.get_num_threads()
+                    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
             batch = self.prefetcher.next()
         else:
             gen = step_generator(self.tc.seed, self.step, self.device)
@@ -400,6 +408,9 @@ class Trainer:
             self.batcher.load_state(self.prefetcher.consumed_state)
             self.prefetcher.close()
             self.prefetcher = None
+            if self._threads_before:
+                torch.set_num_threads(self._threads_before)
+                self._threads_before = 0
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step; returns the loss as a device tensor (no host sync).
@@ -414,10 +425,11 @@ class Trainer:
         lr = lr_at(self.step, tc) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-        ):
+        if self.autocast_dtype is None:  # (entering a disabled autocast still costs ~10 us)
             loss = self.model.loss(batch, self.generator)
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                loss = self.model.loss(batch, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler.is_enabled():  # fp16 on CUDA: the scaler owns unscaling and inf checks
             self.scaler.scale(loss).backward()
@@ -433,9 +445,10 @@ class Trainer:
             if self.dist.enabled:  # the global mean loss rides along in the gradient all-reduce
                 loss = distributed.average_gradients(self.params, self.dist.world, loss.detach())
             self._clip_and_guard(loss)
-        if self.ema is not None:
-            torch._foreach_lerp_(self.ema, self.params, 1.0 - ema_decay_at(self.step, tc.ema_decay))
         self.step += 1
+        if self.ema is not None and self.step % tc.ema_every == 0:
+            decay = ema_decay_at(self.step - 1, tc.ema_decay) ** tc.ema_every
+            torch._foreach_lerp_(self.ema, self.params, 1.0 - decay)
         return loss.detach()
 
     def _clip_and_guard(self, loss: torch.Tensor) -> None:
