@@ -200,3 +200,18 @@ def test_unknown_sampler_and_corrupt_checkpoint(trained, tmp_path, capsys):
 def test_training_over_an_existing_run_is_refused(trained, capsys):
     code, _, err = run_cli(capsys, "train", CONFIG, *TINY, "--out", trained)
     assert code == 2 and "--resume" in err
+
+
+def test_image_runs_evaluate_and_sample_to_a_grid(tmp_path, capsys):
+    out = tmp_path / "digits"
+    code, _, err = run_cli(capsys, "train", ROOT / "configs" / "realnvp-digits.yaml",
+                           "trainer.steps=20", "trainer.progress=false", "trainer.val_every=0",
+                           "eval.n=32", "eval.seeds=1", "--out", out)  # fmt: skip
+    assert code == 0, err
+    assert (out / "samples.png").stat().st_size > 1000
+    code, text, _ = run_cli(capsys, "eval", out, "--json", "--n", 32, "--seeds", 1)
+    rep = json.loads(text)
+    assert code == 0 and rep["metrics"] == {}  # point metrics do not apply to images
+    assert rep["nll"]["kind"] == "elbo" and rep["nll"]["bits_per_dim"] > 0
+    code, _, _ = run_cli(capsys, "sample", out, "--n", 16, "--out", tmp_path / "grid.png")
+    assert code == 0 and (tmp_path / "grid.png").stat().st_size > 1000

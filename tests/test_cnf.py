@@ -119,3 +119,18 @@ def test_log_prob_reports_bits_per_dim_and_nfe():
     assert lp.bits_per_dim(2) == pytest.approx(lp.nll() / (2 * math.log(2)))
     with pytest.raises(ValueError, match="probes"):
         model.log_prob(_x(3), exact=False, probes=1)
+
+
+def test_trains_and_round_trips_through_the_trainer(tmp_path):
+    from pathlib import Path
+
+    import genlab
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = ["trainer.steps=3", "trainer.progress=false", "trainer.tensorboard=false",
+                 "data.n=500", "model.hidden=16", "model.depth=2"]  # fmt: skip
+    cfg = genlab.load_config(root / "configs" / "ffjord-moons.yaml", overrides)
+    run = genlab.train(cfg, out=tmp_path / "run", evaluate=False, verbose=False)
+    again = genlab.load_run(tmp_path / "run")
+    x = run.dataset.val[:32]
+    torch.testing.assert_close(run.model.log_prob(x).value, again.model.log_prob(x).value)

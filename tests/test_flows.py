@@ -34,8 +34,9 @@ def _perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
-def _mlp(dim: int, n: int) -> L.MLPConditioner:
-    return L.MLPConditioner(dim, n, hidden=8, depth=2)
+def _mlp(mask: torch.Tensor, n: int) -> L.MLPConditioner:
+    kept = int(mask.sum())
+    return L.MLPConditioner(kept, n, len(mask) - kept, hidden=8, depth=2)
 
 
 def _conv(ch: int, n: int) -> L.ConvConditioner:
@@ -57,12 +58,12 @@ LAYERS: dict[str, tuple[Callable[[], L.Transform], tuple[int, ...], str]] = {
     "shift": (lambda: L.Shift(0.5), (3,), "normal"),
     "squeeze": (lambda: L.Squeeze(), (1, 4, 4), "normal"),
     "additive-coupling": (
-        lambda: L.AdditiveCoupling(L.alternating_mask(3, 0), _mlp(3, 1)),
+        lambda: L.AdditiveCoupling(L.alternating_mask(3, 0), _mlp(L.alternating_mask(3, 0), 1)),
         (3,),
         "normal",
     ),
     "affine-coupling-half": (
-        lambda: L.AffineCoupling(L.half_mask(4, 1), _mlp(4, 2)),
+        lambda: L.AffineCoupling(L.half_mask(4, 1), _mlp(L.half_mask(4, 1), 2)),
         (4,),
         "normal",
     ),
@@ -78,7 +79,9 @@ LAYERS: dict[str, tuple[Callable[[], L.Transform], tuple[int, ...], str]] = {
     ),
     "spline-coupling": (
         # bound 2 with N(0, 2²) inputs: both the spline and its linear tails are exercised
-        lambda: L.SplineCoupling(L.alternating_mask(3, 1), _mlp(3, 3 * 5 - 1), bins=5, bound=2.0),
+        lambda: L.SplineCoupling(
+            L.alternating_mask(3, 1), _mlp(L.alternating_mask(3, 1), 14), bins=5, bound=2.0
+        ),
         (3,),
         "wide",
     ),

@@ -128,14 +128,19 @@ def _periodic_eval(trainer: Trainer, final: bool = False) -> dict[str, float]:
     )
     report = evaluate_model(trainer.model, trainer.dataset, quick, keep_samples=True)
     _plot_samples(trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", report)
-    return {"eval_w2": report["metrics"]["w2"]["mean"]}
+    return {f"eval_{k}": v["mean"] for k, v in report["metrics"].items()}
 
 
 def _plot_samples(path: Path, report: dict[str, Any]) -> None:
-    from genlab.eval.plots import plot_samples
+    from genlab.eval.plots import plot_image_grid, plot_samples
 
-    if "_samples" in report and report["_samples"].dim() == 2:
-        plot_samples(report["_samples"], report["_reference"], path=path, title=_title(report))
+    x = report.get("_samples")
+    if x is None:
+        return
+    if x.dim() == 2:
+        plot_samples(x, report["_reference"], path=path, title=_title(report))
+    elif x.dim() == 4:
+        plot_image_grid(x[:64].clamp(-1, 1), path=path)
 
 
 def _title(report: dict[str, Any]) -> str:

@@ -98,9 +98,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".png":
-        from genlab.eval.plots import plot_samples
+        from genlab.eval.plots import plot_image_grid, plot_samples
 
-        plot_samples(out.x, path=path, title=f"{args.n} samples, NFE {out.nfe}")
+        if out.x.dim() == 4:
+            plot_image_grid(out.x.clamp(-1, 1), path=path)
+        else:
+            plot_samples(out.x, path=path, title=f"{args.n} samples, NFE {out.nfe}")
     else:
         if path.suffix != ".npy":
             raise GenlabError(f"--out must end in .npy or .png, got {path.name}")
