@@ -217,6 +217,9 @@ def bench_steps(threads: int, rounds: int, round_steps: int, warmup: int) -> dic
     huge = TrainerConfig(steps=10**9, progress=False, tensorboard=False)
     steppers: dict[str, Callable[[], object]] = {}
     settle: dict[str, Callable[[], object]] = {}
+    # torch threads per variant: the table's count, except where genlab's trainer picks its own
+    # (with OT prefetch on a small CPU it leaves the solver thread a core; Trainer.threads)
+    threads_for: dict[str, int] = {}
     trainers: list[Trainer] = []
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as tmp:
         try:
@@ -227,10 +230,12 @@ def bench_steps(threads: int, rounds: int, round_steps: int, warmup: int) -> dic
                 trainers.append(tr)
                 steppers[name] = tr.train_step
                 settle[name] = lambda tr=tr: settle_trainer(tr)
+                threads_for[name] = tr.threads or threads
             for name, make in torchcfm_matchers().items():
                 steppers[name] = TorchCFMLoop(make(), data, huge).step
             names = list(steppers)
             for name in names:
+                torch.set_num_threads(threads_for.get(name, threads))
                 for _ in range(warmup):
                     steppers[name]()
                 if name in settle:
@@ -240,6 +245,7 @@ def bench_steps(threads: int, rounds: int, round_steps: int, warmup: int) -> dic
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     fn = steppers[name]
+                    torch.set_num_threads(threads_for.get(name, threads))
                     t0 = time.perf_counter()
                     for _ in range(round_steps):
                         fn()
@@ -247,6 +253,7 @@ def bench_steps(threads: int, rounds: int, round_steps: int, warmup: int) -> dic
                         settle[name]()
                     ms[name].append((time.perf_counter() - t0) * 1e3 / round_steps)
         finally:
+            torch.set_num_threads(threads)
             for tr in trainers:
                 close_trainer(tr)
     rows = []
@@ -255,6 +262,7 @@ def bench_steps(threads: int, rounds: int, round_steps: int, warmup: int) -> dic
         rows.append(
             {
                 "variant": name,
+                "torch_threads": threads_for.get(name, threads),
                 "ms_per_step_median": statistics.median(ms[name]),
                 "ms_per_step_min": min(ms[name]),
                 "ratio_to_floor_median": statistics.median(ratios),
@@ -278,12 +286,12 @@ def print_step_table(res: dict) -> None:
         f"{res['rounds']} interleaved rounds x {res['steps_per_round']} steps "
         f"(medians over rounds; ratio = per-round ratio to the floor, median [min-max])"
     )
-    print(f"{'variant':<18}{'ms/step':>9}{'ratio to floor':>26}")
+    print(f"{'variant':<18}{'threads':>8}{'ms/step':>9}{'ratio to floor':>26}")
     for r in res["rows"]:
         spread = f"[{r['ratio_to_floor_min']:.2f}-{r['ratio_to_floor_max']:.2f}]"
         print(
-            f"{r['variant']:<18}{r['ms_per_step_median']:>9.3f}"
-            f"{r['ratio_to_floor_median']:>12.2f}x {spread:>13}"
+            f"{r['variant']:<18}{r.get('torch_threads', res['threads']):>8}"
+            f"{r['ms_per_step_median']:>9.3f}{r['ratio_to_floor_median']:>12.2f}x {spread:>13}"
         )
 
 
