@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from genlab.errors import DataError
 
 SAMPLE_COLOR = "tab:blue"
-START_COLOR = "tab:blue"  # noise end of a trajectory, t = 0
-END_COLOR = "tab:red"  # data end of a trajectory, t = 1
+START_COLOR = "tab:blue"  # the noise end of a trajectory (where sampling starts)
+END_COLOR = "tab:red"  # the data end of a trajectory (where sampling ends)
 REFERENCE_COLOR = "0.75"  # light grey
 
 
@@ -184,10 +184,11 @@ def plot_trajectories(
     ax: Axes | None = None,
     reference: Any | None = None,
 ) -> Figure:
-    """Paths of an ODE sampler: ``traj`` is (T, N, 2) states from t = 0 (noise) to t = 1 (data).
+    """Paths of an ODE sampler: ``traj`` is (T, N, 2) states in sampling order, from noise to data
+    (in genlab's time convention that is t = 1 down to t = 0).
 
-    Draws ``n_show`` evenly chosen paths as thin grey lines, their start points (t = 0) in blue and
-    their end points (t = 1) in red, optionally over ``reference`` data (m, 2) in light grey. For
+    Draws ``n_show`` evenly chosen paths as thin grey lines, their start points (noise) in blue and
+    their end points (data) in red, optionally over ``reference`` data (m, 2) in light grey. For
     a state dimension above 2 the first two coordinates are drawn (the title says so).
     """
     t = _to_numpy(traj, "traj")
@@ -217,10 +218,10 @@ def plot_trajectories(
         ax.scatter(r[:, 0], r[:, 1], s=2.0, c=REFERENCE_COLOR, lw=0, label="data", rasterized=True)
     ax.add_collection(LineCollection(list(paths), colors="0.4", linewidths=0.5, alpha=0.5))
     ax.scatter(
-        paths[:, 0, 0], paths[:, 0, 1], s=6.0, c=START_COLOR, lw=0, label="t = 0 (noise)", zorder=3
+        paths[:, 0, 0], paths[:, 0, 1], s=6.0, c=START_COLOR, lw=0, label="start (noise)", zorder=3
     )
     ax.scatter(
-        paths[:, -1, 0], paths[:, -1, 1], s=6.0, c=END_COLOR, lw=0, label="t = 1 (data)", zorder=3
+        paths[:, -1, 0], paths[:, -1, 1], s=6.0, c=END_COLOR, lw=0, label="end (data)", zorder=3
     )
     xlim, ylim = _limits(paths, *([] if r is None else [r]))
     ax.set_xlim(*xlim)
