@@ -83,12 +83,11 @@ def train(
     """Train a model as ``cfg`` says into ``out`` (default ``runs/<name>``); evaluate it at the end,
     writing ``metrics.json``, ``samples.png`` and (for 2-D data) ``trajectories.png``."""
     if not isinstance(cfg, Config):
+        saved = Path(out) / "config.yaml" if out is not None else None
+        if resume and saved is not None and saved.is_file():
+            cfg = saved  # the run's own resolved config; overrides may extend it (more steps)
         cfg = load_config(cfg, overrides)
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
-    if resume:  # the run's own config rules; overrides may only extend it (e.g. more steps)
-        saved = run_dir / "config.yaml"
-        if saved.is_file() and not isinstance(cfg, Config):
-            cfg = load_config(saved, overrides)
     dataset = load_data(cfg)
     torch.manual_seed(cfg.trainer.seed)  # the initial weights
     model = build_model(cfg, dataset)

@@ -71,14 +71,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     import genlab
 
     signal.signal(signal.SIGTERM, _interrupt)
-    cfg_path = args.config
-    overrides = list(args.overrides)
-    if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
-        cfg_path = str(Path(args.out) / "config.yaml")  # the run's own resolved config
-    cfg = genlab.load_config(cfg_path, overrides)
-    genlab.train(cfg, out=args.out, resume=args.resume, evaluate=not args.no_eval)
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
-    print(f"run written to {out}/")
+    run = genlab.train(
+        args.config,
+        out=args.out,
+        overrides=list(args.overrides),
+        resume=args.resume,
+        evaluate=not args.no_eval,
+    )
+    print(f"run written to {run.dir}/")
     return 0
 
 
