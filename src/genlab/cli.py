@@ -78,7 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         evaluate=not args.no_eval,
     )
-    print(f"run written to {run.dir}/")
+    from genlab.train.distributed import from_env
+
+    if from_env().is_main:
+        print(f"run written to {run.dir}/")
     return 0
 
 
