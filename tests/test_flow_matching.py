@@ -77,17 +77,43 @@ def test_ode_log_prob_matches_the_analytic_gaussian():
     assert lp.bits_per_dim(2) == pytest.approx(lp.nll() / (2 * math.log(2)))
 
 
-def test_hutchinson_estimate_is_unbiased_and_labelled():
+class CorrelatedGaussianVelocity(nn.Module):
+    """The exact velocity for x0 ~ N(μ, Σ) with a full Σ: with Var_t = (1-t)² Σ + t² I,
+    E[ε - x0 | x_t = x] = (t I - (1-t) Σ) Var_t⁻¹ (x - (1-t) μ) - μ. Its Jacobian is not diagonal,
+    so Rademacher probes have a non-zero variance (for a diagonal one they are exact)."""
+
+    SIGMA = torch.tensor([[0.5, 0.3], [0.3, 0.4]], dtype=torch.float64)
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x, t, y=None):
+        t = t.to(x.dtype)[:, None, None]  # (B, 1, 1)
+        eye = torch.eye(2, dtype=x.dtype)
+        var = (1 - t) ** 2 * self.SIGMA + t**2 * eye
+        a = (t * eye - (1 - t) * self.SIGMA) @ torch.linalg.inv(var)  # (B, 2, 2)
+        return (a @ (x - (1 - t[:, 0]) * MU)[..., None])[..., 0] - MU + 0 * self.dummy
+
+
+def test_hutchinson_estimate_is_unbiased_and_labelled_with_its_standard_error():
     model = exact_model()
-    x = MU + S * torch.randn(
-        4000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
-    )
+    model.net = CorrelatedGaussianVelocity()
+    law = torch.distributions.MultivariateNormal(MU, CorrelatedGaussianVelocity.SIGMA)
+    torch.manual_seed(0)
+    x = law.sample((2000,))
     est = model.log_prob(x, exact_divergence_max_dim=1, generator=torch.Generator().manual_seed(4))
-    analytic = torch.distributions.Normal(MU, S).log_prob(x).sum(-1)
-    assert est.kind == "ode-estimate"
-    diff = est.value - analytic
+    exact = model.log_prob(x, rtol=1e-7, atol=1e-7)
+    assert torch.allclose(exact.value, law.log_prob(x), atol=1e-3)
+    assert est.kind == "ode-estimate" and est.stderr is not None
+    diff = est.value - exact.value
     se = diff.std() / math.sqrt(len(diff))
-    assert abs(diff.mean()) < 4 * se + 1e-3
+    assert abs(diff.mean()) < 4 * se
+    # the per-example standard errors are calibrated: |error| / stderr behaves like a |t_3| variable
+    z = (diff / est.stderr).abs()
+    assert 0.5 < float((z < 1).double().mean()) < 0.8
+    with pytest.raises(ValueError, match="probes >= 2"):
+        model.log_prob(x[:4], exact_divergence_max_dim=1, probes=1)
 
 
 def test_round_trip_through_the_ode_recovers_the_noise():
