@@ -175,11 +175,18 @@ class Flow(GenerativeModel):
         raise NotImplementedError
 
     # --- likelihood -------------------------------------------------------------------------------
-    def dequantize(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Images in [-1, 1] on a grid of ``levels`` values -> ``(k + U[0,1)) / levels`` in [0, 1)."""
+    def dequantize(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Images in [-1, 1] on a grid of ``levels`` values -> ``(k + U[0,1)) / levels`` in [0, 1)
+        (``noise``: the U[0,1) draw, when the trainer's ``prepare`` step made it)."""
         levels = self.config.levels
         k = torch.round((x + 1) / 2 * (levels - 1)).clamp(0, levels - 1)
-        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if noise is None:
+            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         return (k + noise) / levels
 
     def quantize(self, u: torch.Tensor) -> torch.Tensor:
@@ -189,19 +196,31 @@ class Flow(GenerativeModel):
         return k / (levels - 1) * 2 - 1
 
     def log_prob_tensor(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``log p(x)`` ``(B,)`` in nats, differentiable (images: one dequantization draw)."""
         offset = 0.0
         if self.is_image:
-            x = self.dequantize(x, generator)
+            x = self.dequantize(x, generator, noise)
             offset = -x[0].numel() * math.log(self.config.levels)
         z, logdet = self.transform(x)
         return self.base.log_prob(z) + logdet + offset
 
+    def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
+        """Images: draw the dequantization noise here (per-step seeded by the trainer), so that
+        multi-process runs see the same noise for the same example as one process."""
+        if not self.is_image:
+            return batch
+        x = batch.x
+        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return Batch(x, batch.y, noise, batch.t, {**batch.aux})
+
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats."""
-        return -self.log_prob_tensor(batch.x, generator).mean()
+        return -self.log_prob_tensor(batch.x, generator, batch.noise).mean()
 
     @torch.no_grad()
     def log_prob(
