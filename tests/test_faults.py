@@ -92,7 +92,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "interrupted (a checkpoint was saved; continue with --resume)" in err
     assert "Traceback" not in err
     steps = ckpt.list_checkpoints(out / "checkpoints")
-    _, meta = ckpt.load_checkpoint(out / "checkpoints", steps[-1])
+    _, meta = ckpt.load_checkpoint(out / "checkpoints", steps[-1])  # written on SIGTERM; verifies
+    assert meta["step"] == steps[-1]
     res = subprocess.run(command(out, "--resume"), env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert_identical(final(tmp_path / "ref"), final(out))

@@ -120,7 +120,7 @@ def train(
     return run
 
 
-def _periodic_eval(trainer: Trainer, final: bool = False) -> dict[str, float]:
+def _periodic_eval(trainer: Trainer) -> dict[str, float]:
     cfg = trainer.cfg.eval
     quick = EvalConfig(
         n=cfg.n, seeds=1, sampler=cfg.sampler, steps=cfg.steps, metrics=["w2"], nll=False

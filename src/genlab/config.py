@@ -336,9 +336,7 @@ def _check_ranges(obj: Any, section: str) -> None:
         raise ConfigError(
             f"{section}.device must be auto, cpu, cuda, cuda:N or mps, got {obj.device!r}"
         )
-    if isinstance(obj, DataConfig) and (obj.name is None) == (obj.path is None):
-        if obj.name is not None:
-            return  # a path given alongside the default name: the path wins (see resolve_data)
+    if isinstance(obj, DataConfig) and obj.name is None and obj.path is None:
         raise ConfigError("data needs a dataset name (data.name=moons) or a file (data.path=FILE)")
 
 

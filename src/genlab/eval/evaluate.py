@@ -48,10 +48,8 @@ def evaluate(
     keep_samples: bool = False,
 ) -> dict[str, Any]:
     """Sample-based metrics (mean, std and per-seed values) and, where possible, the NLL."""
-    if tuple(model.spec.shape) != tuple(
-        (held_out if held_out is not None else dataset.val).shape[1:]
-    ):
-        got = tuple((held_out if held_out is not None else dataset.val).shape[1:])
+    got = tuple((held_out if held_out is not None else dataset.val).shape[1:])
+    if tuple(model.spec.shape) != got:
         raise DataError(
             f"reference data has examples of shape {got} but the model makes {tuple(model.spec.shape)}"
         )

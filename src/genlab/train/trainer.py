@@ -375,9 +375,7 @@ class Trainer:
                     break
                 x = val[start : start + self.tc.batch_size].to(self.device)
                 y = None if labels is None else labels[start : start + len(x)].to(self.device)
-                batch = Batch(x, y)
-                if self.model.prepares_batches:
-                    batch = self.model.prepare(batch, g)
+                batch = self.model.prepare(Batch(x, y), g)
                 total += float(self.model.loss(batch, g)) * len(x)
                 count += len(x)
         self.model.train(was_training)
@@ -572,11 +570,9 @@ class Trainer:
                     self.save()
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.evaluate_fn and main:
                     with self.ema_weights():
-                        logger.log(self.step, self.evaluate_fn(self, final=False))
+                        logger.log(self.step, self.evaluate_fn(self))
                     self.model.train()
         except KeyboardInterrupt:  # Ctrl-C: keep the work done so far, then stop
-            bar.close()
-            self.close()
             self.save()
             logger.close()
             raise
