@@ -59,7 +59,7 @@ from genlab.config import DataConfig, TrainerConfig
 from genlab.config import load as load_config
 from genlab.data import load
 from genlab.eval.metrics import w2
-from genlab.models.flow_matching import FlowMatching, FlowMatchingConfig
+from genlab.models.diffusion.model import FlowMatching, FlowMatchingConfig
 from genlab.train.trainer import Trainer, lr_at, make_optimizer
 
 try:

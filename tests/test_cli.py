@@ -78,9 +78,9 @@ def test_train_writes_a_complete_run(trained):
 def test_sample_writes_npy_with_the_requested_sampler(trained, tmp_path, capsys):
     out = tmp_path / "s.npy"
     code, text, _ = run_cli(
-        capsys, "sample", trained, "--n", 123, "--sampler", "midpoint", "--steps", 5, "--out", out
+        capsys, "sample", trained, "--n", 123, "--sampler", "heun", "--steps", 5, "--out", out
     )
-    assert code == 0 and "NFE 10" in text
+    assert code == 0 and "NFE 9" in text
     x = np.load(out)
     assert x.shape == (123, 2) and np.isfinite(x).all()
     code, _, _ = run_cli(capsys, "sample", trained, "--n", 50, "--out", tmp_path / "s.png")

@@ -52,7 +52,10 @@ def test_integral_floats_are_accepted_as_integers_but_fractions_are_not():
         (["trainr.steps=1"], "unknown config key 'trainr'; did you mean 'trainer'"),
         (["trainer.stepz=1"], "did you mean 'trainer.steps'"),
         (["model.hiden=3"], "did you mean 'model.hidden'"),
-        (["model.coupling=OT"], "model.coupling must be one of 'independent', 'ot', got 'OT'"),
+        (
+            ["model.coupling=OT"],
+            "model.coupling must be one of 'independent', 'ot', 'pairs', got 'OT'",
+        ),
         (["trainer.schedule=cosin"], "did you mean 'cosine'"),
         (["trainer.lr=-1"], "trainer.lr must be positive"),
         (["trainer.ema_decay=1.5"], "trainer.ema_decay must be in [0, 1)"),

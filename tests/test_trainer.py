@@ -9,7 +9,7 @@ import torch
 from genlab.config import Config, TrainerConfig
 from genlab.data.base import Dataset
 from genlab.errors import CheckpointError, GenlabError
-from genlab.models.flow_matching import FlowMatching, FlowMatchingConfig
+from genlab.models.diffusion.model import FlowMatching, FlowMatchingConfig
 from genlab.train import checkpoint as ckpt
 from genlab.train.trainer import EpochBatcher, Trainer, ema_decay_at, lr_at
 

@@ -2,7 +2,7 @@
 
 import genlab.nets  # noqa: F401  (registers the backbones)
 from genlab.models import (
-    flow_matching,  # noqa: F401
+    diffusion,  # noqa: F401
     flows,  # noqa: F401
 )
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec

@@ -2,5 +2,6 @@
 
 from genlab.nets.embeddings import SinusoidalEmbedding
 from genlab.nets.mlp import MLP
+from genlab.nets.unet import UNet
 
-__all__ = ["MLP", "SinusoidalEmbedding"]
+__all__ = ["MLP", "SinusoidalEmbedding", "UNet"]

@@ -1,6 +1,8 @@
-"""Samplers for a probability-flow ODE ``dx/dt = f(x, t)``.
+"""Fixed-grid ODE solvers for a velocity field ``dx/dt = f(x, t)`` (used by FFJORD).
 
-Every sampler is a stateless function with one signature (k-diffusion's shape)::
+Diffusion-family models sample through the registered samplers of
+:mod:`genlab.models.diffusion.samplers`, which work on the denoiser rather than on a drift. Every
+solver here is a stateless function with one signature (k-diffusion's shape)::
 
     sampler(drift, x, ts, *, trajectory=False, **options) -> SampleResult
 
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 import torch
 
 from genlab.errors import ConfigError
-from genlab.registry import SAMPLERS
 
 Drift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -31,6 +32,7 @@ class SampleResult:
     x: torch.Tensor  # (B, *shape)
     nfe: int
     trajectory: torch.Tensor | None = None  # (len(ts), B, *shape) for fixed-step samplers
+    y: torch.Tensor | None = None  # the class labels of conditional samples
 
 
 def time_grid(
@@ -42,7 +44,6 @@ def time_grid(
     return torch.linspace(t_start, t_end, steps + 1, device=device, dtype=dtype)
 
 
-@SAMPLERS.register("euler", help="fixed-step explicit Euler on the ODE (1 NFE per step)")
 def euler(
     drift: Drift, x: torch.Tensor, ts: torch.Tensor, *, trajectory: bool = False
 ) -> SampleResult:
@@ -54,9 +55,6 @@ def euler(
     return SampleResult(x, len(ts) - 1, torch.stack(path) if path is not None else None)
 
 
-@SAMPLERS.register(
-    "midpoint", help="fixed-step explicit midpoint (RK2) on the ODE (2 NFE per step)"
-)
 def midpoint(
     drift: Drift, x: torch.Tensor, ts: torch.Tensor, *, trajectory: bool = False
 ) -> SampleResult:
@@ -70,9 +68,6 @@ def midpoint(
     return SampleResult(x, 2 * (len(ts) - 1), torch.stack(path) if path is not None else None)
 
 
-@SAMPLERS.register(
-    "dopri5", help="adaptive Dormand-Prince 5(4) via torchdiffeq; steps sets output points"
-)
 def dopri5(
     drift: Drift,
     x: torch.Tensor,
@@ -108,11 +103,20 @@ def solve(
     trajectory: bool = False,
     **options,
 ) -> SampleResult:
-    """Run the registered sampler ``name`` (an unknown name gets close suggestions)."""
-    sampler = SAMPLERS.get(name)
+    """Run the ODE solver ``name`` (``euler``, ``midpoint`` or ``dopri5``)."""
+    if name not in ODE_SOLVERS:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, ODE_SOLVERS, n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"unknown ODE solver {name!r}{hint} (one of {', '.join(ODE_SOLVERS)})")
+    sampler = ODE_SOLVERS[name]
     try:
         return sampler(drift, x, ts, trajectory=trajectory, **options)
     except TypeError as e:
         if "unexpected keyword" in str(e):
             raise ConfigError(f"sampler {name!r}: {e}") from None
         raise
+
+
+ODE_SOLVERS = {"euler": euler, "midpoint": midpoint, "dopri5": dopri5}
