@@ -12,6 +12,7 @@ from genlab.api import (
     load_config,
     load_data,
     load_run,
+    reflow,
     train,
 )
 from genlab.config import Config
@@ -27,5 +28,6 @@ __all__ = [
     "load_config",
     "load_data",
     "load_run",
+    "reflow",
     "train",
 ]

@@ -49,6 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.npy", help="output .npy (or .png for a plot)")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    s.add_argument("--schedule", help="diffusion: σ grid (uniform, karras, log-snr)")
+    s.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale")
+    s.add_argument("--label", type=int, help="class-conditional models: the class to sample")
+    s.add_argument("--classifier", help="diffusion: a noise-classifier run for classifier guidance")
+    s.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
+    s.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a sampler option, e.g. eta=0.5, s_churn=40, snr=0.16 (repeatable)",
+    )
+
+    r = sub.add_parser(
+        "reflow", help="rectified flow: retrain a flow-matching run on its own pairs"
+    )
+    r.add_argument("run", help="a trained linear-path (flow-matching) run directory")
+    r.add_argument("overrides", nargs="*", help="key=value overrides for the new run")
+    r.add_argument("--out", required=True, help="the new run directory")
+    r.add_argument("--pairs", type=int, default=20_000, help="number of (noise, sample) pairs")
+    r.add_argument("--sampler", default="dopri5", help="sampler that draws the pairs")
+    r.add_argument("--steps", type=int, help="its steps")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
     e = sub.add_parser("eval", help="evaluate a trained run (W2, sliced W2, MMD, energy, NLL)")
     e.add_argument("run", help="a run directory")
@@ -96,7 +120,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GenlabError(f"--n must be at least 1, got {args.n}")
     run = genlab.load_run(args.run, ema=not args.raw)
     g = torch.Generator().manual_seed(args.seed)
-    out = run.model.sample(args.n, sampler=args.sampler, steps=args.steps, generator=g)
+    extra = _sample_options(args, run.model)
+    out = run.model.sample(args.n, sampler=args.sampler, steps=args.steps, generator=g, **extra)
     x = out.x.cpu().numpy()
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +137,43 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise GenlabError(f"--out must end in .npy or .png, got {path.name}")
         np.save(path, x)
     print(f"wrote {args.n} samples {tuple(x.shape[1:])} to {path} (NFE {out.nfe})")
+    return 0
+
+
+def _sample_options(args: argparse.Namespace, model) -> dict:
+    """The diffusion-only sampling options given on the command line, checked."""
+    import genlab
+    from genlab.errors import GenlabError
+    from genlab.models.diffusion import Diffusion
+
+    extra: dict = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GenlabError(f"--option takes KEY=VALUE, got {item!r}")
+        try:
+            extra[key] = float(value)
+        except ValueError:
+            raise GenlabError(f"--option {key}: a number is expected, got {value!r}") from None
+    named = {"schedule": args.schedule, "guidance": args.guidance, "y": args.label}
+    extra.update({k: v for k, v in named.items() if v is not None})
+    if args.classifier:
+        extra["classifier"] = genlab.load_run(args.classifier).model
+        extra["classifier_scale"] = args.classifier_scale
+    if extra and not isinstance(model, Diffusion):
+        flags = ", ".join(sorted(extra))
+        raise GenlabError(f"{model.family} models do not take these sampling options: {flags}")
+    return extra
+
+
+def cmd_reflow(args: argparse.Namespace) -> int:
+    import genlab
+
+    run = genlab.reflow(
+        args.run, args.out, pairs=args.pairs, sampler=args.sampler, steps=args.steps,
+        seed=args.seed, overrides=args.overrides, evaluate=not args.no_eval,
+    )  # fmt: skip
+    print(f"run written to {run.dir}/")
     return 0
 
 
@@ -154,7 +216,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "list": cmd_list}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "list": cmd_list,
+    "reflow": cmd_reflow,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,8 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the data held out for validation
     seed: int = 0  # seeds the draw and the train/validation split
     options: dict = field(default_factory=dict)  # extra options for the loader
+    pairs: str | None = None  # an .npz of (x, noise) pairs from `genlab reflow`: the training
+    # examples, each with its own noise (model.coupling=pairs); the dataset's true law is kept
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TrainerConfig:
     keep_last: int = 3  # checkpoints kept (older ones are removed)
     progress: bool = True  # progress bar
     tensorboard: bool = True  # TensorBoard events when the package is installed
+    init_from: str | None = None  # a run directory whose (EMA) weights start this run (reflow)
 
 
 @dataclass

@@ -70,11 +70,13 @@ MODELS: Registry[Callable[..., Any]] = Registry("model")
 SAMPLERS: Registry[Callable[..., Any]] = Registry("sampler")
 METRICS: Registry[Callable[..., Any]] = Registry("metric")
 NETS: Registry[Callable[..., Any]] = Registry("backbone")
+PROCESSES: Registry[Callable[..., Any]] = Registry("process")  # diffusion noise processes
 
 ALL = {
     "datasets": DATASETS,
     "models": MODELS,
     "samplers": SAMPLERS,
+    "processes": PROCESSES,
     "metrics": METRICS,
     "backbones": NETS,
 }

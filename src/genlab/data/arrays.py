@@ -72,6 +72,7 @@ def load_npz(
             arr = z[key]
             label_key = next((k for k in LABEL_KEYS if k in keys and k != key), None)
             labels = z[label_key] if label_key else None
+            noise = z["noise"] if "noise" in keys and key != "noise" else None
             for k, a in ((key, arr), (label_key, labels)):
                 if a is not None and not isinstance(a, np.ndarray):  # a zip member not a .npy
                     raise DataError(f"{str(path)!r}: {k!r} is not a NumPy array (not an .npz?)")
@@ -84,9 +85,30 @@ def load_npz(
             f"could not read {str(path)!r} as an .npz archive (corrupt?): {_describe(e)}"
         ) from None
     source = f"{path}[{key!r}]"
-    return _points_or_images(
+    ds = _points_or_images(
         arr, labels, path, n=n, val_fraction=val_fraction, seed=seed, source=source
     )
+    if noise is not None:
+        _attach_noise(ds, noise, arr, n, val_fraction, seed, source)
+    return ds
+
+
+def _attach_noise(ds, noise, arr, n, val_fraction, seed, source) -> None:
+    """``noise`` paired example by example with ``arr`` (``genlab reflow`` writes such pairs):
+    split exactly as the examples were."""
+    from genlab.data.base import split
+
+    if not isinstance(noise, np.ndarray) or noise.shape != arr.shape:
+        raise DataError(
+            f"{source}: 'noise' must pair with the examples, shape {arr.shape}, got "
+            f"{getattr(noise, 'shape', None)}"
+        )
+    check_finite(noise, source + "['noise']")
+    noise = torch.as_tensor(np.asarray(noise, dtype=np.float32))
+    if n is not None:
+        noise = noise[: int(n)]
+    train, val = split(len(noise), val_fraction, seed)
+    ds.noise_train, ds.noise_val = noise[train], noise[val]
 
 
 def load_csv(

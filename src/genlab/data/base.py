@@ -51,6 +51,7 @@ class Dataset:
 
     ``train``/``val``: float32 tensors ``(N, *shape)`` for points and images (images in [-1, 1],
     channels first), int64 ``(N,)`` token streams for text. ``labels_*`` are int64 ``(N,)`` or None.
+    ``noise_*``: noise paired with each example (``(N, *shape)``, for rectified-flow reflow), or None.
     """
 
     name: str
@@ -62,6 +63,8 @@ class Dataset:
     true: TrueDistribution | None = None
     num_classes: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    noise_train: torch.Tensor | None = None
+    noise_val: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -48,6 +48,9 @@ def evaluate(
     keep_samples: bool = False,
 ) -> dict[str, Any]:
     """Sample-based metrics (mean, std and per-seed values) and, where possible, the NLL."""
+    if hasattr(model, "evaluate_report"):  # not a sampler (a noise classifier): its own metrics
+        model.eval()
+        return model.evaluate_report(dataset, cfg)
     got = tuple((held_out if held_out is not None else dataset.val).shape[1:])
     if tuple(model.spec.shape) != got:
         raise DataError(

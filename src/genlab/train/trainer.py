@@ -70,8 +70,16 @@ class EpochBatcher:
     dataset size.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        batch_size: int,
+        seed: int,
+        noise: torch.Tensor | None = None,
+    ) -> None:
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.noise = noise  # paired noise (reflow), indexed like x
         self.epoch, self.pos = 0, 0
         self._perm = self._permutation(0)
 
@@ -105,6 +113,7 @@ class EpochBatcher:
         return Batch(
             torch.index_select(self.x, 0, idx),
             None if self.y is None else torch.index_select(self.y, 0, idx),
+            None if self.noise is None else torch.index_select(self.noise, 0, idx),
         )
 
 
@@ -251,6 +260,7 @@ class Trainer:
             None if dataset.labels_train is None else dataset.labels_train.to(self.device),
             self.tc.batch_size,
             self.tc.seed,
+            None if dataset.noise_train is None else dataset.noise_train.to(self.device),
         )
         self.step = 0
         self.stopped_early = False
@@ -375,7 +385,10 @@ class Trainer:
                     break
                 x = val[start : start + self.tc.batch_size].to(self.device)
                 y = None if labels is None else labels[start : start + len(x)].to(self.device)
-                batch = self.model.prepare(Batch(x, y), g)
+                noise = self.dataset.noise_val
+                if noise is not None:
+                    noise = noise[start : start + len(x)].to(self.device)
+                batch = self.model.prepare(Batch(x, y, noise), g)
                 total += float(self.model.loss(batch, g)) * len(x)
                 count += len(x)
         self.model.train(was_training)

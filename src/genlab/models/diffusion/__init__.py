@@ -1,7 +1,7 @@
 """Continuous diffusion in one formulation ``x_t = s(t)(x_0 + σ(t) ε)``: processes,
 parameterizations, objectives, samplers, guidance and likelihood."""
 
-from genlab.models.diffusion import samplers  # noqa: F401  (registers the samplers)
+from genlab.models.diffusion import classifier, samplers  # noqa: F401  (registers them)
 from genlab.models.diffusion.model import Denoiser, Diffusion, DiffusionConfig, FlowMatching
 from genlab.models.diffusion.process import PROCESSES, Process, make_process
 from genlab.models.diffusion.samplers import sigma_schedule

@@ -27,9 +27,7 @@ import math
 
 import torch
 
-from genlab.registry import Registry
-
-PROCESSES: Registry[type] = Registry("process")
+from genlab.registry import PROCESSES
 
 Scalar = float | torch.Tensor
 
