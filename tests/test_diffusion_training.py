@@ -219,3 +219,39 @@ def test_image_diffusion_with_the_unet_trains_samples_and_has_a_likelihood():
     lp = model.log_prob(x[:2], generator=torch.Generator().manual_seed(0), rtol=1e-3, atol=1e-3)
     assert lp.kind == "ode-estimate" and lp.stderr is not None and "dequantization" in lp.note
     assert torch.isfinite(lp.value).all()
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["ddpm-moons", "ddim-moons", "ve-pc-moons", "edm-moons", "rectified-flow-moons",
+     "flow-matching-moons", "flow-matching-ot-moons"],
+)  # fmt: skip
+def test_heun_18_samples_a_run_of_any_process(config, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", str(ROOT / f"configs/{config}.yaml"), "trainer.steps=30",
+            "trainer.checkpoint_every=30", "trainer.progress=false", "model.hidden=32",
+            "--out", str(out), "--no-eval"]  # fmt: skip
+    assert main(args) == 0
+    samples = tmp_path / "s.npy"
+    code = main(["sample", str(out), "--sampler", "heun", "--steps", "18", "--n", "20",
+                 "--out", str(samples)])  # fmt: skip
+    assert code == 0 and "NFE 35" in capsys.readouterr().out
+    assert np.isfinite(np.load(samples)).all()
+
+
+@pytest.mark.parametrize("config", ["edm-cfg-digits", "ddpm-cfg-mnist", "classifier-digits"])
+def test_image_configs_build_train_a_step_and_sample(config):
+    cfg = genlab.load_config(ROOT / f"configs/{config}.yaml")
+    data = genlab.load_data(cfg)
+    torch.manual_seed(0)
+    model = genlab.build_model(cfg, data)
+    batch = Batch(data.train[:8], data.labels_train[:8])
+    loss = model.loss(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    if config == "classifier-digits":
+        report = model.evaluate_report(data, cfg.eval)
+        assert all(0 <= v["mean"] <= 1 for v in report["metrics"].values())
+    else:
+        out = model.sample(2, steps=2, generator=torch.Generator().manual_seed(0))
+        assert out.x.shape == (2, *data.shape) and out.y is not None

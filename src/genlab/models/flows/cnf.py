@@ -247,22 +247,16 @@ class FFJORD(GenerativeModel):
         """``log p(x)`` through the ODE. Exact trace (kind ``exact``, up to the solver tolerance)
         when ``exact`` (default: ``config.divergence``), else the mean of ``probes`` Hutchinson
         estimates with its per-example standard error (kind ``ode-estimate``)."""
+        from genlab.sampling.likelihood import ode_log_prob, standard_normal_log_prob
+
         exact = self.exact_divergence() if exact is None else exact
-        if not exact and probes < 2:
-            raise ValueError("a Hutchinson estimate with a standard error needs probes >= 2")
-        values, errors, nfe = [], [], 0
-        for chunk in torch.split(x, batch_size):
-            opts = {"probes": probes, "generator": generator, "rtol": rtol, "atol": atol}
-            logp, _, _, _, n = self._integrate(chunk, exact=exact, train=False, **opts)
-            values.append(logp.mean(-1))
-            if not exact:
-                errors.append(logp.std(-1) / math.sqrt(probes))
-            nfe += n
-        note = f"instantaneous change of variables, dopri5 rtol={rtol} atol={atol}"
-        if exact:
-            return LogProb(torch.cat(values), "exact", nfe=nfe, note=note + ", exact trace")
-        note += f", Hutchinson trace ({probes} {self.config.probe} probes)"
-        return LogProb(torch.cat(values), "ode-estimate", nfe, torch.cat(errors), note)
+        lp = ode_log_prob(
+            self.velocity, x, 0.0, 1.0,
+            standard_normal_log_prob, exact=exact, probes=probes, generator=generator,
+            rtol=rtol, atol=atol, batch_size=batch_size,
+            note="instantaneous change of variables (FFJORD)",
+        )  # fmt: skip
+        return lp
 
     # --- sampling -------------------------------------------------------------------------------
     def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
