@@ -42,7 +42,7 @@ class NoiseClassifierConfig:
     dropout: float = 0.0
     eval_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0, 2.0])  # accuracy at
     sampler: str = "-"  # (a classifier does not sample; kept for the evaluation report)
-    steps: int = 0
+    steps: int = 1
 
 
 @MODELS.register(
