@@ -114,25 +114,23 @@ def reflow_figure(rf: genlab.Run, reflowed: genlab.Run) -> dict:
 
 
 def digits_figure(run: genlab.Run) -> None:
-    from genlab.eval.plots import plot_image_grid
-
     rows = []
     scales = [0.0, 1.0, 3.0]
     for w in scales:
         g = torch.Generator().manual_seed(0)
         y = torch.arange(10).repeat_interleave(4)
         rows.append(run.model.sample(40, y=y, guidance=w, generator=g).x.clamp(-1, 1))
-    fig = Figure(figsize=(12, 4.4))
+    fig = Figure(figsize=(12, 2.0))
     for i, (w, x) in enumerate(zip(scales, rows)):
         ax = fig.add_subplot(1, 3, i + 1)
-        grid = x.reshape(10, 4, 8, 8).permute(1, 2, 0, 3).reshape(32, 80)  # 4 rows x 10 classes
+        x = torch.nn.functional.pad(x, (0, 1, 0, 1), value=-1.0)  # a blank line between digits
+        grid = x.reshape(10, 4, 9, 9).permute(1, 2, 0, 3).reshape(36, 90)  # 4 rows x 10 classes
         ax.imshow(grid.numpy(), cmap="gray_r", vmin=-1, vmax=1)
         ax.set_title(f"guidance w = {w:g}" + (" (unconditional)" if w == 0 else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(FIG / "diffusion-digits-cfg.png", dpi=90)
-    _ = plot_image_grid
 
 
 def main() -> None:

@@ -167,17 +167,18 @@ class Diffusion(GenerativeModel):
             eps = torch.randn(x0.shape, **kw)
             eps, x0 = couple(eps, x0, c.coupling)
         t = self.process.sample_t(x0.shape[0], generator, x0, c.time_sampling)
-        if (
-            c.parameterization == "edm"
-            or self.process.name == "linear"
-            and c.parameterization != "velocity"
+        if c.parameterization == "edm" or (
+            self.process.name == "linear" and c.parameterization != "velocity"
         ):
             t = t.clamp(max=self.process.t_hi)  # keep σ finite where the network sees x̂ or σ
+        aux = dict(batch.aux)
+        if getattr(c, "sigma", 0.0) > 0:  # flow matching's Gaussian path width (torchcfm's σ)
+            aux["path_noise"] = torch.randn(x0.shape, **kw)
         y = batch.y
         if y is not None and c.label_dropout > 0:
             drop = torch.rand(y.shape, **{**kw, "dtype": torch.float32}) < c.label_dropout
             y = torch.where(drop.to(y.device), torch.full_like(y, self.null_label), y)
-        return Batch(x0, y, eps, t, batch.aux)
+        return Batch(x0, y, eps, t, aux)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         if batch.t is None:  # not prepared by the trainer
@@ -187,6 +188,8 @@ class Diffusion(GenerativeModel):
         t = batch.t.reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ...) to broadcast
         c = P.Coefs(pr, t)
         x = c.s * x0 + pr.s_sigma(t) * eps
+        if "path_noise" in batch.aux:
+            x = x + self.config.sigma * batch.aux["path_noise"]
         f = self.forward_net(x, c, batch.y)
         tgt = P.target(cfg.parameterization, x0, eps, c, cfg.sigma_data)
         err = (f - tgt) ** 2
@@ -249,7 +252,8 @@ class Diffusion(GenerativeModel):
                 f"noise must have shape {(n, *self.spec.shape)}, got {tuple(noise.shape)}"
             )
         y = self._labels(n, y, generator)
-        x = noise.to(device=dev, dtype=dtype) * self.process.prior_std()
+        # standard-normal noise scaled to the grid's first level (√(1 + σ_0²) in x̂ units)
+        x = noise.to(device=dev, dtype=dtype) * math.sqrt(1.0 + grid[0] ** 2)
         den = self.denoiser(y, guidance, classifier, classifier_scale)
         try:
             out = sampler_fn(
@@ -303,7 +307,7 @@ class Diffusion(GenerativeModel):
         den = self.denoiser(None if y is None else self._labels(len(x), y, None), 1.0)
         fn = SAMPLERS.get(sampler)
         out = fn(den, x.to(self.device), grid, process=self.process, **options)
-        out.x = out.x / self.process.prior_std()
+        out.x = out.x / math.sqrt(1.0 + grid[-1] ** 2)
         return out
 
     @torch.no_grad()
@@ -420,6 +424,8 @@ class FlowMatchingConfig(DiffusionConfig):
     sampler: str = "dopri5"
     steps: int = 100
     schedule: Literal["default", "uniform", "karras", "log-snr"] = "uniform"
+    sigma: float = 0.0  # width of a Gaussian path around the straight line (torchcfm's sigma;
+    # with sigma > 0 the marginals are no longer exactly those of the linear process)
 
 
 @MODELS.register("flow-matching", help="flow matching / rectified flow (linear path, OT coupling)")

@@ -150,8 +150,9 @@ class _VP(Process):
 
 @PROCESSES.register("vp-linear", help="DDPM / VP-SDE with a linear β(t) (β from 0.1 to 20)")
 class VPLinear(_VP):
-    """Continuous DDPM (Song et al. 2021): ``-log ᾱ(t) = β_min t + (β_max − β_min) t² / 2``, which
-    matches DDPM's 1,000 linear β steps from 1e-4 to 0.02 at ``t = k / 1000``."""
+    """Continuous DDPM (Song et al. 2021): ``-log ᾱ(t) = β_min t + (β_max − β_min) t² / 2``, DDPM's
+    1,000 linear β steps from 1e-4 to 0.02 at ``t = k / 1000`` to first order in β (the discrete
+    product also has Σβ²/2: σ_max is 152 here, 157 for the discrete schedule)."""
 
     name = "vp-linear"
 

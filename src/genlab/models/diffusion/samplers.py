@@ -1,10 +1,13 @@
 """Samplers written once against ``(s, σ, D)``: any sampler takes any trained continuous model.
 
-Every sampler works on ``x̂ = x / s`` along a grid of noise levels ``σ_0 > σ_1 > … > σ_N`` (the
-last one is usually 0), where every process becomes the same one: ``x̂ = x_0 + σ ε``, with the
-probability-flow ODE ``dx̂/dσ = ε̂(x̂; σ) = (x̂ − D(x̂; σ)) / σ`` (Karras et al. 2022, eq. 4 with
-s = 1). Working there is exact, not an approximation: ``x = s(t(σ)) x̂`` maps solutions one to
-one; the discretizations are those of EDM and k-diffusion (in this space DDIM *is* Euler).
+Every sampler takes and returns the state ``x̂ = x / s`` along a grid of noise levels
+``σ_0 > σ_1 > … > σ_N`` (the last one usually 0). In ``x̂`` every process is the same one,
+``x̂ = x_0 + σ ε``, with the probability-flow ODE ``dx̂/dσ = ε̂(x̂; σ) = (x̂ − D(x̂; σ)) / σ``
+(Karras et al. 2022, eq. 4 with s = 1): ``ddim``, ``ddpm``, ``euler-maruyama``, ``pc`` and
+``dpmpp-2m`` step there (DDIM is the Euler step in σ; k-diffusion's samplers live there too).
+``euler`` and ``heun`` follow EDM's Algorithm 1 instead: they step in the process's own time t on
+``x = s x̂``, which for s ≡ 1, σ = t (EDM) is the same thing, and which stays accurate where σ
+spans four decades in one step (the linear path, whose σ_max is 10⁴, and VP's first steps).
 
 Signature (k-diffusion's shape, the grid passed in rather than held as state)::
 
