@@ -56,3 +56,5 @@ bench-env: $(BENCH_VENV)/.installed
 bench: bench-env
 	$(BENCH_VENV)/bin/python bench/flow_matching_2d.py
 	$(BENCH_VENV)/bin/python bench/ot_coupling.py
+	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python bench/flows_2d.py
+	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python bench/diffusion_2d.py
