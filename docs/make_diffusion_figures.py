@@ -31,7 +31,6 @@ def trained(config: str, name: str) -> genlab.Run:
         shutil.rmtree(out, ignore_errors=True)
         genlab.train(ROOT / "configs" / config, out=out, overrides=["trainer.progress=false"])
     run = genlab.load_run(out)
-    run.dataset = genlab.load_data(run.config)
     return run
 
 
@@ -68,7 +67,7 @@ def samplers_figure(run: genlab.Run) -> dict:
 
 
 def processes_figure(runs: dict[str, genlab.Run]) -> dict:
-    fig = Figure(figsize=(12, 3.2))
+    fig = Figure(figsize=(15, 3.2))
     table = {}
     for i, (title, run) in enumerate(runs.items()):
         report = json.loads((run.dir / "metrics.json").read_text())
@@ -113,30 +112,30 @@ def reflow_figure(rf: genlab.Run, reflowed: genlab.Run) -> dict:
     return table
 
 
-def digits_figure(run: genlab.Run) -> None:
-    rows = []
-    scales = [0.0, 1.0, 3.0]
-    for w in scales:
+def guidance_figure(run: genlab.Run, path: Path, scales=(0.0, 1.0, 3.0)) -> None:
+    """4 samples of each of the 10 classes per panel, one panel per guidance scale."""
+    h = run.model.spec.shape[-1]
+    fig = Figure(figsize=(12, 2.0))
+    for i, w in enumerate(scales):
         g = torch.Generator().manual_seed(0)
         y = torch.arange(10).repeat_interleave(4)
-        rows.append(run.model.sample(40, y=y, guidance=w, generator=g).x.clamp(-1, 1))
-    fig = Figure(figsize=(12, 2.0))
-    for i, (w, x) in enumerate(zip(scales, rows)):
-        ax = fig.add_subplot(1, 3, i + 1)
-        x = torch.nn.functional.pad(x, (0, 1, 0, 1), value=-1.0)  # a blank line between digits
-        grid = x.reshape(10, 4, 9, 9).permute(1, 2, 0, 3).reshape(36, 90)  # 4 rows x 10 classes
+        x = run.model.sample(40, y=y, guidance=w, generator=g).x.clamp(-1, 1)
+        x = torch.nn.functional.pad(x, (0, 1, 0, 1), value=-1.0)  # a blank line between images
+        grid = x.reshape(10, 4, h + 1, h + 1).permute(1, 2, 0, 3).reshape(4 * (h + 1), 10 * (h + 1))
+        ax = fig.add_subplot(1, len(scales), i + 1)
         ax.imshow(grid.numpy(), cmap="gray_r", vmin=-1, vmax=1)
         ax.set_title(f"guidance w = {w:g}" + (" (unconditional)" if w == 0 else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(FIG / "diffusion-digits-cfg.png", dpi=90)
+    fig.savefig(path, dpi=90)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--digits", default=str(ROOT / "runs" / "docs-edm-digits"))
     p.add_argument("--skip-digits", action="store_true")
+    p.add_argument("--mnist", default=str(ROOT / "runs" / "docs-mnist"))
     args = p.parse_args()
     FIG.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -148,15 +147,15 @@ def main() -> None:
         "EDM": trained("edm-moons.yaml", "docs-edm"),
         "rectified flow": trained("rectified-flow-moons.yaml", "docs-rf"),
     }
-    out["processes"] = processes_figure(runs)
     rf = runs["rectified flow"]
     target = ROOT / "runs" / "docs-rf-reflow"
     if not (target / "reflow.json").is_file():
-        genlab.reflow(
-            rf.dir, target, pairs=50_000, overrides=["trainer.steps=3000", "trainer.progress=false"]
-        )
+        overrides = ["trainer.steps=3000", "trainer.progress=false", "model.sampler=euler",
+                     "model.steps=2"]  # fmt: skip
+        genlab.reflow(rf.dir, target, pairs=50_000, overrides=overrides)
     reflowed = genlab.load_run(target)
-    reflowed.dataset = rf.dataset
+    runs["rectified flow + reflow"] = reflowed
+    out["processes"] = processes_figure(runs)
     out["reflow"] = reflow_figure(rf, reflowed)
     if not args.skip_digits:
         digits = Path(args.digits)
@@ -166,7 +165,10 @@ def main() -> None:
                 out=digits,
                 overrides=["trainer.progress=false"],
             )
-        digits_figure(genlab.load_run(digits))
+        guidance_figure(genlab.load_run(digits), FIG / "diffusion-digits-cfg.png")
+    mnist = Path(args.mnist)
+    if (mnist / "config.yaml").is_file():  # a configs/ddpm-cfg-mnist.yaml run, if one was made
+        guidance_figure(genlab.load_run(mnist), FIG / "diffusion-mnist-cfg.png")
     (FIG / "diffusion-figures.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
 
