@@ -12,6 +12,7 @@ import genlab
 from genlab.cli import main
 from genlab.data import load
 from genlab.data.base import Batch
+from genlab.errors import ConfigError
 from genlab.eval.metrics import w2
 from genlab.models.diffusion import Diffusion, DiffusionConfig
 from genlab.models.diffusion.classifier import NoiseClassifier, NoiseClassifierConfig
@@ -161,13 +162,17 @@ def test_classifier_guidance_steers_an_unconditional_model():
     x0, y = two_blobs(1000, g)
     assert clf.accuracy(x0, y, 0.5, g) > 0.95  # noise-aware: still right at σ = 0.5
     kw = {"sampler": "dpmpp-2m", "steps": 20}
-    # an unconditional model given a label but no classifier ignores it ...
-    base.spec.num_classes = 2
-    plain = base.sample(2000, y=1, generator=torch.Generator().manual_seed(1), guidance=1.0, **kw).x
+    plain = base.sample(2000, generator=torch.Generator().manual_seed(1), **kw).x
     steered = base.sample(2000, y=1, classifier=clf, classifier_scale=3.0,
                           generator=torch.Generator().manual_seed(1), **kw).x  # fmt: skip
     assert float((plain[:, 0] > 0).double().mean()) < 0.7
     assert float((steered[:, 0] > 0).double().mean()) > 0.9
+    with pytest.raises(ConfigError, match="not class-conditional"):
+        base.sample(10, y=1)
+    with pytest.raises(ConfigError, match="classifier-free guidance"):
+        base.sample(10, guidance=2.0)
+    with pytest.raises(ConfigError, match="at least 1"):
+        base.sample(10, steps=0)
 
 
 def test_cli_sample_takes_any_sampler_schedule_and_options(ddpm_run, tmp_path, capsys):

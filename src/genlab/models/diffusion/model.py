@@ -204,7 +204,9 @@ class Diffusion(GenerativeModel):
         name = schedule or self.config.schedule
         if name == "default":
             name = DEFAULT_SCHEDULE.get(self.process.name, "uniform")
-        return sigma_schedule(name, steps or self.config.steps, self.process, **kw)
+        return sigma_schedule(
+            name, self.config.steps if steps is None else steps, self.process, **kw
+        )
 
     def ode_sigmas(self, steps: int | None = None, schedule: str | None = None) -> list[float]:
         """The grid's positive σ from σ_max down to σ_min (appended if the grid stops above it):
@@ -245,13 +247,18 @@ class Diffusion(GenerativeModel):
         dtype = dtype or next(self.parameters()).dtype
         sampler_fn = SAMPLERS.get(sampler or self.config.sampler)
         grid = sigmas if sigmas is not None else self.sigmas(steps, schedule)
+        if guidance not in (None, 1.0) and self.spec.num_classes is None:
+            raise ConfigError(
+                "classifier-free guidance needs a class-conditional model trained with "
+                "model.label_dropout > 0; this one has no classes"
+            )
         if noise is None:
             noise = torch.randn((n, *self.spec.shape), generator=generator, dtype=dtype)
         if tuple(noise.shape) != (n, *self.spec.shape):
             raise ConfigError(
                 f"noise must have shape {(n, *self.spec.shape)}, got {tuple(noise.shape)}"
             )
-        y = self._labels(n, y, generator)
+        y = self._labels(n, y, generator, classifier)
         # standard-normal noise scaled to the grid's first level (√(1 + σ_0²) in x̂ units)
         x = noise.to(device=dev, dtype=dtype) * math.sqrt(1.0 + grid[0] ** 2)
         den = self.denoiser(y, guidance, classifier, classifier_scale)
@@ -275,11 +282,18 @@ class Diffusion(GenerativeModel):
         out.y = y
         return out
 
-    def _labels(self, n: int, y, generator) -> torch.Tensor | None:
+    def _labels(self, n: int, y, generator, classifier=None) -> torch.Tensor | None:
+        """The labels to sample: given, or uniform when the model (or the guiding classifier)
+        has classes; None for an unconditional model without a classifier."""
         k = self.spec.num_classes
+        if classifier is not None:
+            k = classifier.spec.num_classes
         if k is None:
             if y is not None:
-                raise ConfigError("this model is not class-conditional; do not pass labels")
+                raise ConfigError(
+                    "this model is not class-conditional; labels need a class-conditional model "
+                    "or a classifier to guide it"
+                )
             return None
         if y is None:
             return torch.randint(0, k, (n,), generator=generator).to(self.device)
@@ -392,7 +406,8 @@ class Denoiser:
         self.param, self.sigma_data = model.config.parameterization, model.config.sigma_data
         self.y, self.guidance = y, guidance
         self.classifier, self.scale = classifier, scale
-        self.cfg = y is not None and guidance != 1.0
+        self.conditional = model.spec.num_classes is not None  # else y only feeds a classifier
+        self.cfg = self.conditional and y is not None and guidance != 1.0
         if self.cfg:
             self.y2 = torch.cat([y, torch.full_like(y, model.null_label)])
 
@@ -405,7 +420,7 @@ class Denoiser:
             f_c, f_u = self.model.forward_net(torch.cat([x, x]), c, self.y2).chunk(2)
             f = torch.lerp(f_u, f_c, self.guidance)
         else:
-            f = self.model.forward_net(x, c, self.y)
+            f = self.model.forward_net(x, c, self.y if self.conditional else None)
         d, eps = P.denoise(self.param, f, xhat, c, self.sigma_data)
         if self.classifier is not None and self.y is not None:
             grad = self.classifier.grad_log_prob_y(xhat, sigma, self.y)  # ∇_x̂ log p(y | x̂, σ)

@@ -48,7 +48,9 @@ def sigma_schedule(
     - ``log-snr``: log σ evenly spaced from ``σ_max`` to ``σ_min`` (DPM-Solver's choice), then 0.
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        from genlab.errors import ConfigError
+
+        raise ConfigError(f"steps must be at least 1, got {steps}")
     lo = process.sigma_min if sigma_min is None else sigma_min
     hi = process.sigma_max if sigma_max is None else sigma_max
     if name == "uniform":
