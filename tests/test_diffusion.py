@@ -326,3 +326,12 @@ def test_weightings_change_the_loss_not_the_minimizer():
         model.net.dummy.data += 0  # keep the oracle
         noisy = Diffusion.loss(model, batch)
         assert torch.isfinite(exact) and exact == noisy
+
+
+def test_clip_denoised_keeps_the_denoiser_in_the_data_range():
+    model = oracle("edm", clip_denoised=True)
+    xhat = torch.tensor([[5.0, -7.0], [0.2, 0.1]], dtype=torch.float64)
+    d, eps = model.denoiser()(xhat, 0.05)
+    assert d.abs().max() <= 1.0 and torch.allclose(eps, (xhat - d) / 0.05)
+    plain, _ = oracle("edm").denoiser()(xhat, 0.05)
+    assert plain.abs().max() > 1.0 and torch.allclose(plain[1], d[1])  # in range: unchanged

@@ -62,6 +62,8 @@ class DiffusionConfig:
     attention: bool = True  # unet: self-attention at the lowest resolution
     dropout: float = 0.0  # unet
     levels: int = 256  # images: intensity levels, for the dequantized likelihood (17 for digits)
+    clip_denoised: bool = False  # sampling: clamp D to the data range [-1, 1] (images; diffusers'
+    # clip_sample), with ε̂ recomputed from it
     sampler: str = "heun"  # default sampler (any registered sampler)
     steps: int = 18  # default number of steps
     schedule: Literal["default", "uniform", "karras", "log-snr"] = "default"  # σ grid
@@ -367,6 +369,7 @@ class Diffusion(GenerativeModel):
         from genlab.sampling.likelihood import ode_log_prob
 
         pr, den = self.process, self.denoiser(None, 1.0)
+        den.clip = False  # the likelihood is the ODE of the network itself
         s_lo = float(pr.s(pr.t_lo))
         offset, note = 0.0, ""
         if len(self.spec.shape) == 3:
@@ -407,6 +410,7 @@ class Denoiser:
         self.y, self.guidance = y, guidance
         self.classifier, self.scale = classifier, scale
         self.conditional = model.spec.num_classes is not None  # else y only feeds a classifier
+        self.clip = model.config.clip_denoised
         self.cfg = self.conditional and y is not None and guidance != 1.0
         if self.cfg:
             self.y2 = torch.cat([y, torch.full_like(y, model.null_label)])
@@ -422,6 +426,9 @@ class Denoiser:
         else:
             f = self.model.forward_net(x, c, self.y if self.conditional else None)
         d, eps = P.denoise(self.param, f, xhat, c, self.sigma_data)
+        if self.clip:
+            d = d.clamp(-1.0, 1.0)
+            eps = (xhat - d) / sigma
         if self.classifier is not None and self.y is not None:
             grad = self.classifier.grad_log_prob_y(xhat, sigma, self.y)  # ∇_x̂ log p(y | x̂, σ)
             d = d + (self.scale * sigma**2) * grad
