@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +261,13 @@ def test_image_configs_build_train_a_step_and_sample(config):
     else:
         out = model.sample(2, steps=2, generator=torch.Generator().manual_seed(0))
         assert out.x.shape == (2, *data.shape) and out.y is not None
+
+
+def test_cli_eval_takes_a_schedule(ddpm_run, capsys):
+    args = ["eval", str(ddpm_run.dir), "--sampler", "dpmpp-2m", "--steps", "5", "--n", "200",
+            "--seeds", "1", "--json"]  # fmt: skip
+    assert main([*args, "--schedule", "karras"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["schedule"] == "karras" and report["nfe"] == 5
+    assert main([*args, "--schedule", "karas"]) == 2
+    assert "karras" in capsys.readouterr().err

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, help="number of sampling seeds")
     e.add_argument("--sampler", help="sampler name")
     e.add_argument("--steps", type=int, help="number of steps")
+    e.add_argument("--schedule", help="diffusion: σ grid (uniform, karras, log-snr)")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
 
     sub.add_parser("list", help="list the datasets, models, samplers and metrics that exist")
@@ -191,6 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "seeds": args.seeds,
             "sampler": args.sampler,
             "steps": args.steps,
+            "schedule": args.schedule,
         }.items()
         if v is not None
     }

@@ -80,6 +80,7 @@ class EvalConfig:
     seeds: int = 3  # sampling seeds (metrics are averaged; their spread is reported)
     sampler: str | None = None  # default: the model's own
     steps: int | None = None
+    schedule: str | None = None  # diffusion models: the σ grid (uniform, karras, log-snr)
     metrics: list[str] = field(default_factory=lambda: ["w2", "sliced_w2", "mmd", "energy"])
     nll: bool = True  # also the NLL of held-out data where the model has a likelihood
     nll_n: int = 2_000  # held-out points used for the NLL

@@ -13,7 +13,7 @@ import torch
 
 from genlab.config import EvalConfig
 from genlab.data.base import Dataset
-from genlab.errors import DataError
+from genlab.errors import ConfigError, DataError
 from genlab.eval.metrics import evaluate_points
 from genlab.models.base import GenerativeModel
 
@@ -57,6 +57,8 @@ def evaluate(
             f"reference data has examples of shape {got} but the model makes {tuple(model.spec.shape)}"
         )
     model.eval()
+    if cfg.schedule and not hasattr(model, "sigmas"):
+        raise ConfigError(f"eval.schedule applies to diffusion models, not to {model.family}")
     # W2/MMD/energy compare point clouds; images get their own metrics (Fréchet distance, later)
     point_metrics = list(cfg.metrics) if len(model.spec.shape) == 1 else []
     per_metric: dict[str, list[float]] = {m: [] for m in point_metrics}
@@ -65,7 +67,8 @@ def evaluate(
     for seed in range(cfg.seeds):
         g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        out = model.sample(cfg.n, sampler=cfg.sampler, steps=cfg.steps, generator=g)
+        extra = {"schedule": cfg.schedule} if cfg.schedule else {}
+        out = model.sample(cfg.n, sampler=cfg.sampler, steps=cfg.steps, generator=g, **extra)
         seconds += time.perf_counter() - t0
         nfes.append(out.nfe)
         x = out.x.detach().cpu().double()
@@ -80,6 +83,7 @@ def evaluate(
         "family": model.family,
         "sampler": cfg.sampler or model.config.sampler,
         "steps": cfg.steps or model.config.steps,
+        "schedule": cfg.schedule or getattr(model.config, "schedule", None),
         "nfe": statistics.mean(nfes),
         "n": cfg.n,
         "seeds": cfg.seeds,
