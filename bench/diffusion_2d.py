@@ -50,15 +50,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import importlib.util
 import inspect
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,8 +64,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _machine
 import numpy as np
 import torch
+from _machine import version
 
 import genlab
 from genlab.eval.evaluate import REFERENCE_SEED, reference_points
@@ -858,44 +857,12 @@ def get_model(run_dir: Path | None, tmp: Path, train_steps: int | None) -> tuple
     return model, {**info, "dataset": run.dataset}
 
 
-def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(module)
-    except Exception:
-        return None
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip()
-    except Exception:
-        return None
-
-
 def machine_info() -> dict:
-    dirty = _git("status", "--porcelain", "src")
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "pot": _version("pot"),
-        "torchdiffeq": _version("torchdiffeq"),
-        "diffusers": _version("diffusers") if DIFFUSERS_ERROR is None else None,
-        "k-diffusion": _version("k-diffusion") if KDIFF_ERROR is None else None,
-        "genlab_git_head": _git("rev-parse", "HEAD"),
-        "genlab_src_dirty": None if dirty is None else bool(dirty),
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
-    }
+    info = _machine.machine_info(
+        diffusers=version("diffusers") if DIFFUSERS_ERROR is None else None,
+        **{"k-diffusion": version("k-diffusion") if KDIFF_ERROR is None else None},
+    )
+    return info
 
 
 def print_report(record: dict) -> None:

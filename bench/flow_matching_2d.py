@@ -40,20 +40,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _machine
 import numpy as np
 import torch
+from _machine import version
 
 from genlab.config import DataConfig, TrainerConfig
 from genlab.config import load as load_config
@@ -516,54 +515,12 @@ def paired_differences(res: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(module)
-    except Exception:
-        return None
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip()
-    except Exception:
-        return None
-
-
 def machine_info() -> dict:
-    dirty = _git("status", "--porcelain", "src")
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads_default": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "numpy": np.__version__,
-        "scipy": _version("scipy"),
-        "pot": _version("pot"),
-        "torchdiffeq": _version("torchdiffeq"),
-        "torchcfm": _version("torchcfm") if TORCHCFM_ERROR is None else None,
-        "genlab_git_head": _git("rev-parse", "HEAD"),
-        "genlab_src_dirty": None if dirty is None else bool(dirty),
-        "env": {
-            k: os.environ.get(k)
-            for k in (
-                "OMP_NUM_THREADS",
-                "OMP_WAIT_POLICY",
-                "MKL_NUM_THREADS",
-                "OPENBLAS_NUM_THREADS",
-            )
-        },
-        "optimizer": repr(optimizer_for(fresh_net().parameters()).defaults),
-    }
+    info = _machine.machine_info(
+        torchcfm=version("torchcfm") if TORCHCFM_ERROR is None else None,
+    )
+    info["optimizer"] = repr(optimizer_for(fresh_net().parameters()).defaults)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
