@@ -112,19 +112,24 @@ def reflow_figure(rf: genlab.Run, reflowed: genlab.Run) -> dict:
     return table
 
 
-def guidance_figure(run: genlab.Run, path: Path, scales=(0.0, 1.0, 3.0)) -> None:
-    """4 samples of each of the 10 classes per panel, one panel per guidance scale."""
+def guidance_figure(
+    run: genlab.Run, path: Path, scales=(0.0, 1.0, 3.0), classifier=None, what="guidance w"
+) -> None:
+    """4 samples of each of the 10 classes per panel, one panel per guidance scale (classifier-free,
+    or, with ``classifier``, the classifier scale on the unconditional model, w = 0)."""
     h = run.model.spec.shape[-1]
     fig = Figure(figsize=(12, 2.0))
     for i, w in enumerate(scales):
         g = torch.Generator().manual_seed(0)
         y = torch.arange(10).repeat_interleave(4)
-        x = run.model.sample(40, y=y, guidance=w, generator=g).x.clamp(-1, 1)
+        kw = {"guidance": w} if classifier is None else {
+            "guidance": 0.0, "classifier": classifier, "classifier_scale": w}  # fmt: skip
+        x = run.model.sample(40, y=y, generator=g, **kw).x.clamp(-1, 1)
         x = torch.nn.functional.pad(x, (0, 1, 0, 1), value=-1.0)  # a blank line between images
         grid = x.reshape(10, 4, h + 1, h + 1).permute(1, 2, 0, 3).reshape(4 * (h + 1), 10 * (h + 1))
         ax = fig.add_subplot(1, len(scales), i + 1)
         ax.imshow(grid.numpy(), cmap="gray_r", vmin=-1, vmax=1)
-        ax.set_title(f"guidance w = {w:g}" + (" (unconditional)" if w == 0 else ""), fontsize=9)
+        ax.set_title(f"{what} = {w:g}" + (" (unconditional)" if w == 0 else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
@@ -166,6 +171,17 @@ def main() -> None:
                 overrides=["trainer.progress=false"],
             )
         guidance_figure(genlab.load_run(digits), FIG / "diffusion-digits-cfg.png")
+        clf = ROOT / "runs" / "docs-clf-digits"
+        if not (clf / "metrics.json").is_file():
+            genlab.train(
+                ROOT / "configs/classifier-digits.yaml",
+                out=clf,
+                overrides=["trainer.progress=false"],
+            )
+        guidance_figure(
+            genlab.load_run(digits), FIG / "diffusion-digits-classifier.png", (0.0, 2.0, 5.0),
+            classifier=genlab.load_run(clf).model, what="classifier scale",
+        )  # fmt: skip
     mnist = Path(args.mnist)
     if (mnist / "config.yaml").is_file():  # a configs/ddpm-cfg-mnist.yaml run, if one was made
         guidance_figure(genlab.load_run(mnist), FIG / "diffusion-mnist-cfg.png")
