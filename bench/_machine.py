@@ -60,3 +60,31 @@ def machine_info(**peers: str | None) -> dict:
         "genlab_src_dirty": None if dirty is None else bool(dirty),
         "env": {k: os.environ.get(k) for k in THREAD_VARS},
     }
+
+
+def write_results(record: dict, out: Path, t_start: float) -> None:
+    """Finish a benchmark: the load average after it and its duration into ``record``, the JSON
+    written atomically to ``out``, and a last line that says how busy the machine was."""
+    import json
+    import time
+
+    record["machine"]["loadavg_after"] = list(os.getloadavg())
+    record["seconds"] = time.perf_counter() - t_start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=_json_default) + "\n")
+    tmp.replace(out)
+    la0, la1 = record["machine"]["loadavg_before"], record["machine"]["loadavg_after"]
+    print(
+        f"\nload average (1/5/15 min) before {la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f}, "
+        f"after {la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f}; {os.cpu_count()} CPUs; "
+        f"{record['seconds']:.0f} s; wrote {out}"
+    )
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return str(obj)

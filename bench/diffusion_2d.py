@@ -65,7 +65,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _machine
-import numpy as np
 import torch
 from _machine import version
 
@@ -944,26 +943,8 @@ def main(argv: list[str] | None = None) -> int:
             256, budget, 1 if q else max(5, rounds - 2), 1 if q else 3, 5 if q else 21
         )
         print_overhead(record["overhead_unet"], "(c') overhead per step, U-Net")
-    record["machine"]["loadavg_after"] = list(os.getloadavg())
-    record["seconds"] = time.perf_counter() - t_start
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(record, indent=1, default=_json_default) + "\n")
-    tmp_out.replace(out)
-    la0, la1 = record["machine"]["loadavg_before"], record["machine"]["loadavg_after"]
-    print(
-        f"\nload average (1/5/15 min) before {la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f}, "
-        f"after {la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f}; {os.cpu_count()} CPUs; "
-        f"{record['seconds']:.0f} s; wrote {out}"
-    )
+    _machine.write_results(record, out, t_start)
     return 0
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return str(obj)
 
 
 if __name__ == "__main__":

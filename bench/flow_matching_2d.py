@@ -589,26 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         record["w2_vs_nfe"] = bench_w2(steps, n, threads, SAMPLE_SEEDS[:2] if q else SAMPLE_SEEDS)
         record["w2_vs_nfe"]["paired_differences"] = paired_differences(record["w2_vs_nfe"])
         print_w2_table(record["w2_vs_nfe"])
-    record["machine"]["loadavg_after"] = list(os.getloadavg())
-    record["seconds"] = time.perf_counter() - t_start
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=_json_default) + "\n")
-    tmp.replace(out)
-    la0, la1 = record["machine"]["loadavg_before"], record["machine"]["loadavg_after"]
-    print(
-        f"\nload average (1/5/15 min) before {la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f}, "
-        f"after {la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f}; {os.cpu_count()} CPUs; "
-        f"{record['seconds']:.0f} s; wrote {out}"
-    )
+    _machine.write_results(record, out, t_start)
     return 0
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return str(obj)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from genlab import config as config_mod
 from genlab.config import Config, EvalConfig
 from genlab.data.base import Dataset
-from genlab.errors import CheckpointError, DataError
+from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.eval.evaluate import evaluate as evaluate_model
 from genlab.eval.evaluate import format_report
 from genlab.models.base import GenerativeModel, ModelSpec
@@ -278,8 +278,7 @@ def reflow(
     old weights. Its paths are straighter, so it samples well in 1-2 steps; the straightness of
     both models is printed and stored in ``out/reflow.json``."""
     import numpy as np
-
-    from genlab.errors import ConfigError
+    import yaml
 
     teacher = load_run(run_dir)
     model = teacher.model
@@ -303,8 +302,6 @@ def reflow(
         arrays["y"] = torch.cat(ys).numpy()
     np.savez(out / "pairs.npz", **arrays)
     before = model.straightness(2000, generator=torch.Generator().manual_seed(1))
-    import yaml
-
     raw = teacher.config.to_dict()
     raw["name"] = f"{teacher.config.name}-reflow"
     raw["model"]["coupling"] = "pairs"

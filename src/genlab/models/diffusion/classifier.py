@@ -21,8 +21,9 @@ from torch import nn
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, ModelSpec
+from genlab.models.diffusion.model import build_backbone
 from genlab.models.diffusion.process import make_process
-from genlab.registry import MODELS, NETS
+from genlab.registry import MODELS
 
 
 @dataclass
@@ -56,30 +57,13 @@ class NoiseClassifier(GenerativeModel):
         super().__init__(config, spec)
         if not spec.num_classes:
             raise ConfigError("a noise classifier needs labelled data (the dataset has no labels)")
-        try:
-            self.process = make_process(config.process, config.sigma_min, config.sigma_max)
-        except ValueError as e:
-            raise ConfigError(f"model: {e}") from None
-        c, k = config, spec.num_classes
-        if c.backbone == "mlp":
-            if len(spec.shape) != 1:
-                raise ConfigError(f"model.backbone=mlp takes points; data has shape {spec.shape}")
-            self.net: nn.Module = NETS.get("mlp")(
-                dim=spec.shape[0], out_dim=k, hidden=c.hidden, depth=c.depth, time_dim=c.time_dim
-            )
-        else:
-            if len(spec.shape) != 3:
-                raise ConfigError(f"model.backbone=unet takes images; data has shape {spec.shape}")
-            self.net = NETS.get("unet")(
-                shape=tuple(spec.shape), out_channels=k, channels=c.channels,
-                channel_mults=tuple(c.channel_mults), num_res_blocks=c.num_res_blocks,
-                attention=c.attention, time_dim=c.time_dim, dropout=c.dropout,
-            )  # fmt: skip
+        self.process = make_process(config.process, config.sigma_min, config.sigma_max)
+        # K logits (the U-Net's K output channels are averaged over the image), no class input
+        self.net: nn.Module = build_backbone(config, spec, out=spec.num_classes)
 
     def logits(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, K)`` at ``x`` (x space) and times ``t`` ``(B,)``."""
-        t_in = 0.25 * torch.log(t.clamp_min(1e-20)) if self.process.name == "edm" else t
-        out = self.net(x, t_in.to(x.dtype), None)
+        out = self.net(x, self.process.net_time(t).to(x.dtype), None)
         return out.mean(dim=(2, 3)) if out.dim() == 4 else out
 
     def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:

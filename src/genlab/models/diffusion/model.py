@@ -31,7 +31,7 @@ from genlab.models.base import GenerativeModel, LogProb, ModelSpec
 from genlab.models.coupling import couple
 from genlab.models.diffusion import parameterization as P
 from genlab.models.diffusion.process import make_process
-from genlab.models.diffusion.samplers import sigma_schedule
+from genlab.models.diffusion.samplers import probability_flow, sigma_schedule
 from genlab.registry import MODELS, NETS, SAMPLERS
 from genlab.sampling.ode import SampleResult
 
@@ -72,6 +72,31 @@ class DiffusionConfig:
 DEFAULT_SCHEDULE = {"edm": "karras", "ve": "log-snr"}  # others: uniform in t
 
 
+def build_backbone(
+    c, spec: ModelSpec, *, out: int | None = None, num_classes: int | None = None
+) -> nn.Module:
+    """The network a diffusion-family config names (``backbone``: ``mlp`` for points, ``unet`` for
+    images) with ``out`` outputs per example (channels for the U-Net; default: the data's) and a
+    class embedding when ``num_classes`` is set."""
+    if c.backbone == "mlp":
+        if len(spec.shape) != 1:
+            raise ConfigError(
+                f"model.backbone=mlp takes points (N, d); data has examples of shape "
+                f"{spec.shape} (use model.backbone=unet for images)"
+            )
+        return NETS.get("mlp")(
+            dim=spec.shape[0], out_dim=out, hidden=c.hidden, depth=c.depth, time_dim=c.time_dim,
+            num_classes=num_classes,
+        )  # fmt: skip
+    if len(spec.shape) != 3:
+        raise ConfigError(f"model.backbone=unet takes images (N, C, H, W), got {spec.shape}")
+    return NETS.get("unet")(
+        shape=tuple(spec.shape), out_channels=out, channels=c.channels,
+        channel_mults=tuple(c.channel_mults), num_res_blocks=c.num_res_blocks,
+        attention=c.attention, time_dim=c.time_dim, num_classes=num_classes, dropout=c.dropout,
+    )  # fmt: skip
+
+
 @MODELS.register(
     "diffusion", help="continuous diffusion: DDPM/DDIM, VE/VP SDEs, EDM, flow matching"
 )
@@ -84,51 +109,20 @@ class Diffusion(GenerativeModel):
     def __init__(self, config: DiffusionConfig, spec: ModelSpec) -> None:
         super().__init__(config, spec)
         c = config
-        try:
-            self.process = make_process(c.process, c.sigma_min, c.sigma_max)
-        except ValueError as e:
-            raise ConfigError(f"model: {e}") from None
-        for name, lo, hi in (("label_dropout", 0, 1), ("sigma_data", 0, math.inf)):
-            v = getattr(c, name)
-            if not (lo <= v < hi) or (name == "sigma_data" and v == 0):
-                raise ConfigError(f"model.{name} must be in [{lo}, {hi}), got {v}")
+        self.process = make_process(c.process, c.sigma_min, c.sigma_max)
+        if not 0 <= c.label_dropout < 1:
+            raise ConfigError(f"model.label_dropout must be in [0, 1), got {c.label_dropout}")
+        if not c.sigma_data > 0:
+            raise ConfigError(f"model.sigma_data must be positive, got {c.sigma_data}")
         if c.coupling == "ot" and len(spec.shape) != 1:
             raise ConfigError("model.coupling=ot needs points (N, d)")
-        self.net: nn.Module = self._build_net(spec)
-
-    def _build_net(self, spec: ModelSpec) -> nn.Module:
-        c = self.config
-        if c.backbone == "mlp":
-            if len(spec.shape) != 1:
-                raise ConfigError(
-                    f"model.backbone=mlp takes points (N, d); data has examples of shape "
-                    f"{spec.shape} (use model.backbone=unet for images)"
-                )
-            return NETS.get("mlp")(
-                dim=spec.shape[0], hidden=c.hidden, depth=c.depth, time_dim=c.time_dim,
-                num_classes=spec.num_classes,
-            )  # fmt: skip
-        if len(spec.shape) != 3:
-            raise ConfigError(f"model.backbone=unet takes images (N, C, H, W), got {spec.shape}")
-        return NETS.get("unet")(
-            shape=tuple(spec.shape), channels=c.channels, channel_mults=tuple(c.channel_mults),
-            num_res_blocks=c.num_res_blocks, attention=c.attention, time_dim=c.time_dim,
-            num_classes=spec.num_classes, dropout=c.dropout,
-        )  # fmt: skip
+        self.net: nn.Module = build_backbone(c, spec, num_classes=spec.num_classes)
 
     # --- the network as a denoiser -------------------------------------------------------------
-    def _time_input(self, c: P.Coefs):
-        """What the network is told of the time: t for processes on [0, 1]; ¼ ln σ for EDM's
-        σ-valued time and for EDM preconditioning (c_noise)."""
-        if self.config.parameterization == "edm" or self.process.name == "edm":
-            return 0.25 * P._log(c.sigma)
-        return c.t
-
     def forward_net(self, x: torch.Tensor, c: P.Coefs, y: torch.Tensor | None) -> torch.Tensor:
         """The raw network output ``F`` at ``x`` (x space) and the coefficients ``c``."""
-        param = self.config.parameterization
-        x_in, _ = P.net_input(param, x, c, self.config.sigma_data)
-        t_in = self._time_input(c)
+        param, sd = self.config.parameterization, self.config.sigma_data
+        x_in, t_in = P.net_input(param, x, c, self.process, sd)
         if not isinstance(t_in, torch.Tensor):
             t_in = torch.full((x.shape[0],), t_in, dtype=x.dtype, device=x.device)
         return self.net(x_in, t_in.reshape(-1).to(x.dtype), y)
@@ -381,15 +375,8 @@ class Diffusion(GenerativeModel):
             offset = x[0].numel() * math.log(width)
             note = f"uniform dequantization over {levels} levels (a bound on the discrete NLL)"
 
-        def drift(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            t = min(max(float(t), pr.t_lo), pr.t_hi)  # dopri5's first-step probe may overshoot
-            s = float(pr.s(t))
-            xh = xt / s
-            _, eps = den(xh, float(pr.sigma(t)))
-            return float(pr.ds(t)) * xh + s * float(pr.dsigma(t)) * eps
-
         lp = ode_log_prob(
-            drift, x.to(self.device) * s_lo, pr.t_lo, pr.t_hi, pr.prior_log_prob, exact=exact,
+            probability_flow(den, pr, pr.t_lo, pr.t_hi), x.to(self.device) * s_lo, pr.t_lo, pr.t_hi, pr.prior_log_prob, exact=exact,
             exact_max_dim=exact_divergence_max_dim, probes=probes, generator=generator, rtol=rtol, atol=atol,
             batch_size=batch_size, note=note,
         )  # fmt: skip

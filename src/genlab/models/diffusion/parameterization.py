@@ -53,12 +53,13 @@ class Coefs:
         self.d_s_sigma = process.d_s_sigma(t)
 
 
-def net_input(param: str, x: torch.Tensor, c: Coefs, sigma_data: float):
-    """``(x_in, t_in)`` for the network, from ``x`` (the state in x space, ``= s x̂``)."""
+def net_input(param: str, x: torch.Tensor, c: Coefs, process, sigma_data: float):
+    """``(x_in, t_in)`` for the network, from ``x`` (the state in x space, ``= s x̂``): with EDM
+    preconditioning ``(c_in x̂, c_noise = ¼ ln σ)``, else ``(x, the process's network time)``."""
     if param == "edm":
         c_in = 1.0 / (c.s * _sqrt(c.sigma**2 + sigma_data**2))  # x / s = x̂
         return x * c_in, 0.25 * _log(c.sigma)
-    return x, c.t
+    return x, process.net_time(c.t)
 
 
 def denoise(param: str, f: torch.Tensor, xhat: torch.Tensor, c: Coefs, sigma_data: float):

@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from genlab.errors import ConfigError
 from genlab.registry import PROCESSES
 
 Scalar = float | torch.Tensor
@@ -56,6 +57,10 @@ class Process:
 
     def t_of_sigma(self, sigma: Scalar) -> Scalar:
         raise NotImplementedError
+
+    def net_time(self, t: Scalar) -> Scalar:
+        """What a network is told of the time: ``t`` itself for times on [0, 1]."""
+        return t
 
     def ds(self, t: Scalar) -> Scalar:  # central difference unless overridden
         h = 1e-6
@@ -248,6 +253,10 @@ class EDM(Process):
     def t_of_sigma(self, sigma):
         return sigma
 
+    def net_time(self, t):
+        """EDM's c_noise = ¼ ln σ: its time is σ, which spans [0.002, 80]."""
+        return 0.25 * _ops(t).log(t)
+
 
 @PROCESSES.register(
     "linear", help="linear path (flow matching / rectified flow): x_t = (1-t) x0 + t ε"
@@ -282,11 +291,15 @@ class Linear(Process):
 
 
 def make_process(name: str, sigma_min: float | None = None, sigma_max: float | None = None):
-    """Build the registered process ``name``; ``sigma_min``/``sigma_max`` apply to VE and EDM."""
+    """Build the registered process ``name``; ``sigma_min``/``sigma_max`` apply to VE and EDM.
+    A bad combination is a :class:`ConfigError` naming the ``model.*`` keys."""
     cls = PROCESSES.get(name)
     kw = {k: v for k, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)) if v is not None}
     if kw and cls not in (VE, EDM):
-        raise ValueError(
-            f"process {name!r} has a fixed σ range; sigma_min/sigma_max apply to ve, edm"
+        raise ConfigError(
+            f"model: process {name!r} has a fixed σ range; sigma_min/sigma_max apply to ve, edm"
         )
-    return cls(**kw)
+    try:
+        return cls(**kw)
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None

@@ -106,7 +106,20 @@ class _Time:
         return self.ds * xhat + self.s_dsigma * eps
 
 
-def _edm_ode(den, x, sigmas, generator, trajectory, process, second_order, churn):
+def _edm_ode(
+    den: Denoiser,
+    x,
+    sigmas,
+    *,
+    second_order: bool,
+    generator=None,
+    trajectory=False,
+    process=None,
+    s_churn=0.0,
+    s_tmin=0.0,
+    s_tmax=float("inf"),
+    s_noise=1.0,
+) -> SampleResult:
     """EDM Algorithms 1-2 for any ``s(t), σ(t)``: Euler (or Heun) steps on the probability-flow
     ODE in the process's own time ``t``, on the state ``x = s x̂``; the step to σ = 0 is ``D``."""
     if process is None:
@@ -115,7 +128,7 @@ def _edm_ode(den, x, sigmas, generator, trajectory, process, second_order, churn
     n, nfe = len(sigmas) - 1, 0
     cur = _Time(process, sigmas[0])
     for i in range(n):
-        x, sig = _churn(x, sigmas[i], i, n, generator, *churn)
+        x, sig = _churn(x, sigmas[i], i, n, generator, s_churn, s_tmin, s_tmax, s_noise)
         if sig != cur.sigma:
             cur = _Time(process, sig)
         nxt = _Time(process, sigmas[i + 1])
@@ -139,43 +152,18 @@ def _edm_ode(den, x, sigmas, generator, trajectory, process, second_order, churn
 
 
 @SAMPLERS.register("euler", help="Euler on the probability-flow ODE in t (EDM Alg. 1, S_churn)")
-def euler(
-    den: Denoiser,
-    x,
-    sigmas,
-    *,
-    generator=None,
-    trajectory=False,
-    process=None,
-    s_churn=0.0,
-    s_tmin=0.0,
-    s_tmax=float("inf"),
-    s_noise=1.0,
-) -> SampleResult:
+def euler(den: Denoiser, x, sigmas, **options) -> SampleResult:
     """On the linear path this is flow matching's Euler step, and it equals DDIM; for s ≡ 1
-    (VE, EDM) it is k-diffusion's Euler. NFE = N."""
-    churn = (s_churn, s_tmin, s_tmax, s_noise)
-    return _edm_ode(den, x, sigmas, generator, trajectory, process, False, churn)
+    (VE, EDM) it is k-diffusion's Euler. NFE = N. Options: ``s_churn``, ``s_tmin``, ``s_tmax``,
+    ``s_noise`` (EDM's stochasticity)."""
+    return _edm_ode(den, x, sigmas, second_order=False, **options)
 
 
 @SAMPLERS.register("heun", help="Heun (2nd order) on the probability-flow ODE in t, EDM Alg. 1-2")
-def heun(
-    den: Denoiser,
-    x,
-    sigmas,
-    *,
-    generator=None,
-    trajectory=False,
-    process=None,
-    s_churn=0.0,
-    s_tmin=0.0,
-    s_tmax=float("inf"),
-    s_noise=1.0,
-) -> SampleResult:
+def heun(den: Denoiser, x, sigmas, **options) -> SampleResult:
     """Euler step plus a trapezoidal correction, except on the last step to σ = 0 (EDM); with
     ``s_churn > 0`` it is EDM's stochastic sampler. NFE = 2 N − 1 for a grid ending at 0."""
-    churn = (s_churn, s_tmin, s_tmax, s_noise)
-    return _edm_ode(den, x, sigmas, generator, trajectory, process, True, churn)
+    return _edm_ode(den, x, sigmas, second_order=True, **options)
 
 
 @SAMPLERS.register("ddim", help="DDIM with η (0: deterministic, 1: DDPM ancestral); 1 NFE/step")
@@ -304,6 +292,21 @@ def dpmpp_2m(
     return _result(x, n, path)
 
 
+def probability_flow(den: Denoiser, process, lo: float, hi: float):
+    """``f(x, t) = dx/dt = ṡ x̂ + s σ̇ ε̂``, the probability-flow ODE in the process's own time on
+    ``x = s x̂`` (Karras et al. 2022, eq. 4), for ``dopri5`` and the likelihood. ``t`` is clamped
+    to ``[lo, hi]``: torchdiffeq's first-step heuristic may probe outside the interval."""
+
+    def drift(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        t = min(max(float(t), lo), hi)
+        s = float(process.s(t))
+        xh = x / s
+        _, eps = den(xh, float(process.sigma(t)))
+        return float(process.ds(t)) * xh + s * float(process.dsigma(t)) * eps
+
+    return drift
+
+
 @SAMPLERS.register(
     "dopri5", help="adaptive Dormand-Prince 5(4) on the probability-flow ODE in t (torchdiffeq)"
 )
@@ -329,17 +332,13 @@ def dopri5(
     if sigmas[-1] == 0 and pos[-1] > process.sigma_min:
         pos.append(process.sigma_min)
     ts = torch.tensor([float(process.t_of_sigma(s)) for s in pos], dtype=torch.float64)
-    lo, hi = float(ts.min()), float(ts.max())
+    flow = probability_flow(den, process, float(ts.min()), float(ts.max()))
     nfe = 0
 
     def drift(t: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
         nonlocal nfe
         nfe += 1
-        t = min(max(float(t), lo), hi)  # the step-size heuristic may probe outside the interval
-        s, sig = float(process.s(t)), float(process.sigma(t))
-        xh = xt / s
-        _, eps = den(xh, sig)
-        return float(process.ds(t)) * xh + s * float(process.dsigma(t)) * eps
+        return flow(xt, t)
 
     grid = ts if trajectory else ts[[0, -1]]
     s0, s1 = float(process.s(float(ts[0]))), float(process.s(float(ts[-1])))
