@@ -206,7 +206,6 @@ def _points(
         val_fraction=val_fraction,
         seed=seed,
         labels=y,
-        num_classes=None if y is None else int(y.max()) + 1,
         meta=meta,
     )
 

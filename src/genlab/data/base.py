@@ -156,7 +156,10 @@ def from_examples(
     meta: dict[str, Any] | None = None,
 ) -> Dataset:
     """Keep the first ``n`` examples (all when ``n`` is None), then split them at random with
-    :func:`split`; ``labels`` follow their examples."""
+    :func:`split`; ``labels`` follow their examples (``num_classes`` defaults to the largest
+    label + 1)."""
+    if labels is not None and num_classes is None and len(labels):
+        num_classes = int(labels.max()) + 1
     if n is not None:
         x = x[: int(n)]
         labels = None if labels is None else labels[: int(n)]

@@ -65,7 +65,6 @@ def from_uint8(
         val_fraction=val_fraction,
         seed=seed,
         labels=y,
-        num_classes=None if y is None else int(y.max()) + 1,
         meta=meta,
     )
 
