@@ -72,7 +72,7 @@ def test_train_writes_a_complete_run(trained):
 
     ref = TOY["moons"]().sample(500, torch.Generator().manual_seed(1))
     baseline = w2(torch.randn(500, 2, generator=torch.Generator().manual_seed(2)), ref)
-    assert report["metrics"]["w2"]["mean"] < 0.4 * baseline
+    assert report["metrics"]["w2"]["value"] < 0.4 * baseline
 
 
 def test_sample_writes_npy_with_the_requested_sampler(trained, tmp_path, capsys):
@@ -105,7 +105,7 @@ def test_eval_json_against_the_true_law_and_a_file(trained, tmp_path, capsys):
     )
     assert code == 0
     rep = json.loads(out)
-    assert rep["reference"] == "held-out file" and rep["nll"]["n"] == 400
+    assert rep["reference"] == "held-out data 'held'" and rep["nll"]["n"] == 400
     code, out, _ = run_cli(capsys, "eval", trained, "--n", 200, "--seeds", 1)
     assert code == 0 and "w2" in out and "nats" in out
 
@@ -121,7 +121,7 @@ def test_any_npy_of_any_dimension_trains_and_evaluates(tmp_path, capsys):
     )
     assert code == 0, err
     rep = json.loads((out / "metrics.json").read_text())
-    assert rep["reference"] == "validation split"
+    assert rep["reference"].startswith("the data 'points'")
     code, text, _ = run_cli(
         capsys, "eval", out, "--data", tmp_path / "heldout.npy", "--json", "--n", 200, "--seeds", 1
     )

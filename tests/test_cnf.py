@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from genlab.data.base import Batch
+from genlab.errors import ConfigError
+from genlab.models.diffusion.samplers import ode_samplers
 from genlab.models.flows.cnf import FFJORD, FFJORDConfig
 
 TOL = {"rtol": 1e-8, "atol": 1e-8}
@@ -74,6 +76,36 @@ def test_sampling_inverts_the_likelihood_ode():
     assert out.nfe > 0
     euler = model.sample(5, sampler="euler", steps=7, generator=torch.Generator().manual_seed(0))
     assert euler.nfe == 7 and euler.x.shape == (5, 2)
+
+
+class _LinearField(torch.nn.Module):
+    """``dx/dt = a x``: from the base at t = 1 to t = 0, ``x(0) = e^{-a} x(1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+
+    def forward(self, x, t):
+        return self.a * x
+
+
+@pytest.mark.parametrize("sampler", ode_samplers())
+def test_every_ode_sampler_integrates_the_flow(sampler):
+    # one registry of samplers for every continuous model: FFJORD's ODE through each ODE sampler
+    model = _model()
+    model.ode.net = _LinearField()
+    z = _x(8, seed=4)
+    steps = {"euler": 400, "ddim": 400}.get(sampler, 40)
+    out = model.sample(8, noise=z, sampler=sampler, steps=steps)
+    torch.testing.assert_close(out.x, z * math.exp(-0.7), rtol=3e-3, atol=0)
+
+
+def test_stochastic_samplers_and_their_noise_options_are_refused():
+    model = _model()
+    with pytest.raises(ConfigError, match="stochastic sampler.*dopri5"):
+        model.sample(4, sampler="euler-maruyama")
+    with pytest.raises(ConfigError, match="no sampling option 'eta'"):
+        model.sample(4, sampler="ddim", eta=1.0)
 
 
 @pytest.mark.parametrize("divergence", ["exact", "hutchinson"])

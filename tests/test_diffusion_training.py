@@ -139,15 +139,15 @@ def test_classifier_free_guidance_sharpens_the_class():
     model = fit(Diffusion.from_config(cfg, (2,), num_classes=2), 1500)
     g = torch.Generator().manual_seed(1)
     kw = {"sampler": "dpmpp-2m", "steps": 20, "generator": g}
-    cond = model.sample(2000, y=1, guidance=1.0, **kw).x
-    uncond = model.sample(2000, y=1, guidance=0.0, **kw).x  # w = 0: the null-label model
-    strong = model.sample(2000, y=1, guidance=3.0, **kw).x
+    cond = model.sample(2000, labels=1, guidance=1.0, **kw).x
+    uncond = model.sample(2000, labels=1, guidance=0.0, **kw).x  # w = 0: the null-label model
+    strong = model.sample(2000, labels=1, guidance=3.0, **kw).x
     right = [float((x[:, 0] > 0).double().mean()) for x in (uncond, cond, strong)]
     assert 0.3 < right[0] < 0.7  # unconditional: both blobs
     assert right[1] > 0.95 and right[2] >= right[1]
     assert strong[:, 0].std() < cond[:, 0].std() * 1.05  # guidance concentrates
-    out = model.sample(10, y=None, **kw)  # uniform labels, returned
-    assert out.y is not None and out.y.shape == (10,)
+    out = model.sample(10, labels=None, **kw)  # uniform labels, returned
+    assert out.labels is not None and out.labels.shape == (10,)
 
 
 def test_classifier_guidance_steers_an_unconditional_model():
@@ -164,12 +164,12 @@ def test_classifier_guidance_steers_an_unconditional_model():
     assert clf.accuracy(x0, y, 0.5, g) > 0.95  # noise-aware: still right at σ = 0.5
     kw = {"sampler": "dpmpp-2m", "steps": 20}
     plain = base.sample(2000, generator=torch.Generator().manual_seed(1), **kw).x
-    steered = base.sample(2000, y=1, classifier=clf, classifier_scale=3.0,
+    steered = base.sample(2000, labels=1, classifier=clf, classifier_scale=3.0,
                           generator=torch.Generator().manual_seed(1), **kw).x  # fmt: skip
     assert float((plain[:, 0] > 0).double().mean()) < 0.7
     assert float((steered[:, 0] > 0).double().mean()) > 0.9
     with pytest.raises(ConfigError, match="not class-conditional"):
-        base.sample(10, y=1)
+        base.sample(10, labels=1)
     with pytest.raises(ConfigError, match="classifier-free guidance"):
         base.sample(10, guidance=2.0)
     with pytest.raises(ConfigError, match="at least 1"):
@@ -256,11 +256,13 @@ def test_image_configs_build_train_a_step_and_sample(config):
     loss.backward()
     assert torch.isfinite(loss)
     if config == "classifier-digits":
-        report = model.evaluate_report(data, cfg.eval)
-        assert all(0 <= v["mean"] <= 1 for v in report["metrics"].values())
+        report = model.report(data)
+        assert report and all(0 <= v["value"] <= 1 for v in report.values())
+        with pytest.raises(ConfigError, match="does not generate samples"):
+            model.sample(2)
     else:
         out = model.sample(2, steps=2, generator=torch.Generator().manual_seed(0))
-        assert out.x.shape == (2, *data.shape) and out.y is not None
+        assert out.x.shape == (2, *data.shape) and out.labels is not None
 
 
 def test_cli_eval_takes_a_schedule(ddpm_run, capsys):
@@ -268,6 +270,6 @@ def test_cli_eval_takes_a_schedule(ddpm_run, capsys):
             "--seeds", "1", "--json"]  # fmt: skip
     assert main([*args, "--schedule", "karras"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["schedule"] == "karras" and report["nfe"] == 5
+    assert report["options"]["schedule"] == "karras" and report["nfe"] == 5
     assert main([*args, "--schedule", "karas"]) == 2
     assert "karras" in capsys.readouterr().err

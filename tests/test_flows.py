@@ -248,8 +248,10 @@ def test_samples_are_on_the_data_grid_and_temperature_scales_the_base():
         out = flow.sample(20_000, temperature=t, generator=torch.Generator().manual_seed(1))
         assert out.nfe == 0
         assert float(out.x.std()) == pytest.approx(t, rel=0.03)
-    out = flow.sample(7, trajectory=True, sampler="euler", steps=3)  # sampler/steps ignored
+    out = flow.sample(7, trajectory=True)
     assert out.trajectory.shape == (3, 7, 2) and torch.equal(out.trajectory[-1], out.x)
+    with pytest.raises(ConfigError, match="no sampling option 'steps'.*temperature"):
+        flow.sample(7, steps=3)  # one way to sample a discrete flow: no steps to choose
 
 
 def test_bad_configs_are_explained():

@@ -21,10 +21,10 @@ from genlab import config as config_mod
 from genlab.config import Config, EvalConfig
 from genlab.data.base import Dataset
 from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.eval.evaluate import check_can_evaluate, format_report
 from genlab.eval.evaluate import evaluate as evaluate_model
-from genlab.eval.evaluate import format_report
 from genlab.models.base import GenerativeModel, ModelSpec
-from genlab.registry import MODELS
+from genlab.registry import DATASETS, MODELS
 from genlab.train import checkpoint as ckpt
 from genlab.train import distributed
 from genlab.train.trainer import Trainer, TrainResult
@@ -60,12 +60,10 @@ def load_data(cfg: Config) -> Dataset:
 
 
 def build_model(cfg: Config, spec_or_dataset: ModelSpec | Dataset) -> GenerativeModel:
-    """A fresh model of ``cfg``'s family for the dataset's shape (or a saved spec)."""
-    if isinstance(spec_or_dataset, Dataset):
-        shape, classes = spec_or_dataset.shape, spec_or_dataset.num_classes
-    else:
-        shape, classes = spec_or_dataset.shape, spec_or_dataset.num_classes
-    return MODELS.get(cfg.family).from_config(cfg.model, shape, classes)
+    """A fresh model of ``cfg``'s family for the dataset's shape (or a saved spec): both carry
+    ``shape`` and ``num_classes``."""
+    src = spec_or_dataset
+    return MODELS.get(cfg.family).from_config(cfg.model, src.shape, src.num_classes)
 
 
 @dataclass
@@ -103,9 +101,14 @@ def train(
             cfg = saved  # the run's own resolved config; overrides may extend it (more steps)
         cfg = load_config(cfg, overrides)
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {str(run_dir)!r} is a file; give a folder for the run")
     dataset = load_data(cfg)
     torch.manual_seed(cfg.trainer.seed)  # the initial weights
     model = build_model(cfg, dataset)
+    if evaluate:  # fail now, not after training, if the final evaluation could not run
+        check_can_evaluate(dataset, cfg.eval, model.has_log_prob)
+        model.resolve_options(cfg.eval.options)
     if cfg.trainer.init_from and not resume:
         teacher = load_run(cfg.trainer.init_from, device="cpu").model
         ckpt.load_state_dict_checked(
@@ -121,7 +124,7 @@ def train(
     if verbose:
         print(
             f"trained {result.step} steps in {result.seconds:.1f} s "
-            f"({result.steps_per_second:.0f} steps/s); final loss {result.final_loss:.4f}"
+            f"({_rate(result.steps_per_second)}); final loss {result.final_loss:.4f}"
         )
     model = trainer.model
     best = ckpt.checkpoint_paths(trainer.checkpoint_dir, ckpt.BEST)[1]
@@ -129,9 +132,8 @@ def train(
         model = load_run(run_dir, checkpoint=ckpt.BEST, device=trainer.device).model
         if verbose:
             print(f"using the best checkpoint (validation loss {trainer.best_val:.4f})")
-    elif trainer.ema is not None:
-        with torch.no_grad():
-            torch._foreach_copy_(trainer.params, trainer.ema)
+    else:
+        trainer.use_ema_weights()  # sample and evaluate with the EMA weights, as load_run does
     run = Run(run_dir, cfg, model, result.step, dataset)
     if evaluate and (result.step >= cfg.trainer.steps or trainer.stopped_early):
         report = evaluate_run(run, write=True)
@@ -140,14 +142,23 @@ def train(
     return run
 
 
+def _rate(steps_per_second: float) -> str:
+    """``"12 steps/s"`` or, for slow runs, ``"4.01 s/step"`` (never a rate rounded to 0)."""
+    if steps_per_second >= 10:
+        return f"{steps_per_second:.0f} steps/s"
+    if steps_per_second >= 1:
+        return f"{steps_per_second:.1f} steps/s"
+    return f"{1.0 / max(steps_per_second, 1e-12):.3g} s/step"
+
+
 def _periodic_eval(trainer: Trainer) -> dict[str, float]:
+    """A quick look while training: W2 for points (one seed, no floor), a sample plot for all."""
     cfg = trainer.cfg.eval
-    quick = EvalConfig(
-        n=cfg.n, seeds=1, sampler=cfg.sampler, steps=cfg.steps, metrics=["w2"], nll=False
-    )
+    metrics = ["w2"] if trainer.dataset.kind == "points" else []
+    quick = dataclasses.replace(cfg, seeds=1, metrics=metrics, nll=False, floor=False)
     report = evaluate_model(trainer.model, trainer.dataset, quick, keep_samples=True)
     _plot_samples(trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", report)
-    return {f"eval_{k}": v["mean"] for k, v in report["metrics"].items()}
+    return {f"eval_{k}": v["value"] for k, v in report["metrics"].items()}
 
 
 def _plot_samples(path: Path, report: dict[str, Any]) -> None:
@@ -163,9 +174,11 @@ def _plot_samples(path: Path, report: dict[str, Any]) -> None:
 
 
 def _title(report: dict[str, Any]) -> str:
-    w2 = report["metrics"].get("w2", {}).get("mean")
+    w2 = report["metrics"].get("w2", {}).get("value")
     w2s = f", W2 {w2:.3f}" if w2 is not None else ""
-    return f"{report['family']}: {report['sampler']}, NFE {report['nfe']:.0f}{w2s}"
+    sampler = report.get("options", {}).get("sampler")
+    how = f"{sampler}, " if sampler else ""
+    return f"{report['family']}: {how}NFE {report.get('nfe', 0):.0f}{w2s}"
 
 
 def load_run(
@@ -209,48 +222,99 @@ def load_run(
     return Run(run_dir, cfg, model, int(meta["step"]))
 
 
-def load_points(path: str | Path) -> torch.Tensor:
-    """All points of a held-out file (train and validation parts together)."""
+def load_reference(path: str | Path, like: Dataset) -> Dataset:
+    """Held-out data from a file or folder to evaluate a run against: all of its examples (no
+    split). Text is encoded with the run's vocabulary (a character it lacks is a DataError)."""
     from genlab.data import load
+    from genlab.data.base import require_file
+    from genlab.data.text import decode_utf8, encode
 
-    ds = load(path=str(path), val_fraction=0.0)
-    if ds.kind != "points":
-        raise DataError(f"{path} holds {ds.kind}, not points")
-    return ds.train
+    if like.kind == "tokens":
+        p = require_file(path)
+        ids = encode(decode_utf8(p.read_bytes(), str(p)), like.meta["vocab"])
+        return Dataset(p.stem, "tokens", ids, ids[:0], meta=dict(like.meta))
+    return load(path=str(path), val_fraction=0.0)
 
 
 def evaluate_run(
     run: Run,
     *,
-    held_out: str | Path | torch.Tensor | None = None,
+    held_out: str | Path | torch.Tensor | Dataset | None = None,
     cfg: EvalConfig | None = None,
     write: bool = False,
+    features: Any = None,
+    inception: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run (against its data's true law, or ``held_out`` points) and optionally write
-    ``metrics.json``, ``samples.png`` and ``trajectories.png`` into the run directory."""
+    """Evaluate a run (against its data's true law or its own examples, or ``held_out``: a file,
+    a folder, a Dataset or a tensor of points) and optionally write ``metrics.json``,
+    ``samples.png`` and ``trajectories.png`` into the run directory. ``features``: a feature
+    network ``(net, info)`` for images (default: genlab's cached one for the run's data).
+    ``inception``: a local Inception weights file (a pickle: trust it) for torchmetrics' FID on
+    the first seed's samples and reference (``report["inception_fid"]``)."""
     cfg = cfg or run.config.eval
-    pts = load_points(held_out) if isinstance(held_out, (str, Path)) else held_out
-    dataset = run.dataset if pts is None else None
-    report = evaluate_model(run.model, dataset, cfg, held_out=pts, keep_samples=True)
+    if isinstance(held_out, (str, Path)):
+        held_out = load_reference(held_out, run.dataset)
+    elif isinstance(held_out, torch.Tensor):
+        held_out = Dataset("held-out points", "points", held_out, held_out[:0])
+    fid = None
+    if inception is not None:
+        from genlab.eval.inception import inception_fid, load_inception
+
+        fid = load_inception(inception)
+    report = evaluate_model(
+        run.model, run.dataset, cfg, held_out=held_out, features=features, keep_samples=True
+    )
+    if fid is not None:
+        report["inception_fid"] = inception_fid(fid, report["_samples"], report["_reference"])
     if write:
         _plot_samples(run.dir / "samples.png", report)
         if run.model.spec.shape == (2,):
-            from genlab.eval.plots import plot_trajectories
-
-            g = torch.Generator().manual_seed(0)
-            traj = run.model.sample(
-                300,
-                sampler="euler" if (cfg.sampler or "") != "dopri5" else "dopri5",
-                steps=cfg.steps or 100,
-                generator=g,
-                trajectory=True,
-            ).trajectory
-            plot_trajectories(traj, path=run.dir / "trajectories.png")
+            _plot_paths(run, cfg)
     report.pop("_samples", None)
     report.pop("_reference", None)
     if write:
         (run.dir / "metrics.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _plot_paths(run: Run, cfg: EvalConfig) -> None:
+    """``trajectories.png``: paths from noise to data, for the families that record them (Euler
+    with 100 steps for a diffusion model, unless it samples with dopri5)."""
+    from genlab.eval.plots import plot_trajectories
+
+    model = run.model
+    allowed = model.options(cfg.options)
+    if "trajectory" not in allowed:
+        return
+    opts = {**cfg.options, "trajectory": True}
+    if "sampler" in allowed and model.resolve_options(cfg.options)["sampler"] != "dopri5":
+        opts.update(sampler="euler", steps=cfg.options.get("steps") or 100)
+        euler = model.options({"sampler": "euler"})
+        opts = {k: v for k, v in opts.items() if k in euler}
+    traj = model.sample(300, generator=torch.Generator().manual_seed(0), **opts).trajectory
+    if traj is not None:
+        plot_trajectories(traj, path=run.dir / "trajectories.png")
+
+
+def features(data: str | Path | Dataset, *, train_if_missing: bool = True):
+    """The feature network that image metrics use for ``data`` (a data set name, an image or IDX
+    folder, or a Dataset): trained with genlab's fixed recipe on first use, then taken from the
+    cache by the data's content hash. Returns its record (kind, held-out accuracy, hash, path)."""
+    from genlab.data import load
+    from genlab.eval.features import feature_network
+
+    if not isinstance(data, Dataset):
+        if str(data) in DATASETS:
+            data = load(str(data))
+        elif Path(data).expanduser().exists():
+            data = load(path=data)
+        else:
+            raise DataError(
+                f"{DATASETS.unknown_message(str(data))}, and no file or folder {data!r}"
+            )
+    if data.kind != "images":
+        raise DataError(f"{data.name!r} holds {data.kind}; feature networks are for images")
+    return feature_network(data, train_if_missing=train_if_missing)[1]
 
 
 def evaluate(run: Run | str | Path, **kwargs: Any) -> dict[str, Any]:
@@ -295,8 +359,8 @@ def reflow(
         z = torch.randn((k, *model.spec.shape), generator=g)
         res = model.sample(k, sampler=sampler, steps=steps, noise=z, generator=g)
         xs.append(res.x.float().cpu()), zs.append(z)
-        if res.y is not None:
-            ys.append(res.y.cpu())
+        if res.labels is not None:
+            ys.append(res.labels.cpu())
     arrays = {"x": torch.cat(xs).numpy(), "noise": torch.cat(zs).numpy()}
     if ys:
         arrays["y"] = torch.cat(ys).numpy()

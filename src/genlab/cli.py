@@ -17,10 +17,30 @@ USAGE_EXAMPLES = """examples:
   genlab train configs/flow-matching-moons.yaml trainer.steps=3000 model.hidden=128 --out runs/moons
   genlab train configs/flow-matching-moons.yaml data.path=points.npy --out runs/mine
   genlab sample runs/demo --n 5000 --sampler euler --steps 10 --out samples.npy
+  genlab sample runs/glow --option temperature=0.7 --out glow.png
   genlab eval runs/demo
   genlab eval runs/mine --data heldout.npy --json
+  genlab eval runs/edm-digits --n 800 --option steps=10
+  genlab features mnist
   genlab list
 """
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """The sampling options every family may declare (see `genlab list`), as flags and as
+    repeatable --option KEY=VALUE."""
+    p.add_argument("--sampler", help="sampler name (see `genlab list`); default: the model's")
+    p.add_argument("--steps", type=int, help="number of sampling steps")
+    p.add_argument("--schedule", help="diffusion: σ grid (uniform, karras, log-snr)")
+    p.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a sampling option of the model's family, e.g. eta=0.5, temperature=0.7 (repeatable; "
+        "an unknown one lists those the family takes)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,23 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run", help="a run directory")
     s.add_argument("--n", type=int, default=1000, help="number of samples")
-    s.add_argument("--sampler", help="sampler name (see `genlab list`); default: the model's")
-    s.add_argument("--steps", type=int, help="number of steps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.npy", help="output .npy (or .png for a plot)")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
-    s.add_argument("--schedule", help="diffusion: σ grid (uniform, karras, log-snr)")
-    s.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale")
     s.add_argument("--label", type=int, help="class-conditional models: the class to sample")
     s.add_argument("--classifier", help="diffusion: a noise-classifier run for classifier guidance")
     s.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
-    s.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a sampler option, e.g. eta=0.5, s_churn=40, snr=0.16 (repeatable)",
-    )
+    _add_sampling_flags(s)
 
     r = sub.add_parser(
         "reflow", help="rectified flow: retrain a flow-matching run on its own pairs"
@@ -74,15 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
-    e = sub.add_parser("eval", help="evaluate a trained run (W2, sliced W2, MMD, energy, NLL)")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained run: the metrics of its data's kind, each with its real-data "
+        "floor, and the held-out likelihood",
+    )
     e.add_argument("run", help="a run directory")
-    e.add_argument("--data", help="held-out .npy/.npz/.csv to compare with (default: the true law)")
+    e.add_argument(
+        "--data",
+        help="held-out data to compare with: .npy/.npz/.csv points, an image folder or IDX folder, "
+        "a .txt (default: the true law, or the run's own examples)",
+    )
     e.add_argument("--n", type=int, help="samples per seed")
     e.add_argument("--seeds", type=int, help="number of sampling seeds")
-    e.add_argument("--sampler", help="sampler name")
-    e.add_argument("--steps", type=int, help="number of steps")
-    e.add_argument("--schedule", help="diffusion: σ grid (uniform, karras, log-snr)")
+    e.add_argument(
+        "--metrics", help="comma-separated metric names (default: all for the data kind)"
+    )
+    e.add_argument("--no-floor", action="store_true", help="skip the real-data floors")
+    e.add_argument("--no-nll", action="store_true", help="skip the held-out likelihood")
+    e.add_argument("--features", help="images: a feature-network folder (default: genlab's cache)")
+    e.add_argument(
+        "--inception",
+        help="images: also torchmetrics' FID with this local Inception weights file (a pickle: it "
+        "can run code, so only name a file you trust; needs torchmetrics and torch-fidelity)",
+    )
+    e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_sampling_flags(e)
+
+    f = sub.add_parser(
+        "features",
+        help="train (or show) the feature network that image metrics use for a data set",
+    )
+    f.add_argument("data", help="a data set name (digits, mnist) or an image folder / IDX folder")
+    f.add_argument("--json", action="store_true", help="print the network's record as JSON")
 
     sub.add_parser("list", help="list the datasets, models, samplers and metrics that exist")
     return p
@@ -120,11 +155,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise GenlabError(f"--n must be at least 1, got {args.n}")
     run = genlab.load_run(args.run, ema=not args.raw)
-    g = torch.Generator().manual_seed(args.seed)
-    extra = _sample_options(args, run.model)
-    out = run.model.sample(args.n, sampler=args.sampler, steps=args.steps, generator=g, **extra)
-    x = out.x.cpu().numpy()
+    options = _sampling_options(args, run.model)
+    if args.classifier:
+        options["classifier"] = genlab.load_run(args.classifier).model
+        options["classifier_scale"] = args.classifier_scale
     path = Path(args.out)
+    if path.suffix not in (".npy", ".png"):
+        raise GenlabError(f"--out must end in .npy or .png, got {path.name}")
+    g = torch.Generator().manual_seed(args.seed)
+    out = run.model.sample(args.n, labels=args.label, generator=g, **options)
+    x = out.x.cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".png":
         from genlab.eval.plots import plot_image_grid, plot_samples
@@ -134,37 +174,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
         else:
             plot_samples(out.x, path=path, title=f"{args.n} samples, NFE {out.nfe}")
     else:
-        if path.suffix != ".npy":
-            raise GenlabError(f"--out must end in .npy or .png, got {path.name}")
         np.save(path, x)
     print(f"wrote {args.n} samples {tuple(x.shape[1:])} to {path} (NFE {out.nfe})")
     return 0
 
 
-def _sample_options(args: argparse.Namespace, model) -> dict:
-    """The diffusion-only sampling options given on the command line, checked."""
-    import genlab
+def _sampling_options(args: argparse.Namespace, model) -> dict:
+    """The sampling options of the command line (flags and --option KEY=VALUE), read with the
+    types the model's family declares; an option it does not take is an error naming those it
+    does."""
     from genlab.errors import GenlabError
-    from genlab.models.diffusion import Diffusion
 
-    extra: dict = {}
+    named = {k: getattr(args, k) for k in ("sampler", "steps", "schedule", "guidance")}
+    options = {k: v for k, v in named.items() if v is not None}
+    raw: dict[str, str] = {}
     for item in args.option:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise GenlabError(f"--option takes KEY=VALUE, got {item!r}")
-        try:
-            extra[key] = float(value)
-        except ValueError:
-            raise GenlabError(f"--option {key}: a number is expected, got {value!r}") from None
-    named = {"schedule": args.schedule, "guidance": args.guidance, "y": args.label}
-    extra.update({k: v for k, v in named.items() if v is not None})
-    if args.classifier:
-        extra["classifier"] = genlab.load_run(args.classifier).model
-        extra["classifier_scale"] = args.classifier_scale
-    if extra and not isinstance(model, Diffusion):
-        flags = ", ".join(sorted(extra))
-        raise GenlabError(f"{model.family} models do not take these sampling options: {flags}")
-    return extra
+        raw[key.strip()] = value.strip()
+    if "sampler" in raw:  # the sampler decides which other options exist
+        options["sampler"] = raw.pop("sampler")
+    allowed = model.options(options)
+    for key, text in raw.items():
+        opt = allowed.get(key)
+        if opt is None:
+            raise GenlabError(model.unknown_option_message(key, allowed))
+        if opt.parse is None:
+            raise GenlabError(f"--option {key}: this option can only be given from Python")
+        options[key] = text  # read by the option's own type in resolve_options
+    model.resolve_options(options)  # checks the values and the flags (--sampler for a flow, ...)
+    return options
 
 
 def cmd_reflow(args: argparse.Namespace) -> int:
@@ -184,24 +224,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import genlab
     from genlab.eval.evaluate import format_report
 
-    run = genlab.load_run(args.run)
-    changes = {
-        k: v
-        for k, v in {
-            "n": args.n,
-            "seeds": args.seeds,
-            "sampler": args.sampler,
-            "steps": args.steps,
-            "schedule": args.schedule,
-        }.items()
-        if v is not None
-    }
-    cfg = dataclasses.replace(run.config.eval, **changes)
     for k in ("n", "seeds", "steps"):
-        if getattr(cfg, k) is not None and getattr(cfg, k) < 1:
-            raise genlab.GenlabError(f"--{k} must be at least 1, got {getattr(cfg, k)}")
-    report = genlab.evaluate_run(run, held_out=args.data, cfg=cfg)
+        if getattr(args, k) is not None and getattr(args, k) < 1:
+            raise genlab.GenlabError(f"--{k} must be at least 1, got {getattr(args, k)}")
+    run = genlab.load_run(args.run, ema=not args.raw)
+    changes = {k: getattr(args, k) for k in ("n", "seeds", "features") if getattr(args, k)}
+    if args.metrics:
+        changes["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.no_floor:
+        changes["floor"] = False
+    if args.no_nll:
+        changes["nll"] = False
+    options = {**run.config.eval.options, **_sampling_options(args, run.model)}
+    cfg = dataclasses.replace(run.config.eval, options=options, **changes)
+    report = genlab.evaluate_run(run, held_out=args.data, cfg=cfg, inception=args.inception)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import genlab
+
+    info = genlab.features(args.data)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(info), indent=1, default=str))
+    else:
+        from genlab.eval.features import describe
+
+        print(describe(info))
     return 0
 
 
@@ -224,6 +276,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "list": cmd_list,
     "reflow": cmd_reflow,
+    "features": cmd_features,
 }
 
 

@@ -76,14 +76,16 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    n: int = 2_000  # samples per seed
+    n: int = 2_000  # samples per seed (at most half the real examples when they are the reference)
     seeds: int = 3  # sampling seeds (metrics are averaged; their spread is reported)
-    sampler: str | None = None  # default: the model's own
-    steps: int | None = None
-    schedule: str | None = None  # diffusion models: the σ grid (uniform, karras, log-snr)
-    metrics: list[str] = field(default_factory=lambda: ["w2", "sliced_w2", "mmd", "energy"])
-    nll: bool = True  # also the NLL of held-out data where the model has a likelihood
-    nll_n: int = 2_000  # held-out points used for the NLL
+    options: dict = field(default_factory=dict)  # sampling options of the family (`genlab sample
+    # --option`): sampler, steps, schedule, guidance, temperature, ...; unset: the model's defaults
+    metrics: list[str] | None = None  # None: every registered metric for the data's kind
+    floor: bool = True  # also score real data against the reference (what a perfect model would)
+    nll: bool = True  # also the held-out likelihood where the model has one
+    nll_n: int = 2_000  # held-out examples (text: characters) for the likelihood
+    features: str | None = None  # images: a feature-network folder (default: genlab's own, trained
+    # on the data and cached by its content hash)
 
 
 @dataclass
@@ -145,8 +147,23 @@ def from_dict(raw: dict[str, Any]) -> Config:
         model=_build(model_cls, model_raw, "model"),
         family=str(family),
         trainer=_build(TrainerConfig, raw.get("trainer") or {}, "trainer"),
-        eval=_build(EvalConfig, raw.get("eval") or {}, "eval"),
+        eval=_build(EvalConfig, _legacy_eval(raw.get("eval") or {}), "eval"),
     )
+
+
+def _legacy_eval(raw: Any) -> Any:
+    """Run directories written before sampling options were unified hold ``eval.sampler``,
+    ``eval.steps`` and ``eval.schedule``: they are sampling options now."""
+    if not isinstance(raw, dict) or not any(k in raw for k in ("sampler", "steps", "schedule")):
+        return raw
+    raw = dict(raw)
+    options = dict(raw.get("options") or {})
+    for key in ("sampler", "steps", "schedule"):
+        value = raw.pop(key, None)
+        if value is not None:
+            options.setdefault(key, value)
+    raw["options"] = options
+    return raw
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

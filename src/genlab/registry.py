@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from genlab.errors import UnknownNameError
@@ -17,6 +17,8 @@ class Entry(Generic[T]):
     name: str
     obj: T
     help: str
+    meta: dict[str, Any] = field(default_factory=dict)  # what a kind of entry declares (samplers:
+    # ``ode``, ``noise_options``)
 
 
 class Registry(Generic[T]):
@@ -32,19 +34,23 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, obj: T | None = None, *, help: str = "") -> Any:
+    def register(self, name: str, obj: T | None = None, *, help: str = "", **meta: Any) -> Any:
         def add(o: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             doc = help or (getattr(o, "__doc__", None) or "").strip().split("\n")[0]
-            self._entries[name] = Entry(name, o, doc)
+            self._entries[name] = Entry(name, o, doc, dict(meta))
             return o
 
         return add(obj) if obj is not None else add
 
     def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry[T]:
+        """The whole record of ``name`` (object, help line and metadata)."""
         try:
-            return self._entries[name].obj
+            return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.unknown_message(name)) from None
 

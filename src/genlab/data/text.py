@@ -64,16 +64,21 @@ def load_shakespeare(*, n: int | None = None, val_fraction: float = 0.1, seed: i
     return _from_bytes("shakespeare", path.read_bytes(), str(path), n=n, val_fraction=val_fraction)
 
 
-def _from_bytes(
-    name: str, raw: bytes, source: str, *, n: int | None, val_fraction: float
-) -> Dataset:
+def decode_utf8(raw: bytes, source: str) -> str:
+    """``raw`` as text; invalid UTF-8 is a DataError that names the byte and its offset."""
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(
             f"{source} is not valid UTF-8: byte 0x{raw[e.start]:02x} at byte offset {e.start} "
             f"({e.reason}); re-save the file as UTF-8"
         ) from None
+
+
+def _from_bytes(
+    name: str, raw: bytes, source: str, *, n: int | None, val_fraction: float
+) -> Dataset:
+    text = decode_utf8(raw, source)
     if n is not None:
         text = text[: int(n)]
     if not text:

@@ -1,146 +1,553 @@
-"""Evaluate a trained model: sample with several seeds, compare with fresh draws of the true law (or
-held-out data), and report the NLL where the model has a likelihood. Returns plain numbers with
-names, so runs of different families compare on the same yardstick."""
+"""Evaluate a trained model on the yardstick every family shares.
+
+For each of ``eval.seeds`` seeds, draw ``eval.n`` samples with the family's sampling options
+(``eval.options``), compare them with a reference set of ``n`` real examples by every registered
+metric that applies to the data's kind (:func:`genlab.eval.metrics.metrics_for`: W2, sliced W2,
+MMD and energy distance for points; Fréchet distance, KID, precision/recall, density/coverage, the
+classifier score and the class accuracy on learned features for images), and, beside each, the
+**real-data floor**: the same metric between a second, disjoint set of ``n`` real examples and the
+same reference (what a perfect model would score at this ``n``). Then the held-out likelihood where
+the model has one: nats and bits per dimension (images, points) or per character (text), with its
+kind (``exact``, ``elbo``, ``iwae-k``, ``ode-estimate``) and standard error.
+
+Where the reference comes from:
+
+- synthetic points whose law is known: fresh draws of the law (reference and floor seeded apart
+  from each other and from the samples);
+- otherwise real examples: the held-out data given (``genlab eval --data``), or else all of the
+  run's examples (training and validation parts: sample quality compares laws, as FID compares
+  with the training set, and the floor needs two disjoint real sets). ``n`` is capped at half of
+  them, and the report says so.
+
+Images are compared in the feature space of a network genlab trains on the run's data and caches
+by the data's content hash (:mod:`genlab.eval.features`); its hash and held-out accuracy are in
+the report. The report's schema is documented in ``docs/metrics.md``.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from genlab.config import EvalConfig
 from genlab.data.base import Dataset
-from genlab.errors import ConfigError, DataError
-from genlab.eval.metrics import evaluate_points
+from genlab.errors import DataError
+from genlab.eval.metrics import Comparison, Metric, check_metrics, metrics_for
 from genlab.models.base import GenerativeModel
 
+SCHEMA = 1
 REFERENCE_SEED = 1_000_003  # reference draws never share a seed with model samples
+FLOOR_SEED = 2_000_003
+METRIC_SEED = 3_000_017  # randomised metrics (sliced W2 directions, KID subsets): the same for
+# the model and its floor, so the two are compared on equal terms
+LIKELIHOOD_SEED = 4_000_037
+IMAGE_BATCH = 500  # images sampled per call (the U-Net's activations bound the memory)
 
 
-def reference_points(
-    dataset: Dataset | None, held_out: torch.Tensor | None, n: int, seed: int
-) -> tuple[torch.Tensor, str]:
-    """``n`` reference points for sampling seed ``seed``: fresh draws of the true law when it is
-    known, else (a seeded subset of) held-out data."""
-    if held_out is None and dataset is not None and dataset.true is not None:
-        g = torch.Generator().manual_seed(REFERENCE_SEED + seed)
-        return dataset.true.sample(n, generator=g), "fresh draws of the true law"
-    pts, what = (
-        (held_out, "held-out file") if held_out is not None else (dataset.val, "validation split")
-    )
-    if pts is None or len(pts) == 0:
-        raise DataError("no reference data to evaluate against: the validation split is empty")
-    if len(pts) > n:
-        g = torch.Generator().manual_seed(REFERENCE_SEED + seed)
-        pts = pts[torch.randperm(len(pts), generator=g)[:n]]
-    return pts, what
+@dataclass
+class Pool:
+    """Real examples to draw reference and floor sets from: ``x`` ``(N, *shape)``, ``labels``."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    what: str
+
+
+def real_pool(dataset: Dataset, held_out: Dataset | None) -> Pool | None:
+    """The real examples that reference and floor sets are drawn from (None: fresh draws of a
+    known law)."""
+    if held_out is not None:
+        return Pool(*_all_examples(held_out), f"held-out data {held_out.name!r}")
+    if dataset.true is not None:
+        return None
+    x, labels = _all_examples(dataset)
+    return Pool(x, labels, f"the data {dataset.name!r} (training and validation examples)")
+
+
+def _all_examples(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = torch.cat([ds.train, ds.val]) if len(ds.val) else ds.train
+    if ds.labels_train is None:
+        return x, None
+    labels = torch.cat([ds.labels_train, ds.labels_val]) if len(ds.val) else ds.labels_train
+    return x, labels
+
+
+def effective_n(cfg: EvalConfig, pool: Pool | None) -> int:
+    """Samples per seed: ``eval.n``, capped at what the real pool allows (half of it with the
+    floor, which needs a second disjoint set)."""
+    if pool is None:
+        return cfg.n
+    return min(cfg.n, len(pool.x) // 2 if cfg.floor else len(pool.x))
+
+
+def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) -> None:
+    """Raise a :class:`DataError` now, before any training, if the evaluation at the end could not
+    run on this data: too few real examples to compare with, or no held-out part for a
+    likelihood."""
+    pool = real_pool(dataset, None)
+    if pool is not None and effective_n(cfg, pool) < 2:
+        need = 4 if cfg.floor else 2
+        raise DataError(
+            f"the data {dataset.name!r} has {len(pool.x)} example(s): evaluating samples needs at "
+            f"least {need} real examples to compare with; give more data, or train with --no-eval"
+        )
+    if has_log_prob and cfg.nll and len(dataset.val) == 0 and dataset.true is None:
+        raise DataError(
+            f"the data {dataset.name!r} has no validation part for the held-out likelihood "
+            "(data.val_fraction is 0 or the data is too small); raise data.val_fraction, set "
+            "eval.nll=false, or train with --no-eval"
+        )
 
 
 def evaluate(
     model: GenerativeModel,
-    dataset: Dataset | None,
+    dataset: Dataset,
     cfg: EvalConfig,
     *,
-    held_out: torch.Tensor | None = None,
+    held_out: Dataset | None = None,
+    features: Any = None,
     keep_samples: bool = False,
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """Sample-based metrics (mean, std and per-seed values) and, where possible, the NLL."""
-    if hasattr(model, "evaluate_report"):  # not a sampler (a noise classifier): its own metrics
-        model.eval()
-        return model.evaluate_report(dataset, cfg)
-    got = tuple((held_out if held_out is not None else dataset.val).shape[1:])
-    if tuple(model.spec.shape) != got:
-        raise DataError(
-            f"reference data has examples of shape {got} but the model makes {tuple(model.spec.shape)}"
-        )
+    """Sample-based metrics with their floors and, where the model has one, the held-out
+    likelihood; see the module docstring. ``held_out``: the reference data instead of the run's
+    own. ``features``: a ``(network, info)`` pair from :mod:`genlab.eval.features` (images;
+    default: ``eval.features`` or genlab's cached network for ``dataset``). Returns the report
+    (the ``metrics.json`` schema); with ``keep_samples`` also ``_samples``/``_reference`` of the
+    first seed, for plots."""
     model.eval()
-    if cfg.schedule and not hasattr(model, "sigmas"):
-        raise ConfigError(f"eval.schedule applies to diffusion models, not to {model.family}")
-    # W2/MMD/energy compare point clouds; images get their own metrics (Fréchet distance, later)
-    point_metrics = list(cfg.metrics) if len(model.spec.shape) == 1 else []
-    per_metric: dict[str, list[float]] = {m: [] for m in point_metrics}
-    nfes, seconds, first = [], 0.0, None
-    reference_kind = ""
-    for seed in range(cfg.seeds):
-        g = torch.Generator().manual_seed(seed)
-        t0 = time.perf_counter()
-        extra = {"schedule": cfg.schedule} if cfg.schedule else {}
-        out = model.sample(cfg.n, sampler=cfg.sampler, steps=cfg.steps, generator=g, **extra)
-        seconds += time.perf_counter() - t0
-        nfes.append(out.nfe)
-        x = out.x.detach().cpu().double()
-        ref, reference_kind = reference_points(dataset, held_out, cfg.n, seed)
-        if first is None:
-            first = (x, ref)
-        if point_metrics:
-            values = evaluate_points(x, ref.double(), metrics=tuple(point_metrics), generator=g)
-            for k, v in values.items():
-                per_metric[k].append(v)
+    ref_data = held_out if held_out is not None else dataset
     report: dict[str, Any] = {
+        "schema": SCHEMA,
         "family": model.family,
-        "sampler": cfg.sampler or model.config.sampler,
-        "steps": cfg.steps or model.config.steps,
-        "schedule": cfg.schedule or getattr(model.config, "schedule", None),
-        "nfe": statistics.mean(nfes),
-        "n": cfg.n,
-        "seeds": cfg.seeds,
-        "reference": reference_kind,
-        "sampling_seconds": seconds / cfg.seeds,
-        "metrics": {
-            k: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "values": v}
-            for k, v in per_metric.items()
-        },
+        "data": {"name": ref_data.name, "kind": ref_data.kind, "shape": list(model.spec.shape)},
+        "metrics": {},
     }
+    if held_out is not None:
+        _check_same_kind(model, dataset, held_out)
+    if not model.can_sample:  # not a generative model (a noise classifier): its own figures
+        report["metrics"] = model.report(ref_data)
+        return report
+    opts = model.resolve_options(cfg.options)  # an unknown option fails before any work
+    pool = real_pool(dataset, held_out)
+    kind = ref_data.kind
+    fnet = None
+    if kind == "images":
+        fnet, finfo = features if features is not None else _feature_network(dataset, cfg)
+        report["features"] = _describe_features(finfo)
+    available = _available(model, opts, fnet, finfo if fnet is not None else None)
+    names = cfg.metrics if cfg.metrics is not None else metrics_for(kind, available)
+    records = check_metrics(names, kind, available)
+    n = effective_n(cfg, pool)
+    if records and n < 2:
+        raise DataError(f"{pool.what} has {len(pool.x)} example(s): too few to compare with")
+    report.update(
+        {
+            "options": _json_options(model, opts),
+            "n": n,
+            "seeds": cfg.seeds,
+            "reference": pool.what if pool is not None else "fresh draws of the true law",
+        }
+    )
+    if pool is not None and n < cfg.n:
+        report["note"] = f"n capped at {n}: {pool.what} has {len(pool.x)} examples" + (
+            " (the floor needs a second, disjoint set)" if cfg.floor else ""
+        )
+    first = None
+    if records or keep_samples:
+        first = _sample_metrics(model, dataset, pool, cfg, opts, records, n, fnet, report)
     if cfg.nll and model.has_log_prob:
         report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n)
+    for name, entry in model.report(ref_data).items():
+        report["metrics"][name] = entry
     if keep_samples and first is not None:
         report["_samples"], report["_reference"] = first
+    if verbose:
+        print(format_report(report))
     return report
 
 
-def held_out_nll(
-    model: GenerativeModel, dataset: Dataset | None, held_out: torch.Tensor | None, n: int
-) -> dict[str, Any]:
-    """NLL in nats and bits/dim of held-out points, with its kind; for synthetic data, the true
-    law's NLL on the very same points is reported beside it."""
-    pts, _ = reference_points(dataset, held_out, n, seed=-1)
-    dtype = next(model.parameters()).dtype
-    lp = model.log_prob(pts.to(device=model.device, dtype=dtype))
-    dim = math.prod(model.spec.shape)
-    out: dict[str, Any] = {
-        "nats": lp.nll(),
-        "bits_per_dim": lp.bits_per_dim(dim),
-        "kind": lp.kind,
-        "n": len(pts),
-        "nfe": lp.nfe,
-        "note": lp.note,
+# --- samples against real data ------------------------------------------------------------------
+def _sample_metrics(
+    model: GenerativeModel,
+    dataset: Dataset,
+    pool: Pool | None,
+    cfg: EvalConfig,
+    opts: dict[str, Any],
+    records: list[Metric],
+    n: int,
+    fnet: Any,
+    report: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample, score and fill ``report`` (metrics with floors, NFE, timings); returns the first
+    seed's samples and reference."""
+    images = fnet is not None
+    pool_f = pool_p = None
+    seconds = {"sampling": 0.0, "features": 0.0, "metrics": 0.0}
+    if images:  # the features of every real example, once
+        t0 = time.perf_counter()
+        pool_f, pool_p = _features(fnet, pool.x)
+        seconds["features"] += time.perf_counter() - t0
+    values: dict[str, list[float]] = {r.name: [] for r in records}
+    floors: dict[str, list[float]] = {r.name: [] for r in records}
+    spread: dict[str, list[float]] = {r.name: [] for r in records}
+    nfes, first = [], None
+    k = model.label_classes(opts)
+    for seed in range(cfg.seeds):
+        g = torch.Generator().manual_seed(seed)
+        labels = None if k is None else _stratified_labels(n, k, pool, g)
+        t0 = time.perf_counter()
+        x, nfe, labels = _draw(model, n, labels, g, opts, IMAGE_BATCH if images else n)
+        seconds["sampling"] += time.perf_counter() - t0
+        nfes.append(nfe)
+        ref, floor, ref_i, floor_i = _reference_sets(dataset, pool, n, seed, cfg.floor)
+        if first is None:
+            first = (x, ref)
+        if not records:
+            continue
+        sample_c = Comparison(x, ref, _metric_generator(seed), labels_x=labels)
+        floor_c = None
+        if floor is not None:
+            floor_labels = None if pool is None or pool.labels is None else pool.labels[floor_i]
+            floor_c = Comparison(floor, ref, _metric_generator(seed), labels_x=floor_labels)
+        if images:
+            t0 = time.perf_counter()
+            sample_c.fx, sample_c.px = _features(fnet, x)
+            sample_c.fy = pool_f[ref_i]
+            if floor_c is not None:
+                floor_c.fx, floor_c.px, floor_c.fy = (
+                    pool_f[floor_i],
+                    _rows(pool_p, floor_i),
+                    pool_f[ref_i],
+                )
+            seconds["features"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for rec in records:
+            value, std = _value(rec(sample_c))
+            values[rec.name].append(value)
+            if std is not None:
+                spread[rec.name].append(std)
+            if floor_c is not None and ("labels" not in rec.needs or floor_c.labels_x is not None):
+                floors[rec.name].append(_value(rec(floor_c))[0])
+        seconds["metrics"] += time.perf_counter() - t0
+    report["nfe"] = statistics.mean(nfes)
+    report["seconds"] = seconds
+    report["floor"] = (
+        None
+        if not cfg.floor
+        else (
+            "another independent draw of the true law"
+            if pool is None
+            else f"{n} other real examples from {pool.what}, disjoint from the reference"
+        )
+    )
+    report["metrics"] = {
+        rec.name: _entry(rec, values[rec.name], floors[rec.name], spread[rec.name], n, report)
+        for rec in records
     }
-    if (
-        held_out is None
-        and dataset is not None
-        and dataset.true is not None
-        and dataset.true.has_log_prob
-    ):
+    return first
+
+
+def _entry(
+    rec: Metric, values: list[float], floors: list[float], spread: list[float], n: int, report
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "value": statistics.mean(values),
+        "std": statistics.pstdev(values),
+        "values": values,
+        "unit": rec.units,
+        "kind": "estimate",
+        "better": rec.better,
+        "n": n,
+        "floor": statistics.mean(floors) if floors else None,
+        "floor_std": statistics.pstdev(floors) if floors else None,
+        "help": rec.help,
+    }
+    if spread:  # the estimator's own spread (KID over subsets, the classifier score over splits)
+        out["estimator_std"] = statistics.mean(spread)
+    if "features" in rec.needs and report.get("features"):
+        out["features"] = report["features"]["hash"]
+    return out
+
+
+def _value(v: float | tuple[float, float]) -> tuple[float, float | None]:
+    if isinstance(v, tuple):
+        return float(v[0]), float(v[1])
+    return float(v), None
+
+
+def _metric_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(METRIC_SEED + seed)
+
+
+def _reference_sets(
+    dataset: Dataset, pool: Pool | None, n: int, seed: int, floor: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The reference set of seed ``seed`` and the floor's real set (disjoint from it), with their
+    indices in the pool."""
+    if pool is None:
+        true = dataset.true
+        ref = true.sample(n, generator=torch.Generator().manual_seed(REFERENCE_SEED + seed))
+        other = None
+        if floor:
+            other = true.sample(n, generator=torch.Generator().manual_seed(FLOOR_SEED + seed))
+        return ref.double(), None if other is None else other.double(), None, None
+    perm = torch.randperm(
+        len(pool.x), generator=torch.Generator().manual_seed(REFERENCE_SEED + seed)
+    )
+    ref_i, floor_i = perm[:n], (perm[n : 2 * n] if floor else None)
+    cast = (lambda t: t.double()) if pool.x.dim() == 2 else (lambda t: t)
+    ref = cast(pool.x[ref_i])
+    other = None if floor_i is None else cast(pool.x[floor_i])
+    return ref, other, ref_i, floor_i
+
+
+def _rows(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t[idx]
+
+
+def _stratified_labels(n: int, k: int, pool: Pool | None, g: torch.Generator) -> torch.Tensor:
+    """``n`` class labels in the proportions of the real data's labels (uniform without them),
+    counts rounded by largest remainder, in random order."""
+    if pool is not None and pool.labels is not None and int(pool.labels.max()) < k:
+        freq = torch.bincount(pool.labels, minlength=k).double()
+    else:
+        freq = torch.ones(k, dtype=torch.float64)
+    share = freq / freq.sum() * n
+    counts = share.floor().long()
+    rest = n - int(counts.sum())
+    if rest:
+        counts[torch.argsort(share - counts, descending=True)[:rest]] += 1
+    labels = torch.repeat_interleave(torch.arange(k), counts)
+    return labels[torch.randperm(n, generator=g)]
+
+
+def _draw(
+    model: GenerativeModel,
+    n: int,
+    labels: torch.Tensor | None,
+    g: torch.Generator,
+    opts: dict[str, Any],
+    batch: int,
+) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+    """``n`` samples in batches of ``batch`` (float64 points; images clipped to the data range
+    [-1, 1], as saving them would); a sample with NaN or inf is a clear error."""
+    xs, nfes, ys = [], [], []
+    for start in range(0, n, batch):
+        k = min(batch, n - start)
+        lab = None if labels is None else labels[start : start + k]
+        out = model.sample(k, labels=lab, generator=g, **opts)
+        xs.append(out.x.detach().cpu())
+        nfes.append(out.nfe)
+        if out.labels is not None:
+            ys.append(out.labels.cpu())
+    x = torch.cat(xs)
+    bad = ~torch.isfinite(x.reshape(n, -1)).all(dim=1)
+    if bad.any():
+        raise DataError(
+            f"{int(bad.sum())} of {n} samples of the {model.family} model hold NaN or inf (has "
+            "training diverged? see skipped_steps in metrics.jsonl)"
+        )
+    x = x.double() if x.dim() == 2 else x.float().clamp(-1.0, 1.0)
+    return x, statistics.mean(nfes), (torch.cat(ys) if ys else None)
+
+
+def _check_same_kind(model: GenerativeModel, dataset: Dataset, held_out: Dataset) -> None:
+    if held_out.kind != dataset.kind:
+        raise DataError(
+            f"the reference data {held_out.name!r} holds {held_out.kind}, but the run was trained "
+            f"on {dataset.kind}"
+        )
+    if held_out.kind != "tokens" and tuple(held_out.shape) != tuple(model.spec.shape):
+        raise DataError(
+            f"the reference data {held_out.name!r} has examples of shape {tuple(held_out.shape)}, "
+            f"but the model makes {tuple(model.spec.shape)}"
+        )
+
+
+def _json_options(model: GenerativeModel, opts: dict[str, Any]) -> dict[str, Any]:
+    """The resolved sampling options that a command line can give (the rest are objects)."""
+    allowed = model.options(opts)
+    return {k: v for k, v in opts.items() if allowed[k].parse is not None}
+
+
+# --- features -------------------------------------------------------------------------------------
+def _feature_network(dataset: Dataset, cfg: EvalConfig):
+    from genlab.eval import features as F
+
+    if cfg.features:
+        return F.load_feature_network(cfg.features, expected_hash=F.content_hash(dataset))
+    return F.feature_network(dataset)
+
+
+def _describe_features(info: Any) -> dict[str, Any]:
+    return {
+        "kind": info.kind,
+        "hash": info.hash,
+        "data_hash": info.data_hash,
+        "accuracy": getattr(info, "accuracy", None),
+        "path": str(getattr(info, "path", "")),
+    }
+
+
+def _available(model: GenerativeModel, opts: dict[str, Any], fnet: Any, finfo: Any) -> set[str]:
+    """What the metrics of this evaluation can rely on (keys of ``metrics.NEEDS``)."""
+    have = set()
+    if fnet is None:
+        return have
+    have.add("features")
+    if finfo.num_classes:
+        have.add("classes")
+        if model.label_classes(opts) == finfo.num_classes:
+            have.add("labels")
+    return have
+
+
+def _features(fnet: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features ``(n, F)`` (float64) and class probabilities ``(n, K)`` (or None)."""
+    f = fnet.features(x).double()
+    p = fnet.probs(x).double() if fnet.num_classes else None
+    return f, p
+
+
+# --- likelihood -----------------------------------------------------------------------------------
+def held_out_nll(
+    model: GenerativeModel, dataset: Dataset, held_out: Dataset | None, n: int
+) -> dict[str, Any]:
+    """The held-out negative log-likelihood with its kind and standard error: nats per example
+    and bits per dimension (points, images), or nats and bits per character (text); for synthetic
+    data the true law's NLL on the same points beside it."""
+    if dataset.kind == "tokens":
+        return _text_nll(model, held_out or dataset, n)
+    src = held_out if held_out is not None else dataset
+    if held_out is not None:
+        pts = _all_examples(held_out)[0]
+    elif dataset.true is not None:
+        pts = dataset.true.sample(n, generator=torch.Generator().manual_seed(REFERENCE_SEED - 1))
+    else:
+        pts = dataset.val
+    if len(pts) == 0:
+        raise DataError(f"{src.name!r} has no held-out examples for the likelihood")
+    if len(pts) > n:
+        g = torch.Generator().manual_seed(REFERENCE_SEED - 1)
+        pts = pts[torch.randperm(len(pts), generator=g)[:n]]
+    dtype = next(model.parameters()).dtype
+    with torch.random.fork_rng(devices=[]):  # dequantization noise, Hutchinson probes
+        torch.manual_seed(LIKELIHOOD_SEED)
+        lp = model.log_prob(pts.to(device=model.device, dtype=dtype))
+    dim = math.prod(model.spec.shape)
+    out = _summary(lp, len(pts), per=dim, unit="bits_per_dim")
+    if held_out is None and dataset.true is not None and dataset.true.has_log_prob:
         out["true_nats"] = float(-dataset.true.log_prob(pts.double()).mean())
     return out
 
 
+def _text_nll(model: GenerativeModel, data: Dataset, n: int) -> dict[str, Any]:
+    """Bits per character of the first ``n`` held-out characters, cut into consecutive windows of
+    the model's length (``spec.shape``; the whole stretch for models without one)."""
+    stream = data.val if len(data.val) else data.train
+    stream = stream[: min(n, len(stream))]
+    length = model.spec.shape[0] if model.spec.shape else len(stream)
+    windows = stream[: len(stream) // length * length].reshape(-1, length)
+    if len(windows) == 0:
+        raise DataError(
+            f"{data.name!r} has {len(stream)} held-out characters, fewer than one window of "
+            f"{length}; raise eval.nll_n or data.val_fraction"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(LIKELIHOOD_SEED)
+        lp = model.log_prob(windows.to(model.device))
+    return _summary(lp, len(windows), per=length, unit="bits_per_char")
+
+
+def _summary(lp: Any, count: int, *, per: int, unit: str) -> dict[str, Any]:
+    """Mean NLL in nats per example and per dimension/character, in bits, with the standard
+    error of the mean over examples (it includes an estimator's own noise)."""
+    nll = -lp.value.double()
+    stderr = float(nll.std() / math.sqrt(count)) if count > 1 else None
+    ln2 = math.log(2.0)
+    nats = float(nll.mean())
+    out: dict[str, Any] = {
+        "nats": nats,
+        "stderr": stderr,
+        unit: nats / (per * ln2),
+        f"{unit}_stderr": None if stderr is None else stderr / (per * ln2),
+        "kind": lp.kind,
+        "n": count,
+        "nfe": lp.nfe,
+        "note": lp.note,
+    }
+    if unit == "bits_per_char":
+        out["nats_per_char"] = nats / per
+    return out
+
+
+# --- the terminal table ---------------------------------------------------------------------------
 def format_report(report: dict[str, Any]) -> str:
     """A small fixed-width table of a report, for the terminal."""
-    lines = [
-        f"{report['family']}: sampler={report['sampler']} steps={report['steps']} "
-        f"NFE={report['nfe']:.0f}, {report['n']} samples x {report['seeds']} seeds vs {report['reference']}"
-    ]
-    for k, v in report["metrics"].items():
-        lines.append(f"  {k:<10} {v['mean']:.4f} ± {v['std']:.4f}")
-    if "nll" in report:
-        nll = report["nll"]
-        extra = f" (true law: {nll['true_nats']:.4f})" if "true_nats" in nll else ""
+    data = report["data"]
+    shape = "x".join(map(str, data["shape"])) or "stream"
+    lines = [f"{report['family']} on {data['name']} ({data['kind']} {shape})"]
+    if "options" in report:
+        opts = " ".join(f"{k}={_short(v)}" for k, v in report["options"].items())
+        nfe = f", NFE {report['nfe']:.0f}" if "nfe" in report else ""
+        lines.append(f"  sampling: {opts or 'defaults'}{nfe}")
         lines.append(
-            f"  {'nll':<10} {nll['nats']:.4f} nats, {nll['bits_per_dim']:.4f} bits/dim "
+            f"  {report['n']} samples x {report['seeds']} seed(s) vs {report['reference']}"
+        )
+        if report.get("floor"):
+            lines.append(f"  floor: {report['floor']}")
+    if report.get("note"):
+        lines.append(f"  note: {report['note']}")
+    feats = report.get("features")
+    if feats:
+        acc = feats.get("accuracy")
+        what = f", held-out accuracy {acc:.2%}" if acc is not None else ""
+        lines.append(f"  features: {feats['kind']} network {feats['hash']}{what}")
+    metrics = report.get("metrics", {})
+    if metrics:
+        lines.append(f"  {'metric':<18} {'value':>22} {'floor':>10}  better  unit")
+        for name, m in metrics.items():
+            val = f"{m['value']:.4g}"
+            if m.get("std"):
+                val += f" ± {m['std']:.2g}"
+            floor = "-" if m.get("floor") is None else f"{m['floor']:.4g}"
+            lines.append(f"  {name:<18} {val:>22} {floor:>10}  {m['better']:<6}  {m['unit']}")
+    inc = report.get("inception_fid")
+    if inc:
+        lines.append(
+            f"  {'inception_fid':<18} {inc['value']:>22.4g} {'-':>10}  lower   {inc['unit']}"
+        )
+    nll = report.get("nll")
+    if nll:
+        unit = "bits_per_char" if "bits_per_char" in nll else "bits_per_dim"
+        err = nll.get(f"{unit}_stderr")
+        pm = f" ± {err:.4f}" if err is not None else ""
+        extra = f" (true law: {nll['true_nats']:.4f} nats)" if "true_nats" in nll else ""
+        per = {"bits_per_char": "bits/char", "bits_per_dim": "bits/dim"}[unit]
+        lines.append(
+            f"  {'nll':<18} {nll['nats']:.4f} nats, {nll[unit]:.4f}{pm} {per} "
             f"[{nll['kind']}]{extra}"
         )
     return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+__all__ = [
+    "SCHEMA",
+    "Pool",
+    "check_can_evaluate",
+    "effective_n",
+    "evaluate",
+    "format_report",
+    "held_out_nll",
+    "real_pool",
+]

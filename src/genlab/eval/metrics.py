@@ -14,9 +14,13 @@ name           what                                                  units
 ``energy``     energy distance, squared form                         data units
 =============  ====================================================  ==========================
 
-Each is registered in :data:`genlab.registry.METRICS` as a callable :class:`Metric` record, so
-``METRICS.get("w2")(x, y)`` computes it and ``METRICS.get("w2").units`` names its units.
-:func:`evaluate_points` computes several at once.
+Each metric, these and the image metrics on learned features (:mod:`genlab.eval.feature_metrics`:
+Fréchet distance, KID, precision/recall, density/coverage, classifier score, class accuracy), is
+registered in :data:`genlab.registry.METRICS` as a :class:`Metric` record: a function of one
+:class:`Comparison` (samples against a reference set), its unit, the data kinds it applies to, what
+it needs (features, a classifier, labelled samples) and which way is better.
+:func:`metrics_for` picks the defaults for a data kind; :func:`evaluate_points` computes several
+point metrics at once. Adding a metric is one registered function.
 
 References:
     Peyré & Cuturi (2019), "Computational Optimal Transport", Foundations and Trends in ML.
@@ -32,7 +36,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,28 +56,65 @@ MEDIAN_MAX_POINTS = 2_000
 _BLOCK_ENTRIES = 1 << 22
 
 
+@dataclass
+class Comparison:
+    """What every metric reads: samples against a reference set, for one evaluation seed.
+
+    ``x`` ``(n, *shape)`` samples and ``y`` ``(m, *shape)`` reference (float64 points, or images);
+    for images ``fx``/``fy`` are their features ``(n, F)`` from the feature network, ``px`` the
+    network's class probabilities of the samples ``(n, K)`` (a classifier only) and ``labels_x``
+    the classes the samples were drawn for (class-conditional models). ``cache`` holds work that
+    several metrics share (the k-NN radii of precision/recall/density/coverage)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    generator: torch.Generator | None = None
+    fx: torch.Tensor | None = None
+    fy: torch.Tensor | None = None
+    px: torch.Tensor | None = None
+    labels_x: torch.Tensor | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, computed once per comparison and shared by the metrics that need it."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+#: what a metric may need besides samples and a reference
+NEEDS = {
+    "features": "image features (a feature network)",
+    "classes": "a feature network that classifies (labelled data)",
+    "labels": "samples drawn for given classes (a class-conditional model)",
+}
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: the function plus what a report prints beside its value.
-
-    Calling the record calls the function: ``Metric(...)(x, y, **kwargs) -> float``.
-    """
+    """A registered metric: ``fn(comparison) -> value`` (or ``(value, std)`` where the estimator
+    reports its own spread, as KID over subsets) plus what a report prints beside the value.
+    Calling the record calls the function."""
 
     name: str
-    fn: Callable[..., float]
+    fn: Callable[[Comparison], float | tuple[float, float]]
     units: str
     help: str
+    kinds: tuple[str, ...] = ("points",)  # the data kinds it applies to
+    needs: tuple[str, ...] = ()  # keys of NEEDS
     lower_is_better: bool = True
-    uses_generator: bool = False  # accepts ``generator=`` (randomised estimator)
 
-    def __call__(self, x: ArrayLike, y: ArrayLike, **kwargs: Any) -> float:
-        return self.fn(x, y, **kwargs)
+    def __call__(self, c: Comparison) -> float | tuple[float, float]:
+        return self.fn(c)
+
+    @property
+    def better(self) -> str:
+        return "lower" if self.lower_is_better else "higher"
 
     @property
     def label(self) -> str:
         """``"w2 [data units, lower is better]"``: a column header for tables and logs."""
-        better = "lower" if self.lower_is_better else "higher"
-        return f"{self.name} [{self.units}, {better} is better]"
+        return f"{self.name} [{self.units}, {self.better} is better]"
 
 
 class OptimalTransportError(GenlabError):
@@ -355,30 +396,145 @@ def energy(x: ArrayLike, y: ArrayLike) -> float:
 # Registry and the all-at-once entry point
 # ---------------------------------------------------------------------------------------------
 
-_RECORDS = (
-    Metric("w2", w2, "data units", "exact 2-Wasserstein distance, uniform weights (POT)"),
+
+def _register(*records: Metric) -> None:
+    for rec in records:
+        METRICS.register(rec.name, rec, help=rec.help)
+
+
+_register(
+    Metric("w2", lambda c: w2(c.x, c.y), "data units", "exact 2-Wasserstein distance (POT)"),
     Metric(
         "sliced_w2",
-        sliced_w2,
+        lambda c: sliced_w2(c.x, c.y, generator=c.generator),
         "data units",
         "sliced 2-Wasserstein distance over random unit directions",
-        uses_generator=True,
     ),
-    Metric("mmd", mmd, "unitless", "squared MMD, RBF kernel with median-heuristic bandwidth"),
-    Metric("energy", energy, "data units", "energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'|"),
+    Metric("mmd", lambda c: mmd(c.x, c.y), "unitless", "squared MMD, RBF kernel, median bandwidth"),
+    Metric("energy", lambda c: energy(c.x, c.y), "data units", "energy distance (squared form)"),
 )
-for _rec in _RECORDS:
-    METRICS.register(_rec.name, _rec, help=_rec.help)
+
+
+def _fm():  # the feature metrics, imported on first use
+    from genlab.eval import feature_metrics
+
+    return feature_metrics
+
+
+def _prdc(c: Comparison) -> dict[str, float]:
+    return c.once("prdc", lambda: _fm().prdc(c.fy, c.fx, k=5))
+
+
+def _class_accuracy(c: Comparison) -> float:
+    return float((c.px.argmax(dim=-1) == c.labels_x.to(c.px.device)).double().mean())
+
+
+_IMG = ("images",)
+_register(
+    Metric(
+        "fd",
+        lambda c: _fm().frechet_distance(c.fx, c.fy),
+        "feature units²",
+        "Fréchet distance of Gaussians fitted to the features (FID's formula)",
+        _IMG,
+        ("features",),
+    ),
+    Metric(
+        "kid",
+        lambda c: _fm().kid(c.fx, c.fy, generator=c.generator),
+        "feature units²",
+        "kernel distance: unbiased MMD², cubic polynomial kernel, mean over subsets",
+        _IMG,
+        ("features",),
+    ),
+    Metric(
+        "precision",
+        lambda c: _prdc(c)["precision"],
+        "fraction",
+        "samples inside the real k-NN manifold (Kynkäänniemi et al. 2019, k = 5)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "recall",
+        lambda c: _prdc(c)["recall"],
+        "fraction",
+        "real examples inside the samples' k-NN manifold (Kynkäänniemi et al. 2019, k = 5)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "density",
+        lambda c: _prdc(c)["density"],
+        "ratio",
+        "real k-NN balls holding each sample, over k (Naeem et al. 2020; ~1 for real data)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "coverage",
+        lambda c: _prdc(c)["coverage"],
+        "fraction",
+        "real examples whose k-NN ball holds a sample (Naeem et al. 2020, k = 5)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "classifier_score",
+        lambda c: _fm().classifier_score(c.px),
+        "classes",
+        "exp E KL(p(y|x) || p(y)) on the feature classifier (Inception-Score style)",
+        _IMG,
+        ("features", "classes"),
+        lower_is_better=False,
+    ),
+    Metric(
+        "class_accuracy",
+        _class_accuracy,
+        "fraction",
+        "the feature classifier's accuracy on samples drawn for given classes",
+        _IMG,
+        ("features", "classes", "labels"),
+        lower_is_better=False,
+    ),
+)
 
 DEFAULT_POINT_METRICS = ("w2", "sliced_w2", "mmd", "energy")
 
 
 def get_metric(name: str) -> Metric:
     """The registered :class:`Metric` record for ``name`` (suggests close names on a typo)."""
-    rec = METRICS.get(name)
-    if not isinstance(rec, Metric):  # a plain function registered by another module
-        return Metric(name, rec, "unknown", "")
-    return rec
+    return METRICS.get(name)
+
+
+def metrics_for(kind: str, available: Iterable[str] = ()) -> list[str]:
+    """The registered metrics that apply to data of ``kind`` (``points``, ``images``,
+    ``tokens``) and need nothing beyond ``available`` (keys of :data:`NEEDS`): the defaults of
+    an evaluation."""
+    have = set(available)
+    return [e.name for e in METRICS if kind in e.obj.kinds and set(e.obj.needs) <= have]
+
+
+def check_metrics(names: Iterable[str], kind: str, available: Iterable[str]) -> list[Metric]:
+    """The records of ``names``; a :class:`DataError` for one that does not apply to ``kind`` or
+    needs what this evaluation lacks (unknown names suggest close ones)."""
+    have, out = set(available), []
+    for name in names:
+        rec = get_metric(name)
+        if kind not in rec.kinds:
+            raise DataError(
+                f"metric {name!r} applies to {', '.join(rec.kinds)}, not to {kind}; "
+                f"for {kind}: {', '.join(metrics_for(kind, NEEDS)) or 'none'}"
+            )
+        missing = [NEEDS[k] for k in rec.needs if k not in have]
+        if missing:
+            raise DataError(f"metric {name!r} needs {' and '.join(missing)}, which is missing here")
+        out.append(rec)
+    return out
 
 
 def evaluate_points(
@@ -395,10 +551,7 @@ def evaluate_points(
     (``sliced_w2``). Returns ``{name: value}`` in the order asked; see :func:`get_metric` for units.
     """
     names = list(metrics)
-    records = [get_metric(name) for name in names]
+    records = check_metrics(names, "points", ())
     x, y = check_pair(samples, reference, names=("samples", "reference"))
-    out: dict[str, float] = {}
-    for name, rec in zip(names, records):
-        kwargs = {"generator": generator} if rec.uses_generator else {}
-        out[name] = float(rec(x, y, **kwargs))
-    return out
+    c = Comparison(x, y, generator)
+    return {name: float(rec(c)) for name, rec in zip(names, records)}

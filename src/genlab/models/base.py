@@ -5,11 +5,24 @@ A model is an ``nn.Module`` that owns its objective (:meth:`GenerativeModel.loss
 returns it with its kind, never as an unlabelled number. Each family declares a config dataclass
 (``Config``) and builds itself from it and from the dataset's shape (``from_config``), so a
 checkpoint plus its config is enough to rebuild the model without the data.
+
+Sampling has one signature for every family::
+
+    model.sample(n, *, labels=None, generator=None, **options) -> SampleResult
+
+Each family declares the options it takes (:attr:`GenerativeModel.sample_options`: a diffusion
+model's ``sampler``, ``steps``, ``guidance``; a flow's ``temperature``; ...), with their defaults
+(the config field of the same name, where there is one). An option the family does not take is a
+:class:`~genlab.errors.ConfigError` that names the ones it does, so ``genlab sample --option k=v``
+and ``eval.options`` work the same way for every family.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -17,9 +30,10 @@ import torch
 from torch import nn
 
 from genlab.data.base import Batch
-from genlab.sampling.ode import SampleResult
+from genlab.errors import ConfigError
 
-LOG_PROB_KINDS = ("exact", "elbo", "iwae", "ode-estimate")
+LOG_PROB_KINDS = ("exact", "elbo", "iwae-k", "ode-estimate")
+_IWAE = re.compile(r"iwae-\d+")
 
 
 @dataclass
@@ -27,7 +41,8 @@ class LogProb:
     """Per-example log-likelihoods in nats, with what they are.
 
     ``kind`` is one of ``exact`` (up to the stated solver tolerance for ODE models), ``elbo``,
-    ``iwae`` (lower bounds) or ``ode-estimate`` (Hutchinson trace estimate; ``stderr`` set).
+    ``iwae-<k>`` such as ``iwae-5000`` (lower bounds) or ``ode-estimate`` (Hutchinson trace
+    estimate; ``stderr`` set).
     """
 
     value: torch.Tensor  # (B,) nats
@@ -37,7 +52,7 @@ class LogProb:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in LOG_PROB_KINDS:
+        if self.kind not in LOG_PROB_KINDS and not _IWAE.fullmatch(self.kind):
             raise ValueError(
                 f"log-likelihood kind must be one of {LOG_PROB_KINDS}, got {self.kind}"
             )
@@ -49,6 +64,73 @@ class LogProb:
     def bits_per_dim(self, dim: int) -> float:
         """Mean NLL in bits per dimension."""
         return self.nll() / (dim * math.log(2.0))
+
+
+@dataclass
+class SampleResult:
+    """What sampling returns: the samples, the number of network evaluations (NFE) spent, on
+    request the whole path, and the class labels the samples were drawn for."""
+
+    x: torch.Tensor  # (B, *shape)
+    nfe: int
+    trajectory: torch.Tensor | None = None  # (steps + 1, B, *shape), from noise to data
+    labels: torch.Tensor | None = None  # (B,) for class-conditional samples
+
+
+class _FromConfig:
+    def __repr__(self) -> str:
+        return "<the config field of the same name>"
+
+
+FROM_CONFIG: Any = _FromConfig()
+
+
+@dataclass(frozen=True)
+class SampleOption:
+    """One keyword that a family's :meth:`~GenerativeModel.sample` takes.
+
+    ``parse`` reads a value given on the command line (``float``, ``int``, ``str``, ``bool``);
+    ``None`` marks an option that only Python code can pass (a tensor, a model). ``default`` is
+    :data:`FROM_CONFIG` when the model config has a field of the same name that holds it."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any] | None = float
+    default: Any = None
+
+    def coerce(self, value: Any) -> Any:
+        """``value`` checked against ``parse`` (text from a command line or a YAML config is
+        read): a :class:`ConfigError` naming the option when it does not fit."""
+        if self.parse is None or value is None:
+            return value
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a name"}
+        try:
+            if self.parse is bool:
+                if isinstance(value, bool):
+                    return value
+                low = str(value).strip().lower()
+                if low in ("true", "yes", "1", "on"):
+                    return True
+                if low in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError
+            if self.parse is str:
+                if not isinstance(value, str):
+                    raise ValueError
+                return value
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+            if self.parse is int:
+                if number != int(number):
+                    raise ValueError
+                return int(number)
+            return self.parse(number)
+        except (ValueError, TypeError, OverflowError):
+            what = kind.get(self.parse, "a valid value")
+            raise ConfigError(
+                f"sampling option {self.name!r} must be {what}, got {value!r}"
+            ) from None
 
 
 @dataclass
@@ -70,12 +152,19 @@ class ModelSpec:
 
 
 class GenerativeModel(nn.Module):
-    """Base class of every family. Subclasses set ``family`` and ``Config`` and implement ``loss``
-    and ``sample``; likelihood models implement ``log_prob``."""
+    """Base class of every family. Subclasses set ``family``, ``Config`` and
+    ``sample_options``, and implement ``loss`` and ``_sample``; likelihood models implement
+    ``log_prob``."""
 
     family: ClassVar[str] = ""
     Config: ClassVar[type] = object
-    default_sampler: ClassVar[str | None] = None
+    #: the keywords ``sample`` takes besides ``labels`` and ``generator``
+    sample_options: ClassVar[tuple[SampleOption, ...]] = ()
+    #: False for models that are not generative (a noise classifier): evaluation then reports
+    #: only :meth:`report`
+    can_sample: ClassVar[bool] = True
+    #: True for families that condition on the data's class labels when it has them
+    conditional: ClassVar[bool] = False
 
     def __init__(self, config: Any, spec: ModelSpec) -> None:
         super().__init__()
@@ -102,16 +191,107 @@ class GenerativeModel(nn.Module):
         randomness here trains identically on any number of processes and resumes exactly."""
         return batch
 
+    # --- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, **options: Any) -> SampleResult:
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: torch.Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> SampleResult:
+        """``n`` samples. ``labels`` (an int or ``(n,)``) picks the classes of a class-conditional
+        model, which otherwise draws them uniformly from ``generator``; they are returned in
+        ``SampleResult.labels``. ``options``: those the family declares (:meth:`options`); the
+        others take their defaults."""
+        if not self.can_sample:
+            raise ConfigError(f"a {self.family} model does not generate samples")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+        opts = self.resolve_options(options)
+        labels = self._labels(n, labels, generator, self.label_classes(opts))
+        out = self._sample(n, labels=labels, generator=generator, **opts)
+        if out.labels is None:
+            out.labels = labels
+        return out
+
+    def _sample(
+        self, n: int, *, labels: torch.Tensor | None, generator: torch.Generator | None, **options
+    ) -> SampleResult:
+        """The family's sampling, with checked labels and every declared option resolved."""
         raise NotImplementedError
 
+    def options(self, chosen: Mapping[str, Any] | None = None) -> dict[str, SampleOption]:
+        """The options :meth:`sample` takes, given those ``chosen`` so far (a diffusion model adds
+        the options of the sampler chosen)."""
+        return {o.name: o for o in self.sample_options}
+
+    def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared option, with the given value or its default; an undeclared one is a
+        :class:`ConfigError` naming the closest and all allowed ones."""
+        allowed = self.options(options)
+        for key in options:
+            if key not in allowed:
+                raise ConfigError(self.unknown_option_message(key, allowed))
+        out = {}
+        for name, opt in allowed.items():
+            if name in options and options[name] is not None:
+                out[name] = opt.coerce(options[name])
+            elif opt.default is FROM_CONFIG:
+                out[name] = getattr(self.config, name)
+            else:
+                out[name] = opt.default
+        return out
+
+    def unknown_option_message(self, key: str, allowed: Mapping[str, SampleOption]) -> str:
+        names = sorted(allowed)
+        close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        takes = f"it takes {', '.join(names)}" if names else "it takes none"
+        return f"{self.family} models take no sampling option {key!r}{hint} ({takes})"
+
+    def label_classes(self, options: Mapping[str, Any]) -> int | None:
+        """How many classes ``labels`` may name with these options (None: labels are refused)."""
+        return self.spec.num_classes if self.conditional else None
+
+    def _labels(
+        self, n: int, labels: Any, generator: torch.Generator | None, k: int | None
+    ) -> torch.Tensor | None:
+        if k is None:
+            if labels is not None:
+                raise ConfigError(
+                    f"this {self.family} model is not class-conditional (it was trained without "
+                    "labels), so it takes no labels"
+                )
+            return None
+        if labels is None:
+            dev = generator.device if generator is not None else torch.device("cpu")
+            return torch.randint(0, k, (n,), generator=generator, device=dev).to(self.device)
+        y = torch.as_tensor(labels)
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise ConfigError(f"labels must be integers (class indices), got dtype {y.dtype}")
+        y = y.to(torch.long)
+        if y.dim() == 0:
+            y = y.expand(n)
+        if tuple(y.shape) != (n,):
+            raise ConfigError(f"labels must be one int or {n} of them, got shape {tuple(y.shape)}")
+        if (y < 0).any() or (y >= k).any():
+            raise ConfigError(f"labels must be in [0, {k - 1}], got {int(y.min())}..{int(y.max())}")
+        return y.to(self.device)
+
+    # --- likelihood and reports -----------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, **options: Any) -> LogProb:
         raise NotImplementedError(f"{self.family} has no likelihood")
 
     @property
     def has_log_prob(self) -> bool:
         return type(self).log_prob is not GenerativeModel.log_prob
+
+    def report(self, dataset: Any) -> dict[str, dict[str, Any]]:
+        """Figures of the family's own for the evaluation report, ``{name: {"value", "unit",
+        "better", ...}}`` (a classifier's accuracy; a VQ-VAE's codebook usage). Default: none."""
+        return {}
 
     @property
     def device(self) -> torch.device:

@@ -1,5 +1,3 @@
-"""Samplers written once, against an ODE drift and a time grid, for every continuous model."""
-
-from genlab.sampling.ode import SampleResult, dopri5, euler, midpoint, solve, time_grid
-
-__all__ = ["SampleResult", "dopri5", "euler", "midpoint", "solve", "time_grid"]
+"""What sampling and likelihood share across families: the probability-flow ODE likelihood
+(:mod:`genlab.sampling.likelihood`). The samplers themselves are registered in
+:data:`genlab.registry.SAMPLERS` (:mod:`genlab.models.diffusion.samplers`)."""

@@ -450,8 +450,10 @@ class Trainer:
             if tc.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped when a gradient is not finite ...
+            self.scaler.update()  # ... and then the scale drops
+            self._count_bad(torch.tensor(self.scaler.get_scale() < scale, device=self.device))
         else:
             loss.backward()
             if self.dist.enabled:  # the global mean loss rides along in the gradient all-reduce
@@ -462,6 +464,11 @@ class Trainer:
             decay = ema_decay_at(self.step - 1, tc.ema_decay) ** tc.ema_every
             torch._foreach_lerp_(self.ema, self.params, 1.0 - decay)
         return loss.detach()
+
+    def _count_bad(self, bad: torch.Tensor) -> None:
+        """Count a skipped step (``bad``: a bool device tensor), in all and in a row."""
+        self.bad_steps += bad
+        self.consecutive_bad.add_(1).mul_(bad)  # +1 on a bad step, back to 0 on a good one
 
     def _clip_and_guard(self, loss: torch.Tensor) -> None:
         """Clip the gradient to ``grad_clip`` in global norm (when set) and skip the step when the
@@ -475,8 +482,7 @@ class Trainer:
             bad = ~torch.isfinite(norm)
         else:
             bad = ~torch.isfinite(loss.detach())
-        self.bad_steps += bad
-        self.consecutive_bad.add_(1).mul_(bad)  # +1 on a bad step, back to 0 on a good one
+        self._count_bad(bad)
         if self.fused:
             self.optimizer.found_inf = bad.float()  # the fused kernel skips the update
             if clip > 0:  # the fused kernel divides the gradients by this
@@ -603,6 +609,13 @@ class Trainer:
     def ema_weights(self):
         """Context manager: the model carries the EMA weights inside, its own weights after."""
         return swap_weights(self.params, self.ema)
+
+    def use_ema_weights(self) -> None:
+        """Load the EMA into the model for good (after training: sampling and evaluation use the
+        averaged weights). Nothing happens without an EMA."""
+        if self.ema is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, self.ema)
 
 
 class _StopOnSignal:

@@ -42,8 +42,6 @@ class NoiseClassifierConfig:
     attention: bool = False
     dropout: float = 0.0
     eval_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0, 2.0])  # accuracy at
-    sampler: str = "-"  # (a classifier does not sample; kept for the evaluation report)
-    steps: int = 1
 
 
 @MODELS.register(
@@ -103,22 +101,18 @@ class NoiseClassifier(GenerativeModel):
         tt = torch.full((len(x0),), t, dtype=x0.dtype, device=x0.device)
         return float((self.logits(x, tt).argmax(-1) == y).double().mean())
 
-    def evaluate_report(self, dataset, cfg) -> dict[str, Any]:
+    can_sample = False  # it guides a diffusion model: genlab sample RUN --classifier THIS_RUN
+
+    def report(self, dataset) -> dict[str, dict[str, Any]]:
         """What ``genlab eval`` reports for a classifier: validation accuracy at a few σ."""
         if dataset is None or dataset.labels_val is None or len(dataset.val) == 0:
             raise ConfigError("evaluating a classifier needs a labelled validation split")
         x, y = dataset.val.to(self.device), dataset.labels_val.to(self.device)
-        metrics = {}
+        out = {}
         for sig in self.config.eval_sigmas:
             acc = self.accuracy(x, y, sig, torch.Generator().manual_seed(0))
-            metrics[f"accuracy@σ={sig:g}"] = {"mean": acc, "std": 0.0, "values": [acc]}
-        return {
-            "family": self.family, "sampler": "-", "steps": 0, "nfe": 0, "n": len(x), "seeds": 1,
-            "reference": "the validation split", "sampling_seconds": 0.0, "metrics": metrics,
-        }  # fmt: skip
-
-    def sample(self, n: int, **options: Any):
-        raise ConfigError(
-            "a noise classifier does not sample; use it to guide a diffusion model: "
-            "genlab sample RUN --classifier CLASSIFIER_RUN --label K"
-        )
+            out[f"accuracy@σ={sig:g}"] = {
+                "value": acc, "unit": "fraction", "better": "higher", "kind": "estimate",
+                "n": len(x), "help": f"validation accuracy on data noised to σ = {sig:g}",
+            }  # fmt: skip
+        return out

@@ -27,13 +27,24 @@ from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, LogProb, ModelSpec
+from genlab.models.base import (
+    FROM_CONFIG,
+    GenerativeModel,
+    LogProb,
+    ModelSpec,
+    SampleOption,
+    SampleResult,
+)
 from genlab.models.coupling import couple
 from genlab.models.diffusion import parameterization as P
 from genlab.models.diffusion.process import make_process
-from genlab.models.diffusion.samplers import probability_flow, sigma_schedule
+from genlab.models.diffusion.samplers import (
+    probability_flow,
+    run_sampler,
+    sampler_options,
+    sigma_schedule,
+)
 from genlab.registry import MODELS, NETS, SAMPLERS
-from genlab.sampling.ode import SampleResult
 
 ProcessName = Literal["vp-linear", "vp-cosine", "ve", "edm", "linear"]
 ParamName = Literal["eps", "x0", "v", "score", "velocity", "edm"]
@@ -105,6 +116,7 @@ class Diffusion(GenerativeModel):
 
     family = "diffusion"
     Config = DiffusionConfig
+    conditional = True  # on the data's labels, when it has them
 
     def __init__(self, config: DiffusionConfig, spec: ModelSpec) -> None:
         super().__init__(config, spec)
@@ -213,37 +225,56 @@ class Diffusion(GenerativeModel):
             grid.append(self.process.sigma_min)
         return grid
 
-    @torch.no_grad()
-    def sample(
+    sample_options = (
+        SampleOption("sampler", "a registered sampler (`genlab list`)", str, FROM_CONFIG),
+        SampleOption("steps", "sampling steps (NFE depends on the sampler)", int, FROM_CONFIG),
+        SampleOption("schedule", "σ grid: default, uniform, karras, log-snr", str, FROM_CONFIG),
+        SampleOption("guidance", "classifier-free guidance scale w (1: none)", float, FROM_CONFIG),
+        SampleOption("classifier", "a NoiseClassifier for classifier guidance", None),
+        SampleOption("classifier_scale", "classifier guidance scale", float, 1.0),
+        SampleOption("noise", "standard-normal starting noise (n, *shape)", None),
+        SampleOption("sigmas", "an explicit σ grid (overrides steps and schedule)", None),
+        SampleOption("trajectory", "keep the whole path (steps + 1, n, *shape)", None, False),
+        SampleOption("dtype", "the sampling dtype (default: the weights')", None),
+    )
+
+    def options(self, chosen=None) -> dict[str, SampleOption]:
+        """The declared options plus those of the sampler chosen (``eta`` for ``ddim``, ...)."""
+        out = super().options(chosen)
+        name = (chosen or {}).get("sampler") or self.config.sampler
+        for key, default in sampler_options(name).items():
+            out[key] = SampleOption(key, f"{name} option", type(default), default)
+        return out
+
+    def label_classes(self, options) -> int | None:
+        """The model's classes, or those of the classifier guiding an unconditional model."""
+        clf = options.get("classifier")
+        return clf.spec.num_classes if clf is not None else self.spec.num_classes
+
+    def _sample(
         self,
         n: int,
         *,
-        sampler: str | None = None,
-        steps: int | None = None,
-        schedule: str | None = None,
-        generator: torch.Generator | None = None,
-        y: torch.Tensor | int | None = None,
-        noise: torch.Tensor | None = None,
-        guidance: float | None = None,
-        classifier: Any = None,
-        classifier_scale: float = 1.0,
-        trajectory: bool = False,
-        dtype: torch.dtype | None = None,
-        sigmas: list[float] | None = None,
+        labels: torch.Tensor | None,
+        generator: torch.Generator | None,
+        sampler: str,
+        steps: int,
+        schedule: str,
+        guidance: float,
+        classifier: Any,
+        classifier_scale: float,
+        noise: torch.Tensor | None,
+        sigmas: list[float] | None,
+        trajectory: bool,
+        dtype: torch.dtype | None,
         **options: Any,
     ) -> SampleResult:
-        """Draw ``n`` samples with any registered sampler.
-
-        ``noise`` ``(n, *shape)``: standard-normal starting noise (for round trips and reflow).
-        ``y``: class labels (an int or ``(n,)``); a class-conditional model draws uniform labels
-        when ``y`` is None, returned in ``SampleResult.y``. ``options`` go to the sampler (``eta``,
-        ``s_churn``, ``snr``, ``rtol``, ...). ``sigmas`` overrides ``steps``/``schedule``.
-        """
-        dev = self.device
+        """Any registered sampler on this model's denoiser (:func:`~.samplers.run_sampler`).
+        ``noise`` ``(n, *shape)``: standard-normal starting noise (round trips, reflow);
+        ``sigmas`` overrides ``steps``/``schedule``; ``options`` go to the sampler."""
         dtype = dtype or next(self.parameters()).dtype
-        sampler_fn = SAMPLERS.get(sampler or self.config.sampler)
         grid = sigmas if sigmas is not None else self.sigmas(steps, schedule)
-        if guidance not in (None, 1.0) and self.spec.num_classes is None:
+        if guidance != 1.0 and self.spec.num_classes is None:
             raise ConfigError(
                 "classifier-free guidance needs a class-conditional model trained with "
                 "model.label_dropout > 0; this one has no classes"
@@ -254,51 +285,13 @@ class Diffusion(GenerativeModel):
             raise ConfigError(
                 f"noise must have shape {(n, *self.spec.shape)}, got {tuple(noise.shape)}"
             )
-        y = self._labels(n, y, generator, classifier)
+        den = self.denoiser(labels, guidance, classifier, classifier_scale)
         # standard-normal noise scaled to the grid's first level (√(1 + σ_0²) in x̂ units)
-        x = noise.to(device=dev, dtype=dtype) * math.sqrt(1.0 + grid[0] ** 2)
-        den = self.denoiser(y, guidance, classifier, classifier_scale)
-        try:
-            out = sampler_fn(
-                den, x, grid, generator=generator, trajectory=trajectory, process=self.process,
-                **options,
-            )  # fmt: skip
-        except TypeError as e:
-            if "unexpected keyword" in str(e):
-                raise ConfigError(f"sampler {sampler or self.config.sampler!r}: {e}") from None
-            raise
-        if out.trajectory is not None and len(out.trajectory) == len(grid):
-            scale = [
-                float(self.process.s(self.process.t_of_sigma(s))) if s > 0 else 1.0 for s in grid
-            ]
-            shape = (-1, *([1] * (out.trajectory.dim() - 1)))
-            out.trajectory = out.trajectory * torch.tensor(scale, dtype=dtype, device=dev).reshape(
-                shape
-            )
-        out.y = y
-        return out
-
-    def _labels(self, n: int, y, generator, classifier=None) -> torch.Tensor | None:
-        """The labels to sample: given, or uniform when the model (or the guiding classifier)
-        has classes; None for an unconditional model without a classifier."""
-        k = self.spec.num_classes
-        if classifier is not None:
-            k = classifier.spec.num_classes
-        if k is None:
-            if y is not None:
-                raise ConfigError(
-                    "this model is not class-conditional; labels need a class-conditional model "
-                    "or a classifier to guide it"
-                )
-            return None
-        if y is None:
-            return torch.randint(0, k, (n,), generator=generator).to(self.device)
-        y = torch.as_tensor(y, dtype=torch.long).expand(n).to(self.device)
-        if (y < 0).any() or (y >= k).any():
-            raise ConfigError(
-                f"labels must be in [0, {k - 1}], got {y.min().item()}..{y.max().item()}"
-            )
-        return y
+        x = noise.to(device=self.device, dtype=dtype) * math.sqrt(1.0 + grid[0] ** 2)
+        return run_sampler(
+            sampler, den, self.process, x, grid, generator=generator, trajectory=trajectory,
+            **options,
+        )  # fmt: skip
 
     @torch.no_grad()
     def encode(
@@ -308,13 +301,17 @@ class Diffusion(GenerativeModel):
         sampler: str = "heun",
         steps: int | None = None,
         schedule: str | None = None,
-        y: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         **options: Any,
     ) -> SampleResult:
         """Run a deterministic sampler's ODE from data (taken as ``x̂`` at σ_min) up to σ_max:
         the standard-normal noise that :meth:`sample` maps back to ``x`` (DDIM inversion)."""
         grid = self.ode_sigmas(steps, schedule)[::-1]  # σ_min ... σ_max
-        den = self.denoiser(None if y is None else self._labels(len(x), y, None), 1.0)
+        k = self.spec.num_classes
+        y = None if labels is None else self._labels(len(x), labels, None, k)
+        den = self.denoiser(y, 1.0)
+        if not SAMPLERS.entry(sampler).meta.get("ode"):
+            raise ConfigError(f"encoding needs a deterministic (ODE) sampler; {sampler!r} is not")
         fn = SAMPLERS.get(sampler)
         out = fn(den, x.to(self.device), grid, process=self.process, **options)
         out.x = out.x / math.sqrt(1.0 + grid[-1] ** 2)

@@ -25,13 +25,15 @@ log σ).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from genlab.models.base import SampleResult
 from genlab.registry import SAMPLERS
-from genlab.sampling.ode import SampleResult
 
 Denoiser = Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
 SCHEDULES = ("uniform", "karras", "log-snr")
@@ -86,6 +88,9 @@ def _churn(x, sigma, i, n, generator, s_churn, s_tmin, s_tmax, s_noise):
     gamma = min(s_churn / n, math.sqrt(2) - 1)
     hat = sigma * (1 + gamma)
     return x + math.sqrt(hat**2 - sigma**2) * s_noise * _noise(x, generator), hat
+
+
+_CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")  # EDM's stochasticity options
 
 
 class _Time:
@@ -151,22 +156,67 @@ def _edm_ode(
     return _result(x, nfe, path)
 
 
-@SAMPLERS.register("euler", help="Euler on the probability-flow ODE in t (EDM Alg. 1, S_churn)")
-def euler(den: Denoiser, x, sigmas, **options) -> SampleResult:
+@SAMPLERS.register(
+    "euler",
+    help="Euler on the probability-flow ODE in t (EDM Alg. 1, S_churn)",
+    ode=True,
+    noise_options=_CHURN,
+)
+def euler(
+    den: Denoiser,
+    x,
+    sigmas,
+    *,
+    generator=None,
+    trajectory=False,
+    process=None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> SampleResult:
     """On the linear path this is flow matching's Euler step, and it equals DDIM; for s ≡ 1
-    (VE, EDM) it is k-diffusion's Euler. NFE = N. Options: ``s_churn``, ``s_tmin``, ``s_tmax``,
-    ``s_noise`` (EDM's stochasticity)."""
-    return _edm_ode(den, x, sigmas, second_order=False, **options)
+    (VE, EDM) it is k-diffusion's Euler. NFE = N. ``s_churn``, ``s_tmin``, ``s_tmax``,
+    ``s_noise``: EDM's stochasticity (Algorithm 2; off by default)."""
+    return _edm_ode(
+        den, x, sigmas, second_order=False, generator=generator, trajectory=trajectory,
+        process=process, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise,
+    )  # fmt: skip
 
 
-@SAMPLERS.register("heun", help="Heun (2nd order) on the probability-flow ODE in t, EDM Alg. 1-2")
-def heun(den: Denoiser, x, sigmas, **options) -> SampleResult:
+@SAMPLERS.register(
+    "heun",
+    help="Heun (2nd order) on the probability-flow ODE in t, EDM Alg. 1-2",
+    ode=True,
+    noise_options=_CHURN,
+)
+def heun(
+    den: Denoiser,
+    x,
+    sigmas,
+    *,
+    generator=None,
+    trajectory=False,
+    process=None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> SampleResult:
     """Euler step plus a trapezoidal correction, except on the last step to σ = 0 (EDM); with
     ``s_churn > 0`` it is EDM's stochastic sampler. NFE = 2 N − 1 for a grid ending at 0."""
-    return _edm_ode(den, x, sigmas, second_order=True, **options)
+    return _edm_ode(
+        den, x, sigmas, second_order=True, generator=generator, trajectory=trajectory,
+        process=process, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise,
+    )  # fmt: skip
 
 
-@SAMPLERS.register("ddim", help="DDIM with η (0: deterministic, 1: DDPM ancestral); 1 NFE/step")
+@SAMPLERS.register(
+    "ddim",
+    help="DDIM with η (0: deterministic, 1: DDPM ancestral); 1 NFE/step",
+    ode=True,
+    noise_options=("eta",),
+)
 def ddim(
     den: Denoiser, x, sigmas, *, generator=None, trajectory=False, process=None, eta: float = 0.0
 ) -> SampleResult:
@@ -190,7 +240,9 @@ def ddim(
     return _result(x, n, path)
 
 
-@SAMPLERS.register("ddpm", help="DDPM ancestral sampling (posterior q(x_s | x_t, D)); 1 NFE/step")
+@SAMPLERS.register(
+    "ddpm", help="DDPM ancestral sampling (posterior q(x_s | x_t, D)); 1 NFE/step", ode=False
+)
 def ddpm(
     den: Denoiser, x, sigmas, *, generator=None, trajectory=False, process=None
 ) -> SampleResult:
@@ -199,7 +251,9 @@ def ddpm(
     return ddim(den, x, sigmas, generator=generator, trajectory=trajectory, eta=1.0)
 
 
-@SAMPLERS.register("euler-maruyama", help="Euler–Maruyama on the reverse SDE; 1 NFE/step")
+@SAMPLERS.register(
+    "euler-maruyama", help="Euler–Maruyama on the reverse SDE; 1 NFE/step", ode=False
+)
 def euler_maruyama(
     den: Denoiser, x, sigmas, *, generator=None, trajectory=False, process=None
 ) -> SampleResult:
@@ -220,7 +274,9 @@ def euler_maruyama(
 
 
 @SAMPLERS.register(
-    "pc", help="predictor-corrector: ancestral predictor + Langevin corrector (target SNR)"
+    "pc",
+    help="predictor-corrector: ancestral predictor + Langevin corrector (target SNR)",
+    ode=False,
 )
 def predictor_corrector(
     den: Denoiser,
@@ -263,7 +319,9 @@ def predictor_corrector(
     return _result(x, nfe, path)
 
 
-@SAMPLERS.register("dpmpp-2m", help="DPM-Solver++(2M), multistep 2nd order in log σ; 1 NFE/step")
+@SAMPLERS.register(
+    "dpmpp-2m", help="DPM-Solver++(2M), multistep 2nd order in log σ; 1 NFE/step", ode=True
+)
 def dpmpp_2m(
     den: Denoiser, x, sigmas, *, generator=None, trajectory=False, process=None
 ) -> SampleResult:
@@ -308,7 +366,9 @@ def probability_flow(den: Denoiser, process, lo: float, hi: float):
 
 
 @SAMPLERS.register(
-    "dopri5", help="adaptive Dormand-Prince 5(4) on the probability-flow ODE in t (torchdiffeq)"
+    "dopri5",
+    help="adaptive Dormand-Prince 5(4) on the probability-flow ODE in t (torchdiffeq)",
+    ode=True,
 )
 def dopri5(
     den: Denoiser,
@@ -356,3 +416,48 @@ def dopri5(
         if sigmas[-1] == 0:  # the grid's positive σ, then the denoised end
             path = path[: len(sigmas) - 1] + [xh]
     return _result(xh, nfe, path)
+
+
+# --- the driver every continuous model samples through ----------------------------------------
+_COMMON = ("generator", "trajectory", "process")
+
+
+def sampler_options(name: str) -> dict[str, Any]:
+    """The options sampler ``name`` takes beyond the common ones, with their defaults
+    (``{"eta": 0.0}`` for ``ddim``): what ``sample(..., sampler=name, **options)`` accepts."""
+    params = inspect.signature(SAMPLERS.get(name)).parameters.values()
+    return {
+        p.name: p.default
+        for p in params
+        if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON and p.default is not p.empty
+    }
+
+
+def ode_samplers() -> list[str]:
+    """The registered samplers that solve the probability-flow ODE (no noise added by default;
+    their ``noise_options`` add it)."""
+    return [e.name for e in SAMPLERS if e.meta.get("ode")]
+
+
+def run_sampler(
+    name: str,
+    den: Denoiser,
+    process,
+    x: torch.Tensor,
+    sigmas: list[float],
+    *,
+    generator: torch.Generator | None = None,
+    trajectory: bool = False,
+    **options: Any,
+) -> SampleResult:
+    """Sample with the registered sampler ``name`` from the state ``x = x̂`` at ``sigmas[0]``
+    along the grid ``sigmas``; a recorded trajectory is returned in ``x = s x̂`` units."""
+    fn = SAMPLERS.get(name)
+    out = fn(den, x, sigmas, generator=generator, trajectory=trajectory, process=process, **options)
+    if out.trajectory is not None and len(out.trajectory) == len(sigmas):
+        scale = [float(process.s(process.t_of_sigma(s))) if s > 0 else 1.0 for s in sigmas]
+        shape = (-1, *([1] * (out.trajectory.dim() - 1)))
+        out.trajectory = out.trajectory * torch.tensor(
+            scale, dtype=out.trajectory.dtype, device=out.trajectory.device
+        ).reshape(shape)
+    return out

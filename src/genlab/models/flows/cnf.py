@@ -32,9 +32,22 @@ from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, LogProb, ModelSpec
-from genlab.registry import MODELS
-from genlab.sampling.ode import SampleResult, solve, time_grid
+from genlab.models.base import (
+    FROM_CONFIG,
+    GenerativeModel,
+    LogProb,
+    ModelSpec,
+    SampleOption,
+    SampleResult,
+)
+from genlab.models.diffusion.process import make_process
+from genlab.models.diffusion.samplers import (
+    ode_samplers,
+    run_sampler,
+    sampler_options,
+    sigma_schedule,
+)
+from genlab.registry import MODELS, SAMPLERS
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -53,7 +66,7 @@ class FFJORDConfig:
     kinetic_energy: float = 0.0  # λ_K of the kinetic-energy regulariser (Finlay et al. 2020)
     jacobian_norm: float = 0.0  # λ_J of the Jacobian Frobenius regulariser
     temperature: float = 1.0  # default sampling temperature
-    sampler: str = "dopri5"  # default sampler (any genlab ODE sampler)
+    sampler: str = "dopri5"  # default sampler (any registered ODE sampler)
     steps: int = 20  # fixed-step samplers: steps; dopri5: output points of a trajectory
 
 
@@ -262,29 +275,73 @@ class FFJORD(GenerativeModel):
     def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.net(x, t)
 
-    @torch.no_grad()
-    def sample(
+    sample_options = (
+        SampleOption("sampler", "an ODE sampler: " + ", ".join(ode_samplers()), str, FROM_CONFIG),
+        SampleOption("steps", "steps (dopri5: points of a recorded path)", int, FROM_CONFIG),
+        SampleOption("temperature", "std of the base draws", float, FROM_CONFIG),
+        SampleOption("noise", "standard-normal base draws (n, d)", None),
+        SampleOption("trajectory", "keep the whole path (steps + 1, n, d)", None, False),
+        SampleOption("dtype", "the sampling dtype (default: the weights')", None),
+    )
+
+    def options(self, chosen=None) -> dict[str, SampleOption]:
+        """The declared options plus the chosen sampler's own, except those that add noise (an
+        SDE step needs a score, which a CNF's velocity field does not give)."""
+        out = super().options(chosen)
+        name = (chosen or {}).get("sampler") or self.config.sampler
+        entry = SAMPLERS.entry(name)
+        if not entry.meta.get("ode"):
+            raise ConfigError(
+                f"ffjord samples by solving its ODE; {name!r} is a stochastic sampler "
+                f"(use one of {', '.join(ode_samplers())})"
+            )
+        for key, default in sampler_options(name).items():
+            if key not in entry.meta.get("noise_options", ()):
+                out[key] = SampleOption(key, f"{name} option", type(default), default)
+        return out
+
+    def denoiser(self):
+        """The flow as the common samplers see it. In the time convention ``s ≡ 1``, ``σ = t``
+        (:data:`_PATH`) the probability-flow drift ``ṡ x̂ + s σ̇ ε̂`` is ``ε̂``, so ``ε̂ = v(x, t)``
+        and ``D = x − t v`` (the Euler step to t = 0): every registered ODE sampler integrates
+        exactly FFJORD's ODE, from the base at t = 1."""
+
+        def den(x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+            v = self.net(x, torch.tensor(sigma, dtype=x.dtype, device=x.device))
+            return x - sigma * v, v
+
+        return den
+
+    def _sample(
         self,
         n: int,
         *,
-        generator: torch.Generator | None = None,
-        temperature: float | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        trajectory: bool = False,
-        noise: torch.Tensor | None = None,
-        dtype: torch.dtype | None = None,
+        labels: torch.Tensor | None,
+        generator: torch.Generator | None,
+        sampler: str,
+        steps: int,
+        temperature: float,
+        noise: torch.Tensor | None,
+        trajectory: bool,
+        dtype: torch.dtype | None,
         **options: Any,
     ) -> SampleResult:
         """Integrate the ODE from base draws (t = 1, std scaled by ``temperature``) to data (t = 0)
-        with any genlab sampler; NFE is reported."""
+        with a registered ODE sampler; NFE is reported."""
         p = next(self.parameters())
         dtype = dtype or p.dtype
-        t = self.config.temperature if temperature is None else temperature
         if noise is None:
-            noise = torch.randn((n, self.dim), generator=generator, dtype=dtype) * t
-        x = noise.to(device=p.device, dtype=dtype)
-        ts = time_grid(steps or self.config.steps, 1.0, 0.0, device=p.device, dtype=dtype)
-        return solve(
-            sampler or self.config.sampler, self.velocity, x, ts, trajectory=trajectory, **options
-        )
+            noise = torch.randn((n, self.dim), generator=generator, dtype=dtype)
+        if tuple(noise.shape) != (n, self.dim):
+            raise ConfigError(f"noise must have shape {(n, self.dim)}, got {tuple(noise.shape)}")
+        x = noise.to(device=p.device, dtype=dtype) * temperature
+        grid = sigma_schedule("uniform", steps, _PATH)
+        return run_sampler(
+            sampler, self.denoiser(), _PATH, x, grid, generator=generator, trajectory=trajectory,
+            **options,
+        )  # fmt: skip
+
+
+# FFJORD's time as the samplers step it: x = x̂ (s ≡ 1) and σ = t on [10⁻³, 1]; the last step,
+# from t = 10⁻³ to 0, is the denoiser's Euler step
+_PATH = make_process("edm", sigma_min=1e-3, sigma_max=1.0)

@@ -36,10 +36,16 @@ from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, LogProb, ModelSpec
+from genlab.models.base import (
+    FROM_CONFIG,
+    GenerativeModel,
+    LogProb,
+    ModelSpec,
+    SampleOption,
+    SampleResult,
+)
 from genlab.models.flows import layers as L
 from genlab.registry import MODELS
-from genlab.sampling.ode import SampleResult
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -59,10 +65,6 @@ class FlowConfig:
     scales: int = 2  # images: levels of the multi-scale architecture
     levels: int = 256  # images: intensity levels for dequantization (17 for 8x8 digits)
     preprocess: Literal["logit", "shift"] = "logit"  # images: logit(α + (1-2α)u) or u - 1/2
-
-    # evaluation reads ``config.sampler``/``config.steps``: a discrete flow has one way to sample
-    sampler: ClassVar[str] = "inverse"
-    steps: ClassVar[int] = 0
 
 
 @dataclass
@@ -242,29 +244,31 @@ class Flow(GenerativeModel):
         return LogProb(values, "exact", nfe=0, note="change of variables")
 
     # --- sampling -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
+    sample_options = (
+        SampleOption(
+            "temperature", "std of the base draws (< 1: typical samples)", float, FROM_CONFIG
+        ),
+        SampleOption("trajectory", "points: keep the state after every layer", None, False),
+        SampleOption("dtype", "the sampling dtype (default: the weights')", None),
+    )
+
+    def _sample(
         self,
         n: int,
         *,
-        generator: torch.Generator | None = None,
-        temperature: float | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        trajectory: bool = False,
-        dtype: torch.dtype | None = None,
-        **options: Any,
+        labels: torch.Tensor | None,
+        generator: torch.Generator | None,
+        temperature: float,
+        trajectory: bool,
+        dtype: torch.dtype | None,
     ) -> SampleResult:
         """``n`` samples ``f⁻¹(z)``, ``z`` from the base with its std scaled by ``temperature``
-        (default ``config.temperature``). ``sampler``/``steps`` are accepted and ignored (there is
-        one way to sample a discrete flow; NFE 0). ``trajectory`` (points) keeps the state after
-        every layer, from noise to data, ``(layers + 1, n, d)``."""
-        del sampler, steps, options
+        (one network pass; NFE 0). ``trajectory`` (points) keeps the state after every layer,
+        from noise to data, ``(layers + 1, n, d)``."""
         like = next(self.parameters())
         if dtype is not None:
             like = like.to(dtype)
-        t = self.config.temperature if temperature is None else temperature
-        z = self.base.sample(n, generator, t, like)
+        z = self.base.sample(n, generator, temperature, like)
         path = None
         if trajectory and not self.is_image and isinstance(self.transform, L.Sequential):
             (x, _), states = self.transform.inverse_path(z, keep=True)
