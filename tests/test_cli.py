@@ -164,6 +164,43 @@ def test_bad_input_gets_a_clear_message_and_status_2(capsys, args, message):
     assert "Traceback" not in err
 
 
+def test_surprising_inputs_fail_before_training_with_one_line(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a run folder")
+    code, _, err = run_cli(capsys, "train", CONFIG, *TINY, "--out", tmp_path / "taken")
+    assert code == 2 and "is a file" in err
+    x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    np.savez(tmp_path / "huge.npz", x=x, y=np.array([0, 10**9] * 25))
+    code, _, err = run_cli(capsys, "train", CONFIG, *TINY, f"data.path={tmp_path / 'huge.npz'}",
+                           "--out", tmp_path / "h")  # fmt: skip
+    assert code == 2 and "renumber" in err and "1,000,000,001 classes" in err
+    np.save(tmp_path / "one.npy", x[:1])
+    code, _, err = run_cli(capsys, "train", CONFIG, *TINY, f"data.path={tmp_path / 'one.npy'}",
+                           "--out", tmp_path / "one")  # fmt: skip
+    assert code == 2 and "1 example" in err and "--no-eval" in err
+    assert not (tmp_path / "one" / "checkpoints").exists()
+    assert all(len(e.strip().splitlines()) == 1 for e in [err])
+
+
+def test_slow_training_rates_are_not_rounded_to_zero():
+    from genlab.api import _rate
+
+    assert _rate(0.2492) == "4.01 s/step" and _rate(3.21) == "3.2 steps/s"
+    assert _rate(250.4) == "250 steps/s"
+
+
+def test_sampling_options_from_the_command_line(trained, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    code, text, _ = run_cli(capsys, "sample", trained, "--n", 8, "--option", "sampler=ddim",
+                            "--option", "eta=0.5", "--option", "steps=4", "--out", out)  # fmt: skip
+    assert code == 0 and "NFE 4" in text
+    code, _, err = run_cli(capsys, "sample", trained, "--option", "eta=0.5", "--out", out)
+    assert code == 2 and "no sampling option 'eta'" in err and "steps" in err  # euler: no eta
+    code, _, err = run_cli(capsys, "sample", trained, "--option", "steps=many", "--out", out)
+    assert code == 2 and "'steps' must be an integer, got 'many'" in err
+    code, _, err = run_cli(capsys, "sample", trained, "--option", "noise=1", "--out", out)
+    assert code == 2 and "only be given from Python" in err
+
+
 def test_bad_data_file_messages(tmp_path, capsys):
     bad = np.ones((100, 2), dtype=np.float32)
     bad[7, 1] = np.nan

@@ -177,6 +177,20 @@ def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
     assert not all(torch.equal(a, p) for a, p in zip(before, tr.params))
 
 
+def test_the_grad_scaler_path_counts_skipped_steps_and_stops_a_divergence(tmp_path):
+    # fp16 runs step through a GradScaler; here a CPU one stands in for CUDA's: a step whose
+    # gradient is not finite is skipped by the scaler and must be counted like any other
+    tr = small_setup(tmp_path, steps=40, max_skipped=10)
+    tr.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    tr.train_step()
+    assert int(tr.bad_steps) == 0
+    tr.batcher.x[:] = float("nan")
+    tr.train_step()
+    assert int(tr.bad_steps) == 1 and int(tr.consecutive_bad) == 1
+    with pytest.raises(GenlabError, match=r"\d+ steps in a row .* non-finite"):
+        tr.fit()
+
+
 def test_clipping_bounds_the_update_like_clip_grad_norm(tmp_path):
     # the fused path (grad_scale) and torch's clip_grad_norm_ give the same step
     a = small_setup(tmp_path, "a", steps=5, grad_clip=0.01, ema_decay=0.0)
