@@ -248,7 +248,11 @@ def test_image_runs_evaluate_and_sample_to_a_grid(tmp_path, capsys):
     assert (out / "samples.png").stat().st_size > 1000
     code, text, _ = run_cli(capsys, "eval", out, "--json", "--n", 32, "--seeds", 1)
     rep = json.loads(text)
-    assert code == 0 and rep["metrics"] == {}  # point metrics do not apply to images
+    assert code == 0 and "w2" not in rep["metrics"]  # point metrics do not apply to images
+    assert {"fd", "kid", "precision", "coverage", "classifier_score"} <= set(rep["metrics"])
+    assert rep["features"]["kind"] == "classifier" and rep["features"]["accuracy"] > 0.95
+    fd = rep["metrics"]["fd"]
+    assert fd["floor"] < fd["value"] and fd["features"] == rep["features"]["hash"]
     assert rep["nll"]["kind"] == "elbo" and rep["nll"]["bits_per_dim"] > 0
     code, _, _ = run_cli(capsys, "sample", out, "--n", 16, "--out", tmp_path / "grid.png")
     assert code == 0 and (tmp_path / "grid.png").stat().st_size > 1000

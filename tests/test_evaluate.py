@@ -30,7 +30,10 @@ class _Info:
     kind: str = "pixels"
     hash: str = "pixels000000"
     data_hash: str = "-"
-    accuracy: float | None = None
+    recipe_hash: str = "-"
+    heldout_accuracy: float | None = None
+    heldout_mse: float | None = None
+    heldout_examples: int = 0
     num_classes: int | None = None
     path: str = ""
 
@@ -42,6 +45,7 @@ class PixelFeatures:
     def __init__(self, data: Dataset) -> None:
         x, y = data.train.flatten(1).double(), data.labels_train
         self.num_classes = int(y.max()) + 1
+        self.has_classes = True
         self.means = torch.stack([x[y == k].mean(0) for k in range(self.num_classes)])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -381,17 +381,21 @@ def _feature_network(dataset: Dataset, cfg: EvalConfig):
     from genlab.eval import features as F
 
     if cfg.features:
-        return F.load_feature_network(cfg.features, expected_hash=F.content_hash(dataset))
+        return F.load_feature_network(cfg.features, expected_hash=F.fingerprint(dataset))
     return F.feature_network(dataset)
 
 
 def _describe_features(info: Any) -> dict[str, Any]:
+    """The feature network's record in a report: what it is, its id and how good it is."""
     return {
         "kind": info.kind,
         "hash": info.hash,
         "data_hash": info.data_hash,
-        "accuracy": getattr(info, "accuracy", None),
-        "path": str(getattr(info, "path", "")),
+        "recipe_hash": info.recipe_hash,
+        "accuracy": info.heldout_accuracy,
+        "heldout_mse": info.heldout_mse,
+        "heldout_examples": info.heldout_examples,
+        "path": str(info.path or ""),
     }
 
 
@@ -411,7 +415,7 @@ def _available(model: GenerativeModel, opts: dict[str, Any], fnet: Any, finfo: A
 def _features(fnet: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Features ``(n, F)`` (float64) and class probabilities ``(n, K)`` (or None)."""
     f = fnet.features(x).double()
-    p = fnet.probs(x).double() if fnet.num_classes else None
+    p = fnet.probs(x).double() if fnet.has_classes else None
     return f, p
 
 
