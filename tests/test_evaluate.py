@@ -52,7 +52,7 @@ class PixelFeatures:
         return x.flatten(1).double()
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(-torch.cdist(x.flatten(1).double(), self.means) ** 2 / 4, dim=-1)
+        return torch.softmax(-(torch.cdist(x.flatten(1).double(), self.means) ** 2) / 4, dim=-1)
 
     def info(self) -> _Info:
         return _Info(num_classes=self.num_classes)
@@ -76,8 +76,12 @@ class Replay(GenerativeModel):
             idx = torch.randint(0, len(self.x), (n,), generator=generator)
         else:  # an example of each requested class
             idx = torch.stack(
-                [torch.nonzero(self.y == k)[torch.randint(0, int((self.y == k).sum()), (1,),
-                 generator=generator)].squeeze() for k in labels.tolist()]  # fmt: skip
+                [
+                    torch.nonzero(self.y == k)[
+                        torch.randint(0, int((self.y == k).sum()), (1,), generator=generator)
+                    ].squeeze()
+                    for k in labels.tolist()
+                ]  # fmt: skip
             )
         return SampleResult(self.x[idx] * scale, 0)
 
