@@ -69,7 +69,7 @@ import torch
 from _machine import version
 
 import genlab
-from genlab.eval.evaluate import REFERENCE_SEED, reference_points
+from genlab.eval.evaluate import REFERENCE_SEED, reference_draws
 from genlab.eval.metrics import w2
 from genlab.models.diffusion.model import Diffusion, DiffusionConfig
 from genlab.registry import SAMPLERS
@@ -414,7 +414,7 @@ def score(draw, model, refs, n, seeds) -> dict:
 
 
 def bench_w2(model: Diffusion, dataset, n: int, seeds, budgets, long_steps: int) -> dict:
-    refs = [reference_points(dataset, None, n, s)[0].double() for s in seeds]
+    refs = [reference_draws(dataset, n, s) for s in seeds]
     perfect = [
         w2(dataset.true.sample(n, generator=torch.Generator().manual_seed(s)).double(), ref)
         for s, ref in zip(PERFECT_SEEDS, refs)

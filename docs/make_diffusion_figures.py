@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 import genlab
-from genlab.eval.evaluate import reference_points
+from genlab.eval.evaluate import reference_draws
 from genlab.eval.metrics import w2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def scatter(ax, x, title):
 
 def samplers_figure(run: genlab.Run) -> dict:
     """One DDPM network, every sampler at about 10 NFE (and DDPM's 1,000 steps)."""
-    ref = reference_points(run.dataset, None, 2000, 0)[0].double()
+    ref = reference_draws(run.dataset, 2000, 0)
     cases = [
         ("ddpm", 1000, "uniform"), ("ddpm", 10, "uniform"), ("ddim", 10, "uniform"),
         ("euler", 10, "uniform"), ("heun", 5, "log-snr"), ("dpmpp-2m", 10, "uniform"),
@@ -75,9 +75,11 @@ def processes_figure(runs: dict[str, genlab.Run]) -> dict:
         out = run.model.sample(2000, generator=g)
         m = report["metrics"]["w2"]
         nll = report.get("nll", {})
-        table[title] = {"nfe": report["nfe"], "w2": m["mean"], "w2_sd": m["std"],
+        table[title] = {"nfe": report["nfe"], "w2": m["value"], "w2_sd": m["std"],
                         "nll": nll.get("nats"), "true_nll": nll.get("true_nats")}  # fmt: skip
-        label = f"{title}\n{report['sampler']} NFE {report['nfe']:.0f}, W2 {m['mean']:.3f}"
+        label = (
+            f"{title}\n{report['options']['sampler']} NFE {report['nfe']:.0f}, W2 {m['value']:.3f}"
+        )
         if nll:
             label += f", NLL {nll['nats']:.3f}"
         scatter(fig.add_subplot(1, len(runs), i + 1), out.x, label)
@@ -89,7 +91,7 @@ def processes_figure(runs: dict[str, genlab.Run]) -> dict:
 def reflow_figure(rf: genlab.Run, reflowed: genlab.Run) -> dict:
     fig = Figure(figsize=(12, 3.4))
     table = {}
-    ref = reference_points(rf.dataset, None, 2000, 0)[0].double()
+    ref = reference_draws(rf.dataset, 2000, 0)
     z = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
     for j, (title, run) in enumerate([("rectified flow", rf), ("after one reflow", reflowed)]):
         traj = run.model.sample(300, sampler="euler", steps=50, noise=z[:300], trajectory=True)
@@ -124,7 +126,7 @@ def guidance_figure(
         y = torch.arange(10).repeat_interleave(4)
         kw = {"guidance": w} if classifier is None else {
             "guidance": 0.0, "classifier": classifier, "classifier_scale": w}  # fmt: skip
-        x = run.model.sample(40, y=y, generator=g, **kw).x.clamp(-1, 1)
+        x = run.model.sample(40, labels=y, generator=g, **kw).x.clamp(-1, 1)
         x = torch.nn.functional.pad(x, (0, 1, 0, 1), value=-1.0)  # a blank line between images
         grid = x.reshape(10, 4, h + 1, h + 1).permute(1, 2, 0, 3).reshape(4 * (h + 1), 10 * (h + 1))
         ax = fig.add_subplot(1, len(scales), i + 1)

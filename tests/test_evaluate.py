@@ -284,3 +284,22 @@ def test_check_can_evaluate_wants_a_validation_part_for_a_likelihood():
     with pytest.raises(DataError, match="no validation part"):
         check_can_evaluate(data, EvalConfig(), has_log_prob=True)
     check_can_evaluate(data, EvalConfig(nll=False), has_log_prob=True)
+
+
+def test_a_recipe_with_guidance_samples_unlabelled_data_without_it(tmp_path):
+    # the MNIST recipe (guidance 2) trained on a folder without classes: the default guidance
+    # does not apply; asking for it explicitly fails before training, not after
+    cls = MODELS.get("diffusion")
+    model = cls.from_config(cls.Config(guidance=2.0, hidden=8, depth=1), (2,))
+    assert model.resolve_options({})["guidance"] == 1.0
+    assert model.sample(3, steps=2).x.shape == (3, 2)
+    with pytest.raises(ConfigError, match="classifier-free guidance needs"):
+        model.sample(3, guidance=2.0)
+    with pytest.raises(ConfigError, match="steps must be at least 1"):
+        model.sample(3, steps=0)
+    cfg = genlab.load_config(
+        None, ["model.family=diffusion", "data.n=500", "eval.options.guidance=3", "trainer.steps=2"]
+    )
+    with pytest.raises(ConfigError, match="classifier-free guidance"):
+        genlab.train(cfg, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -67,6 +67,10 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[Entry[T]]:
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
+    def in_order(self) -> list[Entry[T]]:
+        """The entries in the order they were registered (iteration sorts them by name)."""
+        return list(self._entries.values())
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -291,12 +291,12 @@ def _reference_sets(
     """The reference set of seed ``seed`` and the floor's real set (disjoint from it), with their
     indices in the pool."""
     if pool is None:
-        true = dataset.true
-        ref = true.sample(n, generator=torch.Generator().manual_seed(REFERENCE_SEED + seed))
+        ref = reference_draws(dataset, n, seed)
         other = None
         if floor:
-            other = true.sample(n, generator=torch.Generator().manual_seed(FLOOR_SEED + seed))
-        return ref.double(), None if other is None else other.double(), None, None
+            g = torch.Generator().manual_seed(FLOOR_SEED + seed)
+            other = dataset.true.sample(n, generator=g).double()
+        return ref, other, None, None
     perm = torch.randperm(
         len(pool.x), generator=torch.Generator().manual_seed(REFERENCE_SEED + seed)
     )
@@ -305,6 +305,14 @@ def _reference_sets(
     ref = cast(pool.x[ref_i])
     other = None if floor_i is None else cast(pool.x[floor_i])
     return ref, other, ref_i, floor_i
+
+
+def reference_draws(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
+    """The reference set of seed ``seed`` for a data set with a known law: ``n`` fresh draws
+    (float64), seeded apart from any model's samples; benchmarks use the same sets."""
+    return dataset.true.sample(
+        n, generator=torch.Generator().manual_seed(REFERENCE_SEED + seed)
+    ).double()
 
 
 def _rows(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
@@ -554,4 +562,5 @@ __all__ = [
     "format_report",
     "held_out_nll",
     "real_pool",
+    "reference_draws",
 ]

@@ -399,7 +399,7 @@ def energy(x: ArrayLike, y: ArrayLike) -> float:
 
 def _register(*records: Metric) -> None:
     for rec in records:
-        METRICS.register(rec.name, rec, help=rec.help)
+        METRICS.register(rec.name, rec, help=f"[{', '.join(rec.kinds)}] {rec.help}")
 
 
 _register(
@@ -516,7 +516,7 @@ def metrics_for(kind: str, available: Iterable[str] = ()) -> list[str]:
     ``tokens``) and need nothing beyond ``available`` (keys of :data:`NEEDS`): the defaults of
     an evaluation."""
     have = set(available)
-    return [e.name for e in METRICS if kind in e.obj.kinds and set(e.obj.needs) <= have]
+    return [e.name for e in METRICS.in_order() if kind in e.obj.kinds and set(e.obj.needs) <= have]
 
 
 def check_metrics(names: Iterable[str], kind: str, available: Iterable[str]) -> list[Metric]:

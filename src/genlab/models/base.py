@@ -242,7 +242,12 @@ class GenerativeModel(nn.Module):
                 out[name] = getattr(self.config, name)
             else:
                 out[name] = opt.default
+        self.check_options(out)
         return out
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse a combination of resolved options that cannot work (a :class:`ConfigError`), so
+        that it fails before any sampling, or before training when it is in ``eval.options``."""
 
     def unknown_option_message(self, key: str, allowed: Mapping[str, SampleOption]) -> str:
         names = sorted(allowed)

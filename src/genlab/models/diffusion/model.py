@@ -18,6 +18,7 @@ from a :class:`~genlab.models.diffusion.classifier.NoiseClassifier`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -239,12 +240,25 @@ class Diffusion(GenerativeModel):
     )
 
     def options(self, chosen=None) -> dict[str, SampleOption]:
-        """The declared options plus those of the sampler chosen (``eta`` for ``ddim``, ...)."""
+        """The declared options plus those of the sampler chosen (``eta`` for ``ddim``, ...). The
+        config's guidance is the default only for a class-conditional model (a recipe with
+        guidance trained on unlabelled data samples without it)."""
         out = super().options(chosen)
+        if self.spec.num_classes is None:
+            out["guidance"] = dataclasses.replace(out["guidance"], default=1.0)
         name = (chosen or {}).get("sampler") or self.config.sampler
         for key, default in sampler_options(name).items():
             out[key] = SampleOption(key, f"{name} option", type(default), default)
         return out
+
+    def check_options(self, options) -> None:
+        if options["sigmas"] is None:  # builds the grid: checks steps and the schedule's name
+            self.sigmas(options["steps"], options["schedule"])
+        if options["guidance"] != 1.0 and self.spec.num_classes is None:
+            raise ConfigError(
+                "classifier-free guidance needs a class-conditional model trained with "
+                "model.label_dropout > 0; this one has no classes"
+            )
 
     def label_classes(self, options) -> int | None:
         """The model's classes, or those of the classifier guiding an unconditional model."""
@@ -274,11 +288,6 @@ class Diffusion(GenerativeModel):
         ``sigmas`` overrides ``steps``/``schedule``; ``options`` go to the sampler."""
         dtype = dtype or next(self.parameters()).dtype
         grid = sigmas if sigmas is not None else self.sigmas(steps, schedule)
-        if guidance != 1.0 and self.spec.num_classes is None:
-            raise ConfigError(
-                "classifier-free guidance needs a class-conditional model trained with "
-                "model.label_dropout > 0; this one has no classes"
-            )
         if noise is None:
             noise = torch.randn((n, *self.spec.shape), generator=generator, dtype=dtype)
         if tuple(noise.shape) != (n, *self.spec.shape):

@@ -300,6 +300,9 @@ class FFJORD(GenerativeModel):
                 out[key] = SampleOption(key, f"{name} option", type(default), default)
         return out
 
+    def check_options(self, options) -> None:
+        sigma_schedule("uniform", options["steps"], _PATH)  # steps >= 1
+
     def denoiser(self):
         """The flow as the common samplers see it. In the time convention ``s ≡ 1``, ``σ = t``
         (:data:`_PATH`) the probability-flow drift ``ṡ x̂ + s σ̇ ε̂`` is ``ε̂``, so ``ε̂ = v(x, t)``
