@@ -154,8 +154,11 @@ def _rate(steps_per_second: float) -> str:
 def _periodic_eval(trainer: Trainer) -> dict[str, float]:
     """A quick look while training: W2 for points (one seed, no floor), a sample plot for all."""
     cfg = trainer.cfg.eval
-    metrics = ["w2"] if trainer.dataset.kind == "points" else []
-    quick = dataclasses.replace(cfg, seeds=1, metrics=metrics, nll=False, floor=False)
+    points = trainer.dataset.kind == "points"
+    quick = dataclasses.replace(
+        cfg, n=cfg.n if points else min(cfg.n, 64), seeds=1, metrics=["w2"] if points else [],
+        nll=False, floor=False,
+    )  # fmt: skip
     report = evaluate_model(trainer.model, trainer.dataset, quick, keep_samples=True)
     _plot_samples(trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", report)
     return {f"eval_{k}": v["value"] for k, v in report["metrics"].items()}

@@ -37,7 +37,7 @@ import torch
 from genlab.config import EvalConfig
 from genlab.data.base import Dataset
 from genlab.errors import DataError
-from genlab.eval.metrics import Comparison, Metric, check_metrics, metrics_for
+from genlab.eval.metrics import Comparison, Metric, check_metrics, get_metric, metrics_for
 from genlab.models.base import GenerativeModel
 
 SCHEMA = 1
@@ -136,16 +136,18 @@ def evaluate(
     opts = model.resolve_options(cfg.options)  # an unknown option fails before any work
     pool = real_pool(dataset, held_out)
     kind = ref_data.kind
-    fnet = None
-    if kind == "images":
+    fnet = finfo = None
+    wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
+    if kind == "images" and (wanted is None or any("features" in m.needs for m in wanted)):
         fnet, finfo = features if features is not None else _feature_network(dataset, cfg)
         report["features"] = _describe_features(finfo)
-    available = _available(model, opts, fnet, finfo if fnet is not None else None)
+    available = _available(model, opts, fnet, finfo)
     names = cfg.metrics if cfg.metrics is not None else metrics_for(kind, available)
     records = check_metrics(names, kind, available)
     n = effective_n(cfg, pool)
     if records and n < 2:
-        raise DataError(f"{pool.what} has {len(pool.x)} example(s): too few to compare with")
+        have = f"{pool.what} has {len(pool.x)} example(s)" if pool is not None else f"n = {n}"
+        raise DataError(f"{have}: too few to compare samples with")
     report.update(
         {
             "options": _json_options(model, opts),
@@ -159,7 +161,7 @@ def evaluate(
             " (the floor needs a second, disjoint set)" if cfg.floor else ""
         )
     first = None
-    if records or keep_samples:
+    if records or (keep_samples and kind != "tokens"):  # (samples for a plot: points, images)
         first = _sample_metrics(model, dataset, pool, cfg, opts, records, n, fnet, report)
     if cfg.nll and model.has_log_prob:
         report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n)
@@ -409,7 +411,7 @@ def _describe_features(info: Any) -> dict[str, Any]:
 
 def _available(model: GenerativeModel, opts: dict[str, Any], fnet: Any, finfo: Any) -> set[str]:
     """What the metrics of this evaluation can rely on (keys of ``metrics.NEEDS``)."""
-    have = set()
+    have: set[str] = set()
     if fnet is None:
         return have
     have.add("features")
