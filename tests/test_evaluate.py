@@ -303,3 +303,11 @@ def test_a_recipe_with_guidance_samples_unlabelled_data_without_it(tmp_path):
     with pytest.raises(ConfigError, match="classifier-free guidance"):
         genlab.train(cfg, out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_likelihood_kinds_are_labelled_and_checked():
+    for kind in ("exact", "elbo", "iwae-5000", "ode-estimate"):
+        assert LogProb(torch.zeros(2), kind).kind == kind
+    for bad in ("iwae", "iwae-0", "nll", "ELBO"):
+        with pytest.raises(ValueError, match="kind must be one of"):
+            LogProb(torch.zeros(2), bad)

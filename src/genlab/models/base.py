@@ -32,8 +32,8 @@ from torch import nn
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
 
-LOG_PROB_KINDS = ("exact", "elbo", "iwae-k", "ode-estimate")
-_IWAE = re.compile(r"iwae-\d+")
+LOG_PROB_KINDS = ("exact", "elbo", "iwae-<k>", "ode-estimate")  # iwae-<k>: e.g. iwae-5000
+_IWAE = re.compile(r"iwae-[1-9]\d*")
 
 
 @dataclass
@@ -52,7 +52,7 @@ class LogProb:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in LOG_PROB_KINDS and not _IWAE.fullmatch(self.kind):
+        if self.kind not in ("exact", "elbo", "ode-estimate") and not _IWAE.fullmatch(self.kind):
             raise ValueError(
                 f"log-likelihood kind must be one of {LOG_PROB_KINDS}, got {self.kind}"
             )
