@@ -106,6 +106,7 @@ def test_eval_json_against_the_true_law_and_a_file(trained, tmp_path, capsys):
     assert code == 0
     rep = json.loads(out)
     assert rep["reference"] == "held-out data 'held'" and rep["nll"]["n"] == 400
+    assert rep["n"] == 300 and rep["floor"].startswith("300 training examples")
     code, out, _ = run_cli(capsys, "eval", trained, "--n", 200, "--seeds", 1)
     assert code == 0 and "w2" in out and "nats" in out
 
@@ -121,7 +122,7 @@ def test_any_npy_of_any_dimension_trains_and_evaluates(tmp_path, capsys):
     )
     assert code == 0, err
     rep = json.loads((out / "metrics.json").read_text())
-    assert rep["reference"].startswith("the data 'points'")
+    assert rep["reference"] == "the validation split of 'points'"
     code, text, _ = run_cli(
         capsys, "eval", out, "--data", tmp_path / "heldout.npy", "--json", "--n", 200, "--seeds", 1
     )
@@ -176,7 +177,7 @@ def test_surprising_inputs_fail_before_training_with_one_line(tmp_path, capsys):
     np.save(tmp_path / "one.npy", x[:1])
     code, _, err = run_cli(capsys, "train", CONFIG, *TINY, f"data.path={tmp_path / 'one.npy'}",
                            "--out", tmp_path / "one")  # fmt: skip
-    assert code == 2 and "1 example" in err and "--no-eval" in err
+    assert code == 2 and "1 training example" in err and "--no-eval" in err
     assert not (tmp_path / "one" / "checkpoints").exists()
     assert all(len(e.strip().splitlines()) == 1 for e in [err])
 

@@ -157,12 +157,31 @@ def test_point_metrics_carry_their_floor_and_schema():
     assert "floor" in format_report(rg)
 
 
-def test_n_is_capped_at_half_the_real_examples():
+def test_samples_reference_and_floor_have_one_size_capped_by_the_real_examples():
     x = torch.randn(50, 3)
     data = Dataset("small", "points", x[:45], x[45:])
     rep = evaluate(Replay(x), data, _cfg(n=1000, seeds=1))
-    assert rep["n"] == 25 and "capped at 25" in rep["note"]
-    assert rep["metrics"]["w2"]["n"] == 25
+    assert rep["n"] == 5 and "n capped at 5: 5 held-out examples" in rep["note"]
+    assert rep["metrics"]["w2"]["n"] == 5
+
+
+def test_a_model_that_memorises_its_training_data_scores_the_floor_not_better():
+    # the reference is held out and the floor's examples are training examples: replaying the
+    # training set scores like the floor, a shifted copy far worse
+    x = load("moons", n=6000).train.float()
+    data = Dataset("file", "points", x[:5000], x[5000:])
+    cfg = _cfg(n=800, seeds=2)
+    memorised, shifted = (
+        evaluate(Replay(data.train), data, cfg),
+        evaluate(Replay(x + 1.0), data, cfg),
+    )
+    assert memorised["reference"] == "the validation split of 'file'"
+    for name, m in memorised["metrics"].items():
+        gap, bad_gap = (
+            abs(m["value"] - m["floor"]),
+            abs(shifted["metrics"][name]["value"] - m["floor"]),
+        )
+        assert gap < 0.25 * bad_gap, name
 
 
 def test_one_row_is_refused_before_training(tmp_path):
@@ -170,7 +189,7 @@ def test_one_row_is_refused_before_training(tmp_path):
     cfg = genlab.load_config(
         None, [f"data.path={tmp_path / 'one.npy'}", "data.name=null", "trainer.steps=5"]
     )
-    with pytest.raises(DataError, match="1 example"):
+    with pytest.raises(DataError, match="0 validation and 1 training example"):
         genlab.train(cfg, out=tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
@@ -231,7 +250,8 @@ def test_conditional_samples_follow_the_data_class_frequencies(digits):
 
     _image_eval(Spy(digits.train, digits.labels_train, k=10), digits, seeds=1, n=500)
     counts = torch.bincount(torch.cat(seen), minlength=10)
-    assert int(counts.sum()) == 500 and int(counts.min()) >= 45  # stratified, ~50 each
+    assert int(counts.sum()) == 180  # n capped at the 180 held-out digits
+    assert int(counts.min()) >= 16 and int(counts.max()) <= 20  # stratified, ~18 each
 
 
 # --- likelihoods ----------------------------------------------------------------------------------
@@ -278,12 +298,14 @@ def test_likelihood_reports_kind_bits_and_standard_error():
     assert nll["stderr"] > 0 and "true_nats" in nll
 
 
-def test_check_can_evaluate_wants_a_validation_part_for_a_likelihood():
+def test_check_can_evaluate_wants_held_out_examples():
     x = torch.randn(100, 2)
     data = Dataset("noval", "points", x, x[:0])
-    with pytest.raises(DataError, match="no validation part"):
-        check_can_evaluate(data, EvalConfig(), has_log_prob=True)
-    check_can_evaluate(data, EvalConfig(nll=False), has_log_prob=True)
+    with pytest.raises(DataError, match="0 validation and 100 training"):
+        check_can_evaluate(data, EvalConfig(), has_log_prob=False)
+    with pytest.raises(DataError, match="no validation part"):  # a likelihood needs one too
+        check_can_evaluate(data, EvalConfig(metrics=[]), has_log_prob=True)
+    check_can_evaluate(data, EvalConfig(metrics=[], nll=False), has_log_prob=True)
 
 
 def test_a_recipe_with_guidance_samples_unlabelled_data_without_it(tmp_path):

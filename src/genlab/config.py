@@ -151,10 +151,18 @@ def from_dict(raw: dict[str, Any]) -> Config:
     )
 
 
+_OLD_DEFAULT_METRICS = ["w2", "sliced_w2", "mmd", "energy"]
+
+
 def _legacy_eval(raw: Any) -> Any:
     """Run directories written before sampling options were unified hold ``eval.sampler``,
-    ``eval.steps`` and ``eval.schedule``: they are sampling options now."""
-    if not isinstance(raw, dict) or not any(k in raw for k in ("sampler", "steps", "schedule")):
+    ``eval.steps`` and ``eval.schedule``: they are sampling options now. They also hold the old
+    default metric list (point metrics), which is now ``null``: the defaults for the data's kind."""
+    if not isinstance(raw, dict):
+        return raw
+    if raw.get("metrics") == _OLD_DEFAULT_METRICS and "options" not in raw:
+        raw = {**raw, "metrics": None}
+    if not any(k in raw for k in ("sampler", "steps", "schedule")):
         return raw
     raw = dict(raw)
     options = dict(raw.get("options") or {})

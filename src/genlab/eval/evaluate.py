@@ -1,23 +1,25 @@
 """Evaluate a trained model on the yardstick every family shares.
 
 For each of ``eval.seeds`` seeds, draw ``eval.n`` samples with the family's sampling options
-(``eval.options``), compare them with a reference set of ``n`` real examples by every registered
-metric that applies to the data's kind (:func:`genlab.eval.metrics.metrics_for`: W2, sliced W2,
-MMD and energy distance for points; Fréchet distance, KID, precision/recall, density/coverage, the
+(``eval.options``), compare them with a reference set of real examples by every registered metric
+that applies to the data's kind (:func:`genlab.eval.metrics.metrics_for`: W2, sliced W2, MMD and
+energy distance for points; Fréchet distance, KID, precision/recall, density/coverage, the
 classifier score and the class accuracy on learned features for images), and, beside each, the
-**real-data floor**: the same metric between a second, disjoint set of ``n`` real examples and the
-same reference (what a perfect model would score at this ``n``). Then the held-out likelihood where
-the model has one: nats and bits per dimension (images, points) or per character (text), with its
-kind (``exact``, ``elbo``, ``iwae-k``, ``ode-estimate``) and standard error.
+**real-data floor**: the same metric between as many real examples as there are samples and the
+same reference (what a perfect model would score). Then the held-out likelihood where the model has
+one: nats and bits per dimension (images, points) or per character (text), with its kind
+(``exact``, ``elbo``, ``iwae-k``, ``ode-estimate``) and standard error.
 
-Where the reference comes from:
+Which real examples:
 
-- synthetic points whose law is known: fresh draws of the law (reference and floor seeded apart
-  from each other and from the samples);
-- otherwise real examples: the held-out data given (``genlab eval --data``), or else all of the
-  run's examples (training and validation parts: sample quality compares laws, as FID compares
-  with the training set, and the floor needs two disjoint real sets). ``n`` is capped at half of
-  them, and the report says so.
+- synthetic points whose law is known: fresh draws of the law, for the reference and (another
+  draw) for the floor;
+- otherwise the reference is held out from training: the validation split, or the data given
+  (``genlab eval --data``); the floor's examples are training examples. So the floor is what a
+  model that reproduced its training data would score, and a model that memorises its training
+  set cannot score better than the floor (with the training examples as the reference it could:
+  its near-copies of them would beat any independent real set). ``n`` is capped at the training
+  examples, the reference at the held-out ones, and the report says so.
 
 Images are compared in the feature space of a network genlab trains on the run's data and caches
 by the data's content hash (:mod:`genlab.eval.features`); its hash and held-out accuracy are in
@@ -50,23 +52,32 @@ IMAGE_BATCH = 500  # images sampled per call (the U-Net's activations bound the 
 
 
 @dataclass
-class Pool:
-    """Real examples to draw reference and floor sets from: ``x`` ``(N, *shape)``, ``labels``."""
+class RealSets:
+    """Real examples to compare with. The reference is held out from training (the validation
+    split, or the data given); the floor's examples are training examples, so the floor is what a
+    model that reproduced its training data would score against the same reference, and a model
+    that memorises cannot beat it. ``(N, *shape)`` tensors with their labels."""
 
-    x: torch.Tensor
-    labels: torch.Tensor | None
-    what: str
+    reference: torch.Tensor
+    reference_labels: torch.Tensor | None
+    floor: torch.Tensor
+    floor_labels: torch.Tensor | None
+    reference_what: str
+    floor_what: str
 
 
-def real_pool(dataset: Dataset, held_out: Dataset | None) -> Pool | None:
-    """The real examples that reference and floor sets are drawn from (None: fresh draws of a
-    known law)."""
+def real_sets(dataset: Dataset, held_out: Dataset | None) -> RealSets | None:
+    """The real examples of an evaluation (None: fresh draws of a known law instead)."""
     if held_out is not None:
-        return Pool(*_all_examples(held_out), f"held-out data {held_out.name!r}")
-    if dataset.true is not None:
+        ref, ref_labels = _all_examples(held_out)
+        what = f"held-out data {held_out.name!r}"
+    elif dataset.true is not None:
         return None
-    x, labels = _all_examples(dataset)
-    return Pool(x, labels, f"the data {dataset.name!r} (training and validation examples)")
+    else:
+        ref, ref_labels = dataset.val, dataset.labels_val
+        what = f"the validation split of {dataset.name!r}"
+    train = f"training examples of {dataset.name!r}"
+    return RealSets(ref, ref_labels, dataset.train, dataset.labels_train, what, train)
 
 
 def _all_examples(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -77,24 +88,27 @@ def _all_examples(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
     return x, labels
 
 
-def effective_n(cfg: EvalConfig, pool: Pool | None) -> int:
-    """Samples per seed: ``eval.n``, capped at what the real pool allows (half of it with the
-    floor, which needs a second disjoint set)."""
-    if pool is None:
+def set_sizes(cfg: EvalConfig, real: RealSets | None) -> int:
+    """Samples per seed, which is also the size of the reference set and of the floor's set (the
+    metrics' biases depend on the sizes, so the three are equal): ``eval.n``, capped at the
+    held-out examples (and, with the floor, at the training examples)."""
+    if real is None:
         return cfg.n
-    return min(cfg.n, len(pool.x) // 2 if cfg.floor else len(pool.x))
+    n = min(cfg.n, len(real.reference))
+    return min(n, len(real.floor)) if cfg.floor else n
 
 
 def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) -> None:
     """Raise a :class:`DataError` now, before any training, if the evaluation at the end could not
     run on this data: too few real examples to compare with, or no held-out part for a
     likelihood."""
-    pool = real_pool(dataset, None)
-    if pool is not None and effective_n(cfg, pool) < 2:
-        need = 4 if cfg.floor else 2
+    real = real_sets(dataset, None)
+    if real is not None and cfg.metrics != [] and set_sizes(cfg, real) < 2:
         raise DataError(
-            f"the data {dataset.name!r} has {len(pool.x)} example(s): evaluating samples needs at "
-            f"least {need} real examples to compare with; give more data, or train with --no-eval"
+            f"the data {dataset.name!r} has {len(real.reference)} validation and "
+            f"{len(real.floor)} training example(s): evaluating samples needs at least 2 of each "
+            "(held-out examples to compare with, training examples for the floor); give more "
+            "data, raise data.val_fraction, or train with --no-eval"
         )
     if has_log_prob and cfg.nll and len(dataset.val) == 0 and dataset.true is None:
         raise DataError(
@@ -134,7 +148,7 @@ def evaluate(
         report["metrics"] = model.report(ref_data)
         return report
     opts = model.resolve_options(cfg.options)  # an unknown option fails before any work
-    pool = real_pool(dataset, held_out)
+    real = real_sets(dataset, held_out)
     kind = ref_data.kind
     fnet = finfo = None
     wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
@@ -144,25 +158,26 @@ def evaluate(
     available = _available(model, opts, fnet, finfo)
     names = cfg.metrics if cfg.metrics is not None else metrics_for(kind, available)
     records = check_metrics(names, kind, available)
-    n = effective_n(cfg, pool)
+    n = set_sizes(cfg, real)
     if records and n < 2:
-        have = f"{pool.what} has {len(pool.x)} example(s)" if pool is not None else f"n = {n}"
-        raise DataError(f"{have}: too few to compare samples with")
+        raise DataError(f"{n} real example(s) to compare samples with: too few (at least 2)")
     report.update(
         {
             "options": _json_options(model, opts),
             "n": n,
             "seeds": cfg.seeds,
-            "reference": pool.what if pool is not None else "fresh draws of the true law",
+            "reference": "fresh draws of the true law" if real is None else real.reference_what,
         }
     )
-    if pool is not None and n < cfg.n:
-        report["note"] = f"n capped at {n}: {pool.what} has {len(pool.x)} examples" + (
-            " (the floor needs a second, disjoint set)" if cfg.floor else ""
+    if real is not None and n < cfg.n:
+        report["note"] = (
+            f"n capped at {n}: {len(real.reference)} held-out examples to compare with and "
+            f"{len(real.floor)} training examples for the floor (raise data.val_fraction, or "
+            "give a larger held-out set with --data)"
         )
     first = None
     if records or (keep_samples and kind != "tokens"):  # (samples for a plot: points, images)
-        first = _sample_metrics(model, dataset, pool, cfg, opts, records, n, fnet, report)
+        first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report)
     if cfg.nll and model.has_log_prob:
         report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n)
     for name, entry in model.report(ref_data).items():
@@ -178,7 +193,7 @@ def evaluate(
 def _sample_metrics(
     model: GenerativeModel,
     dataset: Dataset,
-    pool: Pool | None,
+    real: RealSets | None,
     cfg: EvalConfig,
     opts: dict[str, Any],
     records: list[Metric],
@@ -189,11 +204,11 @@ def _sample_metrics(
     """Sample, score and fill ``report`` (metrics with floors, NFE, timings); returns the first
     seed's samples and reference."""
     images = fnet is not None
-    pool_f = pool_p = None
     seconds = {"sampling": 0.0, "features": 0.0, "metrics": 0.0}
     if images:  # the features of every real example, once
         t0 = time.perf_counter()
-        pool_f, pool_p = _features(fnet, pool.x)
+        ref_f, _ = _features(fnet, real.reference)
+        floor_f, floor_p = _features(fnet, real.floor)
         seconds["features"] += time.perf_counter() - t0
     values: dict[str, list[float]] = {r.name: [] for r in records}
     floors: dict[str, list[float]] = {r.name: [] for r in records}
@@ -202,12 +217,12 @@ def _sample_metrics(
     k = model.label_classes(opts)
     for seed in range(cfg.seeds):
         g = torch.Generator().manual_seed(seed)
-        labels = None if k is None else _stratified_labels(n, k, pool, g)
+        labels = None if k is None else _stratified_labels(n, k, real, g)
         t0 = time.perf_counter()
         x, nfe, labels = _draw(model, n, labels, g, opts, IMAGE_BATCH if images else n)
         seconds["sampling"] += time.perf_counter() - t0
         nfes.append(nfe)
-        ref, floor, ref_i, floor_i = _reference_sets(dataset, pool, n, seed, cfg.floor)
+        ref, floor, ref_i, floor_i = _real_draws(dataset, real, n, seed, cfg.floor)
         if first is None:
             first = (x, ref)
         if not records:
@@ -215,17 +230,17 @@ def _sample_metrics(
         sample_c = Comparison(x, ref, _metric_generator(seed), labels_x=labels)
         floor_c = None
         if floor is not None:
-            floor_labels = None if pool is None or pool.labels is None else pool.labels[floor_i]
+            floor_labels = _rows(real.floor_labels, floor_i) if real is not None else None
             floor_c = Comparison(floor, ref, _metric_generator(seed), labels_x=floor_labels)
         if images:
             t0 = time.perf_counter()
             sample_c.fx, sample_c.px = _features(fnet, x)
-            sample_c.fy = pool_f[ref_i]
+            sample_c.fy = ref_f[ref_i]
             if floor_c is not None:
                 floor_c.fx, floor_c.px, floor_c.fy = (
-                    pool_f[floor_i],
-                    _rows(pool_p, floor_i),
-                    pool_f[ref_i],
+                    floor_f[floor_i],
+                    _rows(floor_p, floor_i),
+                    sample_c.fy,
                 )
             seconds["features"] += time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -239,15 +254,12 @@ def _sample_metrics(
         seconds["metrics"] += time.perf_counter() - t0
     report["nfe"] = statistics.mean(nfes)
     report["seconds"] = seconds
-    report["floor"] = (
-        None
-        if not cfg.floor
-        else (
-            "another independent draw of the true law"
-            if pool is None
-            else f"{n} other real examples from {pool.what}, disjoint from the reference"
-        )
-    )
+    if not cfg.floor:
+        report["floor"] = None
+    elif real is None:
+        report["floor"] = f"{n} more fresh draws of the true law"
+    else:
+        report["floor"] = f"{n} {real.floor_what} (real data the model was trained on)"
     report["metrics"] = {
         rec.name: _entry(rec, values[rec.name], floors[rec.name], spread[rec.name], n, report)
         for rec in records
@@ -287,26 +299,25 @@ def _metric_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(METRIC_SEED + seed)
 
 
-def _reference_sets(
-    dataset: Dataset, pool: Pool | None, n: int, seed: int, floor: bool
+def _real_draws(
+    dataset: Dataset, real: RealSets | None, n: int, seed: int, floor: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """The reference set of seed ``seed`` and the floor's real set (disjoint from it), with their
-    indices in the pool."""
-    if pool is None:
-        ref = reference_draws(dataset, n, seed)
+    """Seed ``seed``'s reference set and floor set (``n`` examples each), with their indices
+    into ``real.reference`` and ``real.floor``; fresh draws for a known law."""
+    if real is None:
         other = None
         if floor:
             g = torch.Generator().manual_seed(FLOOR_SEED + seed)
             other = dataset.true.sample(n, generator=g).double()
-        return ref, other, None, None
-    perm = torch.randperm(
-        len(pool.x), generator=torch.Generator().manual_seed(REFERENCE_SEED + seed)
-    )
-    ref_i, floor_i = perm[:n], (perm[n : 2 * n] if floor else None)
-    cast = (lambda t: t.double()) if pool.x.dim() == 2 else (lambda t: t)
-    ref = cast(pool.x[ref_i])
-    other = None if floor_i is None else cast(pool.x[floor_i])
-    return ref, other, ref_i, floor_i
+        return reference_draws(dataset, n, seed), other, None, None
+    g = torch.Generator()
+    ref_i = torch.randperm(len(real.reference), generator=g.manual_seed(REFERENCE_SEED + seed))[:n]
+    floor_i = None
+    if floor:
+        floor_i = torch.randperm(len(real.floor), generator=g.manual_seed(FLOOR_SEED + seed))[:n]
+    cast = (lambda t: t.double()) if real.reference.dim() == 2 else (lambda t: t)
+    other = None if floor_i is None else cast(real.floor[floor_i])
+    return cast(real.reference[ref_i]), other, ref_i, floor_i
 
 
 def reference_draws(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
@@ -321,11 +332,12 @@ def _rows(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t[idx]
 
 
-def _stratified_labels(n: int, k: int, pool: Pool | None, g: torch.Generator) -> torch.Tensor:
-    """``n`` class labels in the proportions of the real data's labels (uniform without them),
+def _stratified_labels(n: int, k: int, real: RealSets | None, g: torch.Generator) -> torch.Tensor:
+    """``n`` class labels in the proportions of the training labels (uniform without them),
     counts rounded by largest remainder, in random order."""
-    if pool is not None and pool.labels is not None and int(pool.labels.max()) < k:
-        freq = torch.bincount(pool.labels, minlength=k).double()
+    labels = None if real is None else real.floor_labels
+    if labels is not None and int(labels.max()) < k:
+        freq = torch.bincount(labels, minlength=k).double()
     else:
         freq = torch.ones(k, dtype=torch.float64)
     share = freq / freq.sum() * n
@@ -557,12 +569,12 @@ def _short(v: Any) -> str:
 
 __all__ = [
     "SCHEMA",
-    "Pool",
+    "RealSets",
     "check_can_evaluate",
-    "effective_n",
     "evaluate",
     "format_report",
     "held_out_nll",
-    "real_pool",
+    "real_sets",
     "reference_draws",
+    "set_sizes",
 ]
