@@ -58,3 +58,4 @@ bench: bench-env
 	$(BENCH_VENV)/bin/python bench/ot_coupling.py
 	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python bench/flows_2d.py
 	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python bench/diffusion_2d.py
+	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python bench/eval_reference.py
