@@ -176,7 +176,7 @@ def evaluate(
             "give a larger held-out set with --data)"
         )
     first = None
-    if records or (keep_samples and kind != "tokens"):  # (samples for a plot: points, images)
+    if records or (keep_samples and kind != "tokens" and n > 0):  # (samples for plots)
         first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report)
     if cfg.nll and model.has_log_prob:
         report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n)
@@ -205,11 +205,6 @@ def _sample_metrics(
     seed's samples and reference."""
     images = fnet is not None
     seconds = {"sampling": 0.0, "features": 0.0, "metrics": 0.0}
-    if images:  # the features of every real example, once
-        t0 = time.perf_counter()
-        ref_f, _ = _features(fnet, real.reference)
-        floor_f, floor_p = _features(fnet, real.floor)
-        seconds["features"] += time.perf_counter() - t0
     values: dict[str, list[float]] = {r.name: [] for r in records}
     floors: dict[str, list[float]] = {r.name: [] for r in records}
     spread: dict[str, list[float]] = {r.name: [] for r in records}
@@ -222,7 +217,7 @@ def _sample_metrics(
         x, nfe, labels = _draw(model, n, labels, g, opts, IMAGE_BATCH if images else n)
         seconds["sampling"] += time.perf_counter() - t0
         nfes.append(nfe)
-        ref, floor, ref_i, floor_i = _real_draws(dataset, real, n, seed, cfg.floor)
+        ref, floor, floor_i = _real_draws(dataset, real, n, seed, cfg.floor)
         if first is None:
             first = (x, ref)
         if not records:
@@ -230,18 +225,16 @@ def _sample_metrics(
         sample_c = Comparison(x, ref, _metric_generator(seed), labels_x=labels)
         floor_c = None
         if floor is not None:
-            floor_labels = _rows(real.floor_labels, floor_i) if real is not None else None
+            has = real is not None and real.floor_labels is not None
+            floor_labels = real.floor_labels[floor_i] if has else None
             floor_c = Comparison(floor, ref, _metric_generator(seed), labels_x=floor_labels)
         if images:
             t0 = time.perf_counter()
             sample_c.fx, sample_c.px = _features(fnet, x)
-            sample_c.fy = ref_f[ref_i]
+            sample_c.fy = _features(fnet, ref)[0]
             if floor_c is not None:
-                floor_c.fx, floor_c.px, floor_c.fy = (
-                    floor_f[floor_i],
-                    _rows(floor_p, floor_i),
-                    sample_c.fy,
-                )
+                floor_c.fx, floor_c.px = _features(fnet, floor)
+                floor_c.fy = sample_c.fy
             seconds["features"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         for rec in records:
@@ -301,23 +294,23 @@ def _metric_generator(seed: int) -> torch.Generator:
 
 def _real_draws(
     dataset: Dataset, real: RealSets | None, n: int, seed: int, floor: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Seed ``seed``'s reference set and floor set (``n`` examples each), with their indices
-    into ``real.reference`` and ``real.floor``; fresh draws for a known law."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Seed ``seed``'s reference set and floor set (``n`` examples each) and the floor's indices
+    into ``real.floor``; fresh draws for a known law."""
     if real is None:
         other = None
         if floor:
             g = torch.Generator().manual_seed(FLOOR_SEED + seed)
             other = dataset.true.sample(n, generator=g).double()
-        return reference_draws(dataset, n, seed), other, None, None
+        return reference_draws(dataset, n, seed), other, None
     g = torch.Generator()
-    ref_i = torch.randperm(len(real.reference), generator=g.manual_seed(REFERENCE_SEED + seed))[:n]
+    ref_i = torch.randperm(len(real.reference), generator=g.manual_seed(REFERENCE_SEED + seed))
     floor_i = None
     if floor:
         floor_i = torch.randperm(len(real.floor), generator=g.manual_seed(FLOOR_SEED + seed))[:n]
     cast = (lambda t: t.double()) if real.reference.dim() == 2 else (lambda t: t)
     other = None if floor_i is None else cast(real.floor[floor_i])
-    return cast(real.reference[ref_i]), other, ref_i, floor_i
+    return cast(real.reference[ref_i[:n]]), other, floor_i
 
 
 def reference_draws(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
@@ -326,10 +319,6 @@ def reference_draws(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
     return dataset.true.sample(
         n, generator=torch.Generator().manual_seed(REFERENCE_SEED + seed)
     ).double()
-
-
-def _rows(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
-    return None if t is None else t[idx]
 
 
 def _stratified_labels(n: int, k: int, real: RealSets | None, g: torch.Generator) -> torch.Tensor:
