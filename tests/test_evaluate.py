@@ -333,3 +333,11 @@ def test_likelihood_kinds_are_labelled_and_checked():
     for bad in ("iwae", "iwae-0", "nll", "ELBO"):
         with pytest.raises(ValueError, match="kind must be one of"):
             LogProb(torch.zeros(2), bad)
+
+
+def test_metric_names_are_checked_before_training(tmp_path):
+    for metrics, message in ((["w3"], "did you mean 'w2'"), (["fd"], "applies to images")):
+        cfg = genlab.load_config(None, ["data.n=500", "trainer.steps=2", f"eval.metrics={metrics}"])
+        with pytest.raises(genlab.GenlabError, match=message):
+            genlab.train(cfg, out=tmp_path / "r")
+        assert not (tmp_path / "r").exists()

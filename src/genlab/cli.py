@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--data",
         help="held-out data to compare with: .npy/.npz/.csv points, an image folder or IDX folder, "
-        "a .txt (default: the true law, or the run's own examples)",
+        "a .txt (default: the true law, or the run's validation split)",
     )
     e.add_argument("--n", type=int, help="samples per seed")
     e.add_argument("--seeds", type=int, help="number of sampling seeds")

@@ -39,7 +39,14 @@ import torch
 from genlab.config import EvalConfig
 from genlab.data.base import Dataset
 from genlab.errors import DataError
-from genlab.eval.metrics import Comparison, Metric, check_metrics, get_metric, metrics_for
+from genlab.eval.metrics import (
+    NEEDS,
+    Comparison,
+    Metric,
+    check_metrics,
+    get_metric,
+    metrics_for,
+)
 from genlab.models.base import GenerativeModel
 
 SCHEMA = 1
@@ -102,6 +109,8 @@ def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) ->
     """Raise a :class:`DataError` now, before any training, if the evaluation at the end could not
     run on this data: too few real examples to compare with, or no held-out part for a
     likelihood."""
+    for name in cfg.metrics or []:  # a misspelt metric or one of another kind: now, not later
+        check_metrics([name], dataset.kind, NEEDS)
     real = real_sets(dataset, None)
     if real is not None and cfg.metrics != [] and set_sizes(cfg, real) < 2:
         raise DataError(
