@@ -6,6 +6,7 @@ check the evaluation's logic; tests/test_features.py checks the trained feature 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
@@ -341,3 +342,27 @@ def test_metric_names_are_checked_before_training(tmp_path):
         with pytest.raises(genlab.GenlabError, match=message):
             genlab.train(cfg, out=tmp_path / "r")
         assert not (tmp_path / "r").exists()
+
+
+def test_a_feature_network_made_for_other_data_is_refused(digits):
+    from genlab.eval.features import feature_network
+
+    _, info = feature_network(digits, verbose=False)  # genlab's recipe, cached for the session
+    other = load("digits", n=600)
+    with pytest.raises(DataError, match=r"trained on other data .* 600 examples here, 1797"):
+        evaluate(Replay(other.train), other, _cfg(features=str(info.path)))
+
+
+def test_genlab_features_trains_once_then_shows(capsys):
+    from genlab.cli import main
+
+    assert main(["features", "digits"]) == 0
+    first = capsys.readouterr().out
+    assert "held-out accuracy" in first and "classifier over 10 classes" in first
+    assert main(["features", "digits", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["heldout_accuracy"] > 0.95 and record["data_hash"]
+    assert main(["features", "digts"]) == 2
+    assert "did you mean 'digits'" in capsys.readouterr().err
+    assert main(["features", "moons"]) == 2
+    assert "feature networks are for images" in capsys.readouterr().err
