@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from genlab.cli import main
@@ -257,3 +258,47 @@ def test_image_runs_evaluate_and_sample_to_a_grid(tmp_path, capsys):
     assert rep["nll"]["kind"] == "elbo" and rep["nll"]["bits_per_dim"] > 0
     code, _, _ = run_cli(capsys, "sample", out, "--n", 16, "--out", tmp_path / "grid.png")
     assert code == 0 and (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def test_a_png_folder_without_labels_trains_and_evaluates(tmp_path, capsys):
+    # data a new user brings: a flat folder of PNGs (no classes: autoencoder features, no
+    # classifier score), through data.path with no code change
+    from PIL import Image
+
+    from genlab.data import load
+
+    digits = load("digits", val_fraction=0.0).train[:300, 0]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, img in enumerate(((digits + 1) * 127.5).round().to(torch.uint8).numpy()):
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    out = tmp_path / "run"
+    code, text, err = run_cli(capsys, "train", ROOT / "configs" / "realnvp-digits.yaml",
+                              f"data.path={folder}", "trainer.steps=10", "trainer.progress=false",
+                              "trainer.val_every=0", "eval.n=40", "eval.seeds=1", "--out", out)  # fmt: skip
+    assert code == 0, err
+    rep = json.loads((out / "metrics.json").read_text())
+    assert rep["features"]["kind"] == "autoencoder" and rep["features"]["heldout_mse"] > 0
+    assert {"fd", "kid", "precision", "recall"} <= set(rep["metrics"])
+    assert "classifier_score" not in rep["metrics"]
+    assert rep["reference"] == "the validation split of 'pngs'" and rep["n"] == 30
+
+
+def test_inception_fid_is_opt_in_and_explains_what_it_needs(trained, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "eval", trained, "--inception", tmp_path / "none.pth")
+    assert code == 2 and "applies to images" in err
+    from genlab.errors import GenlabError
+    from genlab.eval.inception import load_inception
+
+    with pytest.raises(GenlabError, match="Inception weights file .* not found"):
+        load_inception(tmp_path / "none.pth")
+    weights = tmp_path / "pt_inception.pth"
+    weights.write_bytes(b"not a real file")
+    try:
+        import torchmetrics  # noqa: F401
+    except ImportError:  # genlab's own environment: the extra is not installed
+        with pytest.raises(GenlabError, match="pip install torchmetrics torch-fidelity"):
+            load_inception(weights)
+    else:
+        with pytest.raises(GenlabError, match="could not load Inception weights"):
+            load_inception(weights)

@@ -263,6 +263,8 @@ def evaluate_run(
     if inception is not None:
         from genlab.eval.inception import inception_fid, load_inception
 
+        if run.dataset.kind != "images":
+            raise DataError(f"--inception applies to images; {run.dir} holds {run.dataset.kind}")
         fid = load_inception(inception)
     report = evaluate_model(
         run.model, run.dataset, cfg, held_out=held_out, features=features, keep_samples=True
