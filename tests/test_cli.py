@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from genlab.cli import main
 
