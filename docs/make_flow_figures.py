@@ -29,7 +29,7 @@ def trained(config: str, overrides: list[str]) -> genlab.api.Run:
     out = ROOT / "runs" / f"docs-flows-{config}"
     if not list((out / "checkpoints").glob("*.safetensors")):
         cfg = genlab.load_config(ROOT / "configs" / f"{config}.yaml", overrides + QUIET)
-        # genlab's end-of-training evaluation takes points only for now: images skip it
+        # the figures need only samples: image runs skip the end-of-training evaluation
         genlab.train(cfg, out=out, verbose=False, evaluate=cfg.data.name not in IMAGES)
     return genlab.load_run(out)
 
