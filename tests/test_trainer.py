@@ -181,7 +181,7 @@ def test_the_grad_scaler_path_counts_skipped_steps_and_stops_a_divergence(tmp_pa
     # fp16 runs step through a GradScaler; here a CPU one stands in for CUDA's: a step whose
     # gradient is not finite is skipped by the scaler and must be counted like any other
     tr = small_setup(tmp_path, steps=40, max_skipped=10)
-    tr.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    tr.players[0].scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     tr.train_step()
     assert int(tr.bad_steps) == 0
     tr.batcher.x[:] = float("nan")
@@ -195,7 +195,7 @@ def test_clipping_bounds_the_update_like_clip_grad_norm(tmp_path):
     # the fused path (grad_scale) and torch's clip_grad_norm_ give the same step
     a = small_setup(tmp_path, "a", steps=5, grad_clip=0.01, ema_decay=0.0)
     b = small_setup(tmp_path, "b", steps=5, grad_clip=0.01, ema_decay=0.0)
-    assert a.fused
+    assert a.players[0].fused
     a.train_step()
     batch = b.next_batch()
     for group in b.optimizer.param_groups:

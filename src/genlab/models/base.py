@@ -133,6 +133,26 @@ class SampleOption:
             ) from None
 
 
+@dataclass(frozen=True)
+class Player:
+    """A set of parameters that the trainer updates with an optimizer of its own: the one player
+    of most families (``"model"``, every trainable parameter), or a GAN's generator and critic.
+
+    ``lr``, ``betas``, ``weight_decay``: the player's AdamW settings (None: ``trainer.*``; the
+    warmup/cosine schedule scales each player's own ``lr``). ``updates``: optimizer updates per
+    training step, each on a batch of its own (a WGAN critic: 5). ``ema``: keep an EMA of its
+    weights for sampling (a generator, not a critic). ``start``: the first step it updates."""
+
+    name: str
+    module: nn.Module
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    updates: int = 1
+    ema: bool = True
+    start: int = 0
+
+
 @dataclass
 class ModelSpec:
     """What is needed, besides the config, to rebuild a model: the data's shape and classes."""
@@ -178,6 +198,17 @@ class GenerativeModel(nn.Module):
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training objective on one batch (a scalar). Noise comes from ``generator``."""
         raise NotImplementedError
+
+    def players(self) -> list[Player]:
+        """Who the trainer updates, in order, each step: one player, the whole model, unless a
+        family has several (a GAN's critic and generator, each with its own loss)."""
+        return [Player("model", self)]
+
+    def player_loss(
+        self, player: str, batch: Batch, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The loss of ``player`` on a prepared batch (a scalar): :meth:`loss` for one player."""
+        return self.loss(batch, generator)
 
     #: True when :meth:`prepare` does work worth taking off the hot path (the trainer then runs it
     #: in background threads, a few batches ahead).

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from genlab.config import Config, TrainerConfig
 from genlab.data.base import Batch, Dataset
 from genlab.errors import CheckpointError, GenlabError
-from genlab.models.base import GenerativeModel
+from genlab.models.base import GenerativeModel, Player
 from genlab.train import checkpoint as ckpt
 from genlab.train import distributed
 
@@ -117,20 +117,21 @@ class EpochBatcher:
         )
 
 
-def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator of step ``step``'s randomness: a pure function of the seed and the step, so
-    prepared batches are the same on every rank, in every thread, after any resume."""
-    return torch.Generator(device=device).manual_seed((seed + 1) * 2_654_435_761 + step)
+def step_generator(seed: int, draw: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of the randomness of batch number ``draw`` (one per step for one player; a
+    GAN draws one batch per player update): a pure function of the seed and the draw, so prepared
+    batches are the same on every rank, in every thread, after any resume."""
+    return torch.Generator(device=device).manual_seed((seed + 1) * 2_654_435_761 + draw)
 
 
 class Prefetcher:
     """Runs ``model.prepare`` (data- and randomness-only work, such as an OT coupling) for the next
     few batches in worker threads while the current step trains.
 
-    Determinism: batches are drawn in the calling thread, in order; the batch for step ``k`` is
-    prepared with its own generator seeded by ``(seed, k)``; results are consumed in order. So the
-    prepared batches do not depend on thread timing, and resuming at step ``k`` needs only the data
-    position after ``k`` batches, which is recorded with each submitted batch.
+    Determinism: batches are drawn in the calling thread, in order; batch number ``k`` is prepared
+    with its own generator seeded by ``(seed, k)``; results are consumed in order. So the prepared
+    batches do not depend on thread timing, and resuming after ``k`` batches needs only the data
+    position then, which is recorded with each submitted batch.
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class Prefetcher:
         batcher: EpochBatcher,
         prepare,
         seed: int,
-        step: int,
+        draw: int,
         device: torch.device,
         workers: int = 2,
         depth: int = 4,
@@ -148,17 +149,17 @@ class Prefetcher:
         self.batcher, self.prepare, self.seed, self.device = batcher, prepare, seed, device
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="genlab-prepare")
         self.depth = depth
-        self.next_step = step  # the step of the next batch to submit
+        self.next_draw = draw  # the number of the next batch to submit
         self.pending: collections.deque = collections.deque()
         self.consumed_state = batcher.state()
 
     def _fill(self) -> None:
         while len(self.pending) < self.depth:
             batch = self.batcher.next()
-            gen = step_generator(self.seed, self.next_step, self.device)
+            gen = step_generator(self.seed, self.next_draw, self.device)
             fut = self.pool.submit(self.prepare, batch, gen)
             self.pending.append((fut, self.batcher.state()))
-            self.next_step += 1
+            self.next_draw += 1
 
     def next(self) -> Batch:
         self._fill()
@@ -192,9 +193,20 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device):
-    """AdamW, fused where this torch build supports it for the device (same maths, fewer kernels)."""
-    kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+def make_optimizer(
+    params: list[torch.nn.Parameter],
+    cfg: TrainerConfig,
+    device: torch.device,
+    player: Player | None = None,
+):
+    """AdamW with the player's settings (``trainer.*`` where it sets none), fused where this torch
+    build supports it for the device (same maths, fewer kernels)."""
+    p = player or Player("model", torch.nn.Module())
+    kwargs = dict(
+        lr=cfg.lr if p.lr is None else p.lr,
+        betas=cfg.betas if p.betas is None else p.betas,
+        weight_decay=cfg.weight_decay if p.weight_decay is None else p.weight_decay,
+    )
     try:
         return torch.optim.AdamW(params, fused=True, **kwargs)
     except (RuntimeError, TypeError):
@@ -210,8 +222,33 @@ class TrainResult:
     steps_per_second: float
 
 
+@dataclass
+class PlayerState:
+    """A player as the trainer holds it: its parameters, optimizer, fp16 scaler and EMA."""
+
+    player: Player
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: list[torch.Tensor] | None
+
+    @property
+    def name(self) -> str:
+        return self.player.name
+
+    @property
+    def fused(self) -> bool:
+        return bool(self.optimizer.defaults.get("fused"))
+
+
 class Trainer:
-    """Train ``model`` on ``dataset`` as ``config.trainer`` says, writing the run to ``run_dir``."""
+    """Train ``model`` on ``dataset`` as ``config.trainer`` says, writing the run to ``run_dir``.
+
+    The model's players (:meth:`~genlab.models.base.GenerativeModel.players`) are updated in order
+    each step, each with its own AdamW, learning-rate schedule, gradient guard, data-parallel
+    averaging and optimizer state in the checkpoint; gradients go only into the player's own
+    parameters. Each update draws its own batch, prepared with a generator seeded by the number of
+    batches drawn so far, so runs resume exactly and match across process counts."""
 
     def __init__(
         self,
@@ -243,13 +280,12 @@ class Trainer:
         if self.threads is None and model.prepares_batches and self.device.type == "cpu":
             self.threads = max(1, cpus - self.prefetch_workers)
         self.model = model.to(self.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.ema = None
-        if self.tc.ema_decay > 0:
-            self.ema = [p.detach().clone() for p in self.params]
-        self.optimizer = make_optimizer(self.params, self.tc, self.device)
-        self.fused = bool(self.optimizer.defaults.get("fused"))
-        self.bad_steps = torch.zeros((), dtype=torch.long, device=self.device)  # skipped steps
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tc.precision)
+        if amp is torch.float16 and self.device.type != "cuda":
+            raise GenlabError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
+        self.autocast_dtype = amp
+        self.players = self._make_players(amp is torch.float16)
+        self.bad_steps = torch.zeros((), dtype=torch.long, device=self.device)  # skipped updates
         self.consecutive_bad = torch.zeros((), dtype=torch.long, device=self.device)
         self.lr_scale = 1.0  # lowered by each rollback after a divergence
         self.rollbacks = 0
@@ -263,30 +299,84 @@ class Trainer:
             None if dataset.noise_train is None else dataset.noise_train.to(self.device),
         )
         self.step = 0
+        self.draws = 0  # batches drawn so far (= steps for a model with one player)
         self.stopped_early = False
         self.best_val = math.inf  # lowest validation loss so far
         self.stale_vals = 0  # validations since it improved
         self.prefetcher: Prefetcher | None = None
         self.evaluate_fn = evaluate_fn
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tc.precision)
-        if amp is torch.float16 and self.device.type != "cuda":
-            raise GenlabError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
-        self.autocast_dtype = amp
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp is torch.float16)
+
+    def _make_players(self, fp16: bool) -> list[PlayerState]:
+        """The model's players with their optimizers; every trainable parameter belongs to
+        exactly one of them."""
+        players, owner = [], {}
+        for p in self.model.players():
+            if p.updates < 1 or p.start < 0:
+                raise GenlabError(f"player {p.name!r}: updates must be >= 1 and start >= 0")
+            params = [q for q in p.module.parameters() if q.requires_grad]
+            for q in params:
+                if id(q) in owner:
+                    raise GenlabError(
+                        f"a parameter belongs to players {owner[id(q)]!r} and {p.name!r}"
+                    )
+                owner[id(q)] = p.name
+            ema = None
+            if self.tc.ema_decay > 0 and p.ema:
+                ema = [q.detach().clone() for q in params]
+            opt = make_optimizer(params, self.tc, self.device, p)
+            scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+            players.append(PlayerState(p, params, opt, scaler, ema))
+        missing = [
+            n for n, q in self.model.named_parameters() if q.requires_grad and id(q) not in owner
+        ]
+        if missing:
+            raise GenlabError(
+                f"parameter {missing[0]!r} belongs to no player of {self.model.family}"
+            )
+        return players
+
+    # --- what tests and callers read --------------------------------------------------------------
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        """Every trainable parameter, player by player."""
+        return [q for ps in self.players for q in ps.params]
+
+    @property
+    def ema_params(self) -> list[torch.nn.Parameter]:
+        return [q for ps in self.players if ps.ema is not None for q in ps.params]
+
+    @property
+    def ema(self) -> list[torch.Tensor] | None:
+        """The EMA of the players that keep one, aligned with :attr:`ema_params` (None: none)."""
+        out = [e for ps in self.players if ps.ema is not None for e in ps.ema]
+        return out or None
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of a model with one player."""
+        if len(self.players) != 1:
+            raise AttributeError("this model has several players: see Trainer.players")
+        return self.players[0].optimizer
 
     # --- state ----------------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def _optim_prefix(self, ps: PlayerState) -> str:
+        # one player keeps the key names of checkpoints written before players existed
+        return "optim." if len(self.players) == 1 else f"optim.{ps.name}."
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         t = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.ema is not None:
-            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-            t.update({f"ema.{n}": e for n, e in zip(names, self.ema)})
-        for i, st in self.optimizer.state_dict()["state"].items():
-            for k, v in st.items():
-                t[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        names = {id(q): n for n, q in self.model.named_parameters()}
+        for ps in self.players:
+            if ps.ema is not None:
+                t.update({f"ema.{names[id(q)]}": e for q, e in zip(ps.params, ps.ema)})
+            prefix = self._optim_prefix(ps)
+            for i, st in ps.optimizer.state_dict()["state"].items():
+                for k, v in st.items():
+                    t[f"{prefix}{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
         t["rng.train"] = self.generator.get_state()
         t["rng.global"] = torch.get_rng_state()
         return t
@@ -300,6 +390,7 @@ class Trainer:
             "spec": self.model.spec.to_dict(),
             "config": self.cfg.to_dict(),
             "data_position": self.data_position(),
+            "draws": self.draws_consumed(),
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
             "stale_vals": self.stale_vals,
             "skipped_steps": int(self.bad_steps),
@@ -319,28 +410,33 @@ class Trainer:
         if found is None:
             return False
         tensors, meta = found
+        where = f"checkpoint step {meta['step']}"
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        ckpt.load_state_dict_checked(self.model, model_state, f"checkpoint step {meta['step']}")
-        if self.ema is not None:
-            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-            for n, e in zip(names, self.ema):
-                key = f"ema.{n}"
-                if key not in tensors:
-                    raise CheckpointError(f"checkpoint step {meta['step']} has no EMA for {n!r}")
-                e.copy_(tensors[key])
-        opt_state = self.optimizer.state_dict()
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        opt_state["state"] = state
-        self.optimizer.load_state_dict(opt_state)
+        ckpt.load_state_dict_checked(self.model, model_state, where)
+        names = {id(q): n for n, q in self.model.named_parameters()}
+        for ps in self.players:
+            if ps.ema is not None:
+                for q, e in zip(ps.params, ps.ema):
+                    key = f"ema.{names[id(q)]}"
+                    if key not in tensors:
+                        raise CheckpointError(f"{where} has no EMA for {names[id(q)]!r}")
+                    e.copy_(tensors[key])
+            prefix = self._optim_prefix(ps)
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in tensors.items():
+                rest = k[len(prefix) :]
+                if k.startswith(prefix) and rest.split(".", 1)[0].isdigit():
+                    i, name = rest.split(".", 1)
+                    state.setdefault(int(i), {})[name] = v
+            opt_state = ps.optimizer.state_dict()
+            opt_state["state"] = state
+            ps.optimizer.load_state_dict(opt_state)
         self.generator.set_state(tensors["rng.train"])
         torch.set_rng_state(tensors["rng.global"])
         self.close()
         self.batcher.load_state(meta["data_position"])
         self.step = int(meta["step"])
+        self.draws = int(meta.get("draws", self.step))  # (one draw per step before players)
         best = meta.get("best_val")
         self.best_val = math.inf if best is None else float(best)
         self.stale_vals = int(meta.get("stale_vals", 0))
@@ -351,8 +447,8 @@ class Trainer:
         return True
 
     def handle_divergence(self, consecutive: int) -> None:
-        """``consecutive`` non-finite steps in a row: stop with a clear message, or reload the last
-        checkpoint with a lower learning rate (``trainer.on_divergence``)."""
+        """``consecutive`` non-finite updates in a row: stop with a clear message, or reload the
+        last checkpoint with a lower learning rate (``trainer.on_divergence``)."""
         what = (
             f"{consecutive} steps in a row (to step {self.step}) had a non-finite loss or gradient"
         )
@@ -394,7 +490,7 @@ class Trainer:
         self.model.train(was_training)
         return total / count
 
-    # --- the loop -------------------------------------------------------------------------------
+    # --- one step -------------------------------------------------------------------------------
     def next_batch(self) -> Batch:
         """This rank's share of the next global batch, prepared (noise, times, pairing)."""
         if self.model.prepares_batches:  # worth doing ahead, in worker threads
@@ -403,19 +499,23 @@ class Trainer:
                     self.batcher,
                     self.model.prepare,
                     self.tc.seed,
-                    self.step,
+                    self.draws,
                     self.device,
                     self.prefetch_workers,
                 )
             batch = self.prefetcher.next()
         else:
-            gen = step_generator(self.tc.seed, self.step, self.device)
+            gen = step_generator(self.tc.seed, self.draws, self.device)
             batch = self.model.prepare(self.batcher.next(), gen)
+        self.draws += 1
         return batch.shard(self.dist.rank, self.dist.world) if self.dist.enabled else batch
 
     def data_position(self) -> dict[str, int]:
         """Where the data stream stands after the batches consumed so far."""
         return self.prefetcher.consumed_state if self.prefetcher else self.batcher.state()
+
+    def draws_consumed(self) -> int:
+        return self.draws
 
     def close(self) -> None:
         """Stop background work (the prefetch threads); the trainer can go on afterwards."""
@@ -424,80 +524,132 @@ class Trainer:
             self.prefetcher.close()
             self.prefetcher = None
 
-    def train_step(self) -> torch.Tensor:
-        """One optimizer step; returns the loss as a device tensor (no host sync).
-
-        A step whose gradient norm is not finite is skipped (the weights and optimizer state stay
-        as they were) and counted in ``self.bad_steps``; with the fused optimizer this costs no
-        host sync: the gradient norm, the clipping factor and the skip flag are handed to the
-        fused kernel (``grad_scale``/``found_inf``, the interface ``GradScaler`` uses).
-        """
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One training step: each player's updates in order, then the EMA. Returns each
+        player's last loss as a device tensor (no host sync)."""
+        losses = {}
+        for ps in self.players:
+            if self.step < ps.player.start:
+                continue
+            for _ in range(ps.player.updates):
+                losses[ps.name] = self._update(ps, self.next_batch())
+        self.step += 1
         tc = self.tc
-        batch = self.next_batch()
-        lr = lr_at(self.step, tc) * self.lr_scale
-        for group in self.optimizer.param_groups:
+        if self.step % tc.ema_every == 0:
+            decay = ema_decay_at(self.step - 1, tc.ema_decay) ** tc.ema_every
+            for ps in self.players:
+                if ps.ema is not None:
+                    torch._foreach_lerp_(ps.ema, ps.params, 1.0 - decay)
+        return losses
+
+    def _update(self, ps: PlayerState, batch: Batch) -> torch.Tensor:
+        """One optimizer update of one player; the loss as a device tensor.
+
+        A non-finite update is skipped (the weights and optimizer state stay as they were) and
+        counted in ``self.bad_steps``; with the fused optimizer this costs no host sync: the
+        gradient norm, the clipping factor and the skip flag go to the fused kernel
+        (``grad_scale``/``found_inf``, the interface ``GradScaler`` uses)."""
+        tc = self.tc
+        peak = tc.lr if ps.player.lr is None else ps.player.lr
+        lr = lr_at(self.step, tc) * self.lr_scale * (peak / tc.lr)
+        for group in ps.optimizer.param_groups:
             group["lr"] = lr
         if self.autocast_dtype is None:  # (entering a disabled autocast still costs ~10 us)
-            loss = self.model.loss(batch, self.generator)
+            loss = self.model.player_loss(ps.name, batch, self.generator)
         else:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                loss = self.model.loss(batch, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler.is_enabled():  # fp16 on CUDA: the scaler owns unscaling and inf checks
-            self.scaler.scale(loss).backward()
+                loss = self.model.player_loss(ps.name, batch, self.generator)
+        ps.optimizer.zero_grad(set_to_none=True)
+        inputs = {} if len(self.players) == 1 else {"inputs": ps.params}  # only its own grads
+        if ps.scaler.is_enabled():  # fp16 on CUDA: the scaler owns unscaling and inf checks
+            ps.scaler.scale(loss).backward(**inputs)
             if self.dist.enabled:
-                distributed.average_gradients(self.params, self.dist.world)
+                distributed.average_gradients(ps.params, self.dist.world)
             if tc.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
-            scale = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)  # skipped when a gradient is not finite ...
-            self.scaler.update()  # ... and then the scale drops
-            self._count_bad(torch.tensor(self.scaler.get_scale() < scale, device=self.device))
+                ps.scaler.unscale_(ps.optimizer)
+                torch.nn.utils.clip_grad_norm_(ps.params, tc.grad_clip, foreach=True)
+            scale = ps.scaler.get_scale()
+            ps.scaler.step(ps.optimizer)  # skipped when a gradient is not finite ...
+            ps.scaler.update()  # ... and then the scale drops
+            self._count_bad(torch.tensor(ps.scaler.get_scale() < scale, device=self.device))
         else:
-            loss.backward()
+            loss.backward(**inputs)
             if self.dist.enabled:  # the global mean loss rides along in the gradient all-reduce
-                loss = distributed.average_gradients(self.params, self.dist.world, loss.detach())
-            self._clip_and_guard(loss)
-        self.step += 1
-        if self.ema is not None and self.step % tc.ema_every == 0:
-            decay = ema_decay_at(self.step - 1, tc.ema_decay) ** tc.ema_every
-            torch._foreach_lerp_(self.ema, self.params, 1.0 - decay)
+                loss = distributed.average_gradients(ps.params, self.dist.world, loss.detach())
+            self._clip_and_guard(ps, loss)
         return loss.detach()
 
     def _count_bad(self, bad: torch.Tensor) -> None:
-        """Count a skipped step (``bad``: a bool device tensor), in all and in a row."""
+        """Count a skipped update (``bad``: a bool device tensor), in all and in a row."""
         self.bad_steps += bad
-        self.consecutive_bad.add_(1).mul_(bad)  # +1 on a bad step, back to 0 on a good one
+        self.consecutive_bad.add_(1).mul_(bad)  # +1 on a bad update, back to 0 on a good one
 
-    def _clip_and_guard(self, loss: torch.Tensor) -> None:
-        """Clip the gradient to ``grad_clip`` in global norm (when set) and skip the step when the
-        gradient norm (with clipping) or the loss (without) is not finite. Without clipping the
-        check costs one scalar op: a finite loss has finite gradients unless backward overflows,
-        and then the next loss is not finite and that step is skipped."""
+    def _clip_and_guard(self, ps: PlayerState, loss: torch.Tensor) -> None:
+        """Clip the player's gradient to ``grad_clip`` in global norm (when set) and skip the
+        update when the gradient norm (with clipping) or the loss (without) is not finite. Without
+        clipping the check costs one scalar op: a finite loss has finite gradients unless backward
+        overflows, and then the next loss is not finite and that update is skipped."""
         clip = self.tc.grad_clip
         if clip > 0:
-            grads = [p.grad for p in self.params if p.grad is not None]
+            grads = [p.grad for p in ps.params if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             bad = ~torch.isfinite(norm)
         else:
             bad = ~torch.isfinite(loss.detach())
         self._count_bad(bad)
-        if self.fused:
-            self.optimizer.found_inf = bad.float()  # the fused kernel skips the update
+        if ps.fused:
+            ps.optimizer.found_inf = bad.float()  # the fused kernel skips the update
             if clip > 0:  # the fused kernel divides the gradients by this
-                self.optimizer.grad_scale = torch.clamp(norm / clip, min=1.0)
-            self.optimizer.step()
-        elif not bool(bad):  # unfused fallback: one host sync per step
+                ps.optimizer.grad_scale = torch.clamp(norm / clip, min=1.0)
+            ps.optimizer.step()
+        elif not bool(bad):  # unfused fallback: one host sync per update
             if clip > 0:
                 torch._foreach_mul_(grads, torch.clamp(clip / norm, max=1.0))
-            self.optimizer.step()
+            ps.optimizer.step()
 
+    # --- the loop -------------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
         """Train to ``trainer.steps`` (or stop early after step ``stop_at``, saving a checkpoint
         there, as an interrupted run would)."""
-        tc = self.tc
-        end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+        end = self.tc.steps if stop_at is None else min(stop_at, self.tc.steps)
+        self._begin(resume)
+        log = _Window(self, RunLogger(
+            self.run_dir, tensorboard=self.tc.tensorboard, append=resume, enabled=self.dist.is_main
+        ))  # fmt: skip
+        handlers = _StopOnSignal()
+        threads_before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.model.train()
+        try:
+            while self.step < end:
+                if handlers.requested:  # SIGINT/SIGTERM arrived: stop at this step boundary
+                    raise KeyboardInterrupt
+                log.add(self.train_step())
+                if self.step % self.tc.log_every == 0 or self.step == end:
+                    if self._diverged(log):  # rolled back to the last checkpoint
+                        continue
+                    log.write()
+                if self._validate_if_due(log):
+                    break  # early stopping
+                if self.step % self.tc.checkpoint_every == 0 and self.step < self.tc.steps:
+                    self.save()
+                self._evaluate_if_due(log)
+        except KeyboardInterrupt:  # Ctrl-C: keep the work done so far, then stop
+            self.save()
+            log.close()
+            raise
+        finally:
+            torch.set_num_threads(threads_before)
+            handlers.restore()
+            log.close_bar()
+            self.close()
+        self.save()
+        log.close()
+        return log.result()
+
+    def _begin(self, resume: bool) -> None:
+        """Restore the run (``resume``) or refuse to overwrite one; write its config."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             if not self.restore():
@@ -507,115 +659,140 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
                 "another --out"
             )
-        main = self.dist.is_main  # rank 0 alone writes
-        if main:
+        if self.dist.is_main:  # rank 0 alone writes
             self.cfg.save(self.run_dir / "config.yaml")
-        logger = RunLogger(self.run_dir, tensorboard=tc.tensorboard, append=resume, enabled=main)
-        self.model.train()
-        bar = tqdm(
-            total=tc.steps,
-            initial=self.step,
-            disable=None if tc.progress and main else True,  # None: off when not a terminal
-            desc=self.cfg.name,
-            mininterval=0.5,
-            dynamic_ncols=True,
+
+    def _diverged(self, log: _Window) -> bool:
+        """After ``trainer.max_skipped`` non-finite updates in a row: stop (an error) or roll
+        back (True: the window starts again from the restored step)."""
+        consecutive = int(self.consecutive_bad)
+        if not (self.tc.max_skipped and consecutive >= self.tc.max_skipped):
+            return False
+        self.handle_divergence(consecutive)  # raises, or rolls back
+        log.logger.log(self.step, {"rollback": self.rollbacks, "lr_scale": self.lr_scale})
+        log.note(
+            f"rolled back to step {self.step} after {consecutive} non-finite steps; "
+            f"learning rate x{self.lr_scale:g}"
         )
-        loss_sum = torch.zeros((), device=self.device)
-        start_step = self.step
-        window, t_window, t_start = 0, time.perf_counter(), time.perf_counter()
-        bad_before = int(self.bad_steps)
-        last_loss = float("nan")
-        handlers = _StopOnSignal()
-        threads_before = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            while self.step < end:
-                if handlers.requested:  # SIGINT/SIGTERM arrived: stop at this step boundary
-                    raise KeyboardInterrupt
-                loss_sum += torch.nan_to_num(self.train_step(), nan=0.0, posinf=0.0, neginf=0.0)
-                window += 1
-                bar.update(1)
-                if self.step % tc.log_every == 0 or self.step == end:
-                    now = time.perf_counter()
-                    bad = int(self.bad_steps)
-                    good = window - (bad - bad_before)
-                    consecutive = int(self.consecutive_bad)
-                    if tc.max_skipped and consecutive >= tc.max_skipped:
-                        self.handle_divergence(consecutive)  # raises, or rolls back
-                        logger.log(
-                            self.step, {"rollback": self.rollbacks, "lr_scale": self.lr_scale}
-                        )
-                        bar.write(
-                            f"rolled back to step {self.step} after {consecutive} non-finite steps; "
-                            f"learning rate x{self.lr_scale:g}"
-                        )
-                        bar.n = self.step
-                        loss_sum.zero_()
-                        window, t_window, bad_before = 0, now, int(self.bad_steps)
-                        continue
-                    if good > 0:  # (a window of skipped steps only has nothing to report)
-                        last_loss = float(loss_sum) / good
-                        rate = window / max(now - t_window, 1e-9)
-                        logger.log(
-                            self.step,
-                            {
-                                "loss": last_loss,
-                                "lr": lr_at(self.step - 1, tc) * self.lr_scale,
-                                "steps_per_s": rate,
-                                "skipped_steps": bad,
-                            },
-                        )
-                        bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-                        loss_sum.zero_()
-                        window, t_window, bad_before = 0, now, bad
-                if tc.val_every and self.step % tc.val_every == 0:
-                    val = self.validate()
-                    improved = val < self.best_val
-                    self.best_val, self.stale_vals = (
-                        (val, 0) if improved else (self.best_val, self.stale_vals + 1)
-                    )
-                    logger.log(self.step, {"val_loss": val, "best_val_loss": self.best_val})
-                    if improved:
-                        self.save(ckpt.BEST)
-                    if tc.early_stopping and self.stale_vals >= tc.early_stopping:
-                        self.stopped_early = True
-                        bar.write(
-                            f"early stopping at step {self.step}: no better validation loss in "
-                            f"{self.stale_vals} checks (best {self.best_val:.4f})"
-                        )
-                        break
-                if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
-                    self.save()
-                if tc.eval_every and self.step % tc.eval_every == 0 and self.evaluate_fn and main:
-                    with self.ema_weights():
-                        logger.log(self.step, self.evaluate_fn(self))
-                    self.model.train()
-        except KeyboardInterrupt:  # Ctrl-C: keep the work done so far, then stop
-            self.save()
-            logger.close()
-            raise
-        finally:
-            torch.set_num_threads(threads_before)
-            handlers.restore()
-            bar.close()
-            self.close()
-        self.save()
-        seconds = time.perf_counter() - t_start
-        logger.close()
-        done = self.step - start_step
-        return TrainResult(self.run_dir, self.step, last_loss, seconds, done / max(seconds, 1e-9))
+        log.restart()
+        return True
+
+    def _validate_if_due(self, log: _Window) -> bool:
+        """Validation every ``val_every`` steps, keeping the best checkpoint; True when early
+        stopping ends the run."""
+        tc = self.tc
+        if not (tc.val_every and self.step % tc.val_every == 0):
+            return False
+        val = self.validate()
+        improved = val < self.best_val
+        if improved:
+            self.best_val, self.stale_vals = val, 0
+        else:
+            self.stale_vals += 1
+        log.logger.log(self.step, {"val_loss": val, "best_val_loss": self.best_val})
+        if improved:
+            self.save(ckpt.BEST)
+        if tc.early_stopping and self.stale_vals >= tc.early_stopping:
+            self.stopped_early = True
+            log.note(
+                f"early stopping at step {self.step}: no better validation loss in "
+                f"{self.stale_vals} checks (best {self.best_val:.4f})"
+            )
+            return True
+        return False
+
+    def _evaluate_if_due(self, log: _Window) -> None:
+        tc = self.tc
+        due = tc.eval_every and self.step % tc.eval_every == 0
+        if due and self.evaluate_fn and self.dist.is_main:
+            with self.ema_weights():
+                log.logger.log(self.step, self.evaluate_fn(self))
+            self.model.train()
 
     def ema_weights(self):
         """Context manager: the model carries the EMA weights inside, its own weights after."""
-        return swap_weights(self.params, self.ema)
+        return swap_weights(self.ema_params, self.ema)
 
     def use_ema_weights(self) -> None:
         """Load the EMA into the model for good (after training: sampling and evaluation use the
         averaged weights). Nothing happens without an EMA."""
         if self.ema is not None:
             with torch.no_grad():
-                torch._foreach_copy_(self.params, self.ema)
+                torch._foreach_copy_(self.ema_params, self.ema)
+
+
+class _Window:
+    """The losses of each player and the rate since the last log line, the progress bar and the
+    run's logger: what ``fit`` reports, kept out of the loop."""
+
+    def __init__(self, trainer: Trainer, logger: RunLogger) -> None:
+        self.trainer, self.logger = trainer, logger
+        tc = trainer.tc
+        self.bar = tqdm(
+            total=tc.steps,
+            initial=trainer.step,
+            disable=None if tc.progress and trainer.dist.is_main else True,  # None: not a tty
+            desc=trainer.cfg.name,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
+        self.start_step, self.t_start = trainer.step, time.perf_counter()
+        self.last_loss = float("nan")
+        self.restart()
+
+    def restart(self) -> None:
+        dev = self.trainer.device
+        self.sums = {ps.name: torch.zeros((), device=dev) for ps in self.trainer.players}
+        self.counts = {ps.name: torch.zeros((), device=dev) for ps in self.trainer.players}
+        self.steps, self.t0 = 0, time.perf_counter()
+        self.bar.n = self.trainer.step
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, loss in losses.items():  # finite losses only (a skipped update reports none)
+            ok = torch.isfinite(loss)
+            self.sums[name] += torch.where(ok, loss, torch.zeros_like(loss))
+            self.counts[name] += ok
+        self.steps += 1
+        self.bar.update(1)
+
+    def write(self) -> None:
+        tr = self.trainer
+        counts = {k: float(v) for k, v in self.counts.items()}
+        if not any(counts.values()):  # a window of skipped updates only has nothing to report
+            return
+        means = {k: float(self.sums[k]) / c for k, c in counts.items() if c > 0}
+        if len(tr.players) == 1:
+            row = {"loss": next(iter(means.values()))}
+        else:
+            row = {f"loss_{k}": v for k, v in means.items()}
+        self.last_loss = (
+            next(iter(row.values()))
+            if len(row) == 1
+            else row.get(f"loss_{tr.players[-1].name}", float("nan"))
+        )
+        peak = tr.players[0].player.lr
+        lr = lr_at(tr.step - 1, tr.tc) * tr.lr_scale * ((peak or tr.tc.lr) / tr.tc.lr)
+        rate = self.steps / max(time.perf_counter() - self.t0, 1e-9)
+        self.logger.log(
+            tr.step, {**row, "lr": lr, "steps_per_s": rate, "skipped_steps": int(tr.bad_steps)}
+        )
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()}, refresh=False)
+        self.restart()
+
+    def note(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close_bar(self) -> None:
+        self.bar.close()
+
+    def close(self) -> None:
+        self.logger.close()
+
+    def result(self) -> TrainResult:
+        tr = self.trainer
+        seconds = time.perf_counter() - self.t_start
+        done = tr.step - self.start_step
+        return TrainResult(tr.run_dir, tr.step, self.last_loss, seconds, done / max(seconds, 1e-9))
 
 
 class _StopOnSignal:
