@@ -25,9 +25,9 @@ WITH_DENSITY = sorted(name for name, cls in TOY.items() if cls().has_log_prob)
 @cache
 def density_on_grid(name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Cell centres of a grid covering the law's support, density there and the cell side."""
-    h, half = (
-        (0.025, 3.0) if name == "25gaussians" else (0.1, 5.0)
-    )  # h <= std of the narrowest part
+    # h <= std of the narrowest part (half of it for the mixtures), half-width covering the support
+    narrow = {"25gaussians": (0.025, 3.0), "grid": (0.025, 4.5), "ring": (0.005, 1.1)}
+    h, half = narrow.get(name, (0.1, 5.0))
     c = torch.arange(-half + h / 2, half, h, dtype=torch.float64)
     grid = torch.cartesian_prod(c, c)
     return grid, TOY[name]().log_prob(grid).exp(), h

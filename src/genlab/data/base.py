@@ -44,6 +44,12 @@ class TrueDistribution:
     def has_log_prob(self) -> bool:
         return self.log_prob_kind is not None
 
+    def modes(self) -> tuple[torch.Tensor, float] | None:
+        """For an equal-weight mixture of isotropic Gaussians with a common std: its centres
+        ``(K, dim)`` (float64) and that std, in data units, as the mode-collapse metrics need
+        (:mod:`genlab.eval.mode_metrics`); None for any other law."""
+        return None
+
 
 @dataclass
 class Dataset:

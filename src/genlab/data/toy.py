@@ -4,9 +4,10 @@ Every law is a :class:`~genlab.data.base.TrueDistribution` subclass that draws i
 points from the ``torch.Generator`` it is given (nothing else), so a seed reproduces a data set
 exactly. The definitions follow the toy sets of the literature (scikit-learn's ``make_moons`` /
 ``make_circles`` / ``make_swiss_roll``; the FFJORD toy set, Grathwohl et al. 2019,
-``lib/toy_data.py``; the 25-Gaussian grid of Gulrajani et al. 2017), except that positions along
-an arc are drawn at random instead of on an even grid, so the data are truly i.i.d. Every set lies
-roughly in ``[-4, 4]^2``.
+``lib/toy_data.py``; the 25-Gaussian grid of Gulrajani et al. 2017; the 2D-ring and 2D-grid of the
+mode-collapse protocol of VEEGAN and PacGAN), except that positions along an arc are drawn at
+random instead of on an even grid, so the data are truly i.i.d. Every set lies roughly in
+``[-4, 4]^2``.
 
 Log-densities are in nats. ``log_prob_kind`` says how they are computed: ``"exact"`` (closed form),
 ``"quadrature"`` (a 1-D integral along the generating curve by composite Gauss-Legendre, accurate
@@ -328,6 +329,9 @@ class _GaussianMixture(TrueDistribution):
     def centers(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def modes(self) -> tuple[torch.Tensor, float]:
+        return self.centers(), float(self.std)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         c = self.centers()
         k = torch.randint(len(c), (n,), generator=generator)
@@ -369,6 +373,31 @@ class TwentyFiveGaussians(_GaussianMixture):
     def centers(self) -> torch.Tensor:
         g = self.spacing * torch.arange(-2, 3, dtype=torch.float64)
         return torch.cartesian_prod(g, g)
+
+
+# The two data sets of the mode-collapse protocol (VEEGAN, Srivastava et al. 2017, sec. 5.1;
+# PacGAN, Lin et al. 2018, sec. 5, Tables 1-2; parameters as in PacGAN's released configs), scored
+# by the metrics of genlab.eval.mode_metrics, which read the centres and std from `modes()`.
+
+
+@_toy("ring", help="8 Gaussians on the unit circle, std 0.01 (VEEGAN/PacGAN 2D-ring protocol)")
+@dataclass
+class Ring(EightGaussians):
+    """The 2D-ring of VEEGAN and PacGAN: 8 equal-weight Gaussians centred at
+    ``(cos, sin)(k pi / 4)``, ``k = 0..7`` (radius 1), std 0.01."""
+
+    radius: float = 1.0
+    std: float = 0.01
+
+
+@_toy("grid", help="5x5 Gaussians at {-4,-2,0,2,4}^2, std 0.05 (VEEGAN/PacGAN 2D-grid protocol)")
+@dataclass
+class Grid(TwentyFiveGaussians):
+    """The 2D-grid of VEEGAN and PacGAN: 25 equal-weight Gaussians centred at
+    ``{-4, -2, 0, 2, 4}^2``, std 0.05."""
+
+    spacing: float = 2.0
+    std: float = 0.05
 
 
 @_toy("checkerboard", help="uniform on the 8 black squares of a 4x4 board on [-4,4]^2 (FFJORD)")

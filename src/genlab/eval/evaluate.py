@@ -109,8 +109,11 @@ def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) ->
     """Raise a :class:`DataError` now, before any training, if the evaluation at the end could not
     run on this data: too few real examples to compare with, or no held-out part for a
     likelihood."""
-    for name in cfg.metrics or []:  # a misspelt metric or one of another kind: now, not later
-        check_metrics([name], dataset.kind, NEEDS)
+    # a misspelt metric, one of another kind or one the data cannot serve: now, not later
+    has_modes = dataset.true is not None and dataset.true.modes() is not None
+    possible = [k for k in NEEDS if k != "modes" or has_modes]
+    for name in cfg.metrics or []:
+        check_metrics([name], dataset.kind, possible)
     real = real_sets(dataset, None)
     if real is not None and cfg.metrics != [] and set_sizes(cfg, real) < 2:
         raise DataError(
@@ -165,6 +168,8 @@ def evaluate(
         fnet, finfo = features if features is not None else _feature_network(dataset, cfg)
         report["features"] = _describe_features(finfo)
     available = _available(model, opts, fnet, finfo)
+    if dataset.true is not None and dataset.true.modes() is not None:
+        available.add("modes")  # a Gaussian mixture: modes covered, high quality, reverse KL
     names = cfg.metrics if cfg.metrics is not None else metrics_for(kind, available)
     records = check_metrics(names, kind, available)
     n = set_sizes(cfg, real)
@@ -219,6 +224,7 @@ def _sample_metrics(
     spread: dict[str, list[float]] = {r.name: [] for r in records}
     nfes, first = [], None
     k = model.label_classes(opts)
+    modes = None if dataset.true is None else dataset.true.modes()
     for seed in range(cfg.seeds):
         g = torch.Generator().manual_seed(seed)
         labels = None if k is None else _stratified_labels(n, k, real, g)
@@ -231,12 +237,14 @@ def _sample_metrics(
             first = (x, ref)
         if not records:
             continue
-        sample_c = Comparison(x, ref, _metric_generator(seed), labels_x=labels)
+        sample_c = Comparison(x, ref, _metric_generator(seed), labels_x=labels, modes=modes)
         floor_c = None
         if floor is not None:
             has = real is not None and real.floor_labels is not None
             floor_labels = real.floor_labels[floor_i] if has else None
-            floor_c = Comparison(floor, ref, _metric_generator(seed), labels_x=floor_labels)
+            floor_c = Comparison(
+                floor, ref, _metric_generator(seed), labels_x=floor_labels, modes=modes
+            )
         if images:
             t0 = time.perf_counter()
             sample_c.fx, sample_c.px = _features(fnet, x)

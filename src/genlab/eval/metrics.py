@@ -15,10 +15,12 @@ name           what                                                  units
 =============  ====================================================  ==========================
 
 Each metric, these and the image metrics on learned features (:mod:`genlab.eval.feature_metrics`:
-Fréchet distance, KID, precision/recall, density/coverage, classifier score, class accuracy), is
-registered in :data:`genlab.registry.METRICS` as a :class:`Metric` record: a function of one
-:class:`Comparison` (samples against a reference set), its unit, the data kinds it applies to, what
-it needs (features, a classifier, labelled samples) and which way is better.
+Fréchet distance, KID, precision/recall, density/coverage, classifier score, class accuracy) and
+the mode-collapse metrics of a Gaussian mixture with known modes (:mod:`genlab.eval.mode_metrics`:
+modes covered, high-quality fraction, reverse KL), is registered in
+:data:`genlab.registry.METRICS` as a :class:`Metric` record: a function of one :class:`Comparison`
+(samples against a reference set), its unit, the data kinds it applies to, what it needs
+(features, a classifier, labelled samples, known modes) and which way is better.
 :func:`metrics_for` picks the defaults for a data kind; :func:`evaluate_points` computes several
 point metrics at once. Adding a metric is one registered function.
 
@@ -63,8 +65,10 @@ class Comparison:
     ``x`` ``(n, *shape)`` samples and ``y`` ``(m, *shape)`` reference (float64 points, or images);
     for images ``fx``/``fy`` are their features ``(n, F)`` from the feature network, ``px`` the
     network's class probabilities of the samples ``(n, K)`` (a classifier only) and ``labels_x``
-    the classes the samples were drawn for (class-conditional models). ``cache`` holds work that
-    several metrics share (the k-NN radii of precision/recall/density/coverage)."""
+    the classes the samples were drawn for (class-conditional models). ``modes``: the centres
+    ``(K, d)`` and common std of the data's law when it is a Gaussian mixture
+    (:meth:`~genlab.data.base.TrueDistribution.modes`). ``cache`` holds work that several metrics
+    share (the k-NN radii of precision/recall/density/coverage, the nearest modes)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -73,6 +77,7 @@ class Comparison:
     fy: torch.Tensor | None = None
     px: torch.Tensor | None = None
     labels_x: torch.Tensor | None = None
+    modes: tuple[torch.Tensor, float] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -87,6 +92,7 @@ NEEDS = {
     "features": "image features (a feature network)",
     "classes": "a feature network that classifies (labelled data)",
     "labels": "samples drawn for given classes (a class-conditional model)",
+    "modes": "a Gaussian-mixture law with known modes (e.g. the data sets ring, grid)",
 }
 
 
@@ -412,6 +418,40 @@ _register(
     ),
     Metric("mmd", lambda c: mmd(c.x, c.y), "unitless", "squared MMD, RBF kernel, median bandwidth"),
     Metric("energy", lambda c: energy(c.x, c.y), "data units", "energy distance (squared form)"),
+)
+
+
+def _modes(c: Comparison):  # the samples' nearest modes, shared by the three metrics below
+    from genlab.eval.mode_metrics import mode_statistics
+
+    return c.once("mode_statistics", lambda: mode_statistics(c.x, *c.modes))
+
+
+_MODES = ("modes",)
+_register(
+    Metric(
+        "modes_covered",
+        lambda c: float(_modes(c).modes_covered),
+        "modes",
+        "modes that are the nearest mode of a sample within 3 stds (VEEGAN/PacGAN protocol)",
+        needs=_MODES,
+        lower_is_better=False,
+    ),
+    Metric(
+        "high_quality",
+        lambda c: _modes(c).high_quality,
+        "fraction",
+        "samples within 3 stds of their nearest mode (VEEGAN/PacGAN; ~0.989 for the law in 2-D)",
+        needs=_MODES,
+        lower_is_better=False,
+    ),
+    Metric(
+        "reverse_kl",
+        lambda c: _modes(c).reverse_kl,
+        "nats",
+        "KL(high-quality samples' mode histogram || uniform) (PacGAN; log K if none)",
+        needs=_MODES,
+    ),
 )
 
 
