@@ -1,4 +1,4 @@
-"""Generator and discriminator backbones of the GAN family: MLPs for points, a DCGAN pair for images.
+"""Generator and discriminator backbones of GANs: MLPs for points, a DCGAN pair for images.
 
 Every generator is ``G(z, labels=None) -> x`` with ``z`` of shape ``(B, z_dim)``; every
 discriminator is ``D(x, labels=None) -> (B,)``, an unbounded score (a logit for the
@@ -71,7 +71,7 @@ _ACTIVATIONS: dict[str, Any] = {
 MIN_IMAGE_SIDE = 8  # smallest H and W the DCGAN pair takes (one halving step to a map >= 4)
 
 
-# --- shared helpers ---------------------------------------------------------------------------------
+# --- shared helpers -------------------------------------------------------------------------------
 def _activation(name: str) -> nn.Module:
     try:
         return _ACTIVATIONS[name]()
@@ -188,7 +188,7 @@ class _Discriminator(nn.Module):
         return out
 
 
-# --- points -------------------------------------------------------------------------------------
+# --- points ---------------------------------------------------------------------------------------
 @NETS.register("mlp-generator", help="GAN generator for points: MLP z [+ class] -> (B, dim)")
 class MLPGenerator(_Generator):
     """``G(z[, labels]) -> (B, dim)`` for ``z`` of shape ``(B, z_dim)``.
@@ -267,10 +267,11 @@ class MLPDiscriminator(_Discriminator):
         return self.phi(x)  # (B, hidden)
 
 
-# --- images -------------------------------------------------------------------------------------
+# --- images ---------------------------------------------------------------------------------------
 def size_chain(height: int, width: int) -> list[tuple[int, int]]:
     """The spatial sizes of the DCGAN pair, from the base map up to ``(height, width)``: halve
-    with ceiling while both sides stay >= 4 (28 -> [4, 7, 14, 28]; (12, 20) -> [(6, 10), (12, 20)])."""
+    with ceiling while both sides stay >= 4: 28 -> [4, 7, 14, 28], (12, 20) -> [(6, 10), (12, 20)].
+    """
     if min(height, width) < MIN_IMAGE_SIDE:
         raise ConfigError(
             f"the DCGAN nets take images of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, got "
@@ -426,7 +427,7 @@ class DCGANDiscriminator(_Discriminator):
         return self.phi(x)  # (B, C_k·h_0·w_0)
 
 
-# --- the pair a GAN config names ----------------------------------------------------------------
+# --- the pair a GAN config names ------------------------------------------------------------------
 @dataclass
 class GANNetConfig:
     """Backbone fields of a GAN config. Defaults suit 2-D mixtures (points) and 8x8 digits."""
