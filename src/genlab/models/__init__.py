@@ -4,6 +4,7 @@ import genlab.nets  # noqa: F401  (registers the backbones)
 from genlab.models import (
     diffusion,  # noqa: F401
     flows,  # noqa: F401
+    gan,  # noqa: F401
 )
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec
 

@@ -210,6 +210,15 @@ class GenerativeModel(nn.Module):
         """The loss of ``player`` on a prepared batch (a scalar): :meth:`loss` for one player."""
         return self.loss(batch, generator)
 
+    def after_update(self, player: str) -> None:
+        """Called after each optimizer update of ``player`` (a WGAN clips its critic's weights)."""
+
+    def divergence(self) -> str | None:
+        """Checked at every log step: why training has gone wrong in a way the non-finite guard
+        cannot see (a critic whose outputs run away), or None. The trainer then stops or rolls
+        back as ``trainer.on_divergence`` says."""
+        return None
+
     #: True when :meth:`prepare` does work worth taking off the hot path (the trainer then runs it
     #: in background threads, a few batches ahead).
     prepares_batches: bool = False

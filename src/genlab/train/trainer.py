@@ -446,19 +446,20 @@ class Trainer:
         self.rollbacks = int(meta.get("rollbacks", 0))
         return True
 
-    def handle_divergence(self, consecutive: int) -> None:
-        """``consecutive`` non-finite updates in a row: stop with a clear message, or reload the
-        last checkpoint with a lower learning rate (``trainer.on_divergence``)."""
-        what = (
-            f"{consecutive} steps in a row (to step {self.step}) had a non-finite loss or gradient"
+    def handle_divergence(self, what: str, advice: str | None = None) -> None:
+        """Training went wrong (``what``): stop with a clear message (what happened, and
+        ``advice``), or reload the last checkpoint with a lower learning rate
+        (``trainer.on_divergence``)."""
+        advice = advice or (
+            "Lower trainer.lr, set trainer.grad_clip, and check the data for extreme values"
         )
-        advice = "lower trainer.lr, set trainer.grad_clip, and check the data for extreme values"
+        kept = " (the last good checkpoint is kept)"
         if self.tc.on_divergence == "stop":
-            raise GenlabError(f"{what}; stopping. {advice[0].upper() + advice[1:]}")
+            raise GenlabError(f"{what}; stopping{kept}. {advice}")
         if self.rollbacks >= 3:
-            raise GenlabError(f"{what}, after 3 rollbacks; stopping. {advice.capitalize()}")
+            raise GenlabError(f"{what}, after 3 rollbacks; stopping{kept}. {advice}")
         if not ckpt.list_checkpoints(self.checkpoint_dir):
-            raise GenlabError(f"{what}, and there is no checkpoint to roll back to; {advice}")
+            raise GenlabError(f"{what}, and there is no checkpoint to roll back to. {advice}")
         scale, rollbacks = self.lr_scale * self.tc.rollback_lr_factor, self.rollbacks + 1
         self.restore()
         self.lr_scale, self.rollbacks = scale, rollbacks
@@ -577,6 +578,7 @@ class Trainer:
             if self.dist.enabled:  # the global mean loss rides along in the gradient all-reduce
                 loss = distributed.average_gradients(ps.params, self.dist.world, loss.detach())
             self._clip_and_guard(ps, loss)
+        self.model.after_update(ps.name)
         return loss.detach()
 
     def _count_bad(self, bad: torch.Tensor) -> None:
@@ -663,16 +665,26 @@ class Trainer:
             self.cfg.save(self.run_dir / "config.yaml")
 
     def _diverged(self, log: _Window) -> bool:
-        """After ``trainer.max_skipped`` non-finite updates in a row: stop (an error) or roll
-        back (True: the window starts again from the restored step)."""
+        """After ``trainer.max_skipped`` non-finite updates in a row, or when the model reports a
+        divergence of its own (:meth:`~genlab.models.base.GenerativeModel.divergence`): stop (an
+        error that says what happened; the last good checkpoint stays) or roll back (True: the
+        window starts again from the restored step)."""
         consecutive = int(self.consecutive_bad)
-        if not (self.tc.max_skipped and consecutive >= self.tc.max_skipped):
-            return False
-        self.handle_divergence(consecutive)  # raises, or rolls back
+        if self.tc.max_skipped and consecutive >= self.tc.max_skipped:
+            what = (
+                f"{consecutive} steps in a row (to step {self.step}) had a non-finite loss or "
+                "gradient"
+            )
+            self.handle_divergence(what)  # raises, or rolls back
+        else:
+            reason = self.model.divergence()
+            if reason is None:
+                return False
+            what, _, advice = reason.partition("; ")
+            self.handle_divergence(f"step {self.step}: {what}", advice[:1].upper() + advice[1:])
         log.logger.log(self.step, {"rollback": self.rollbacks, "lr_scale": self.lr_scale})
         log.note(
-            f"rolled back to step {self.step} after {consecutive} non-finite steps; "
-            f"learning rate x{self.lr_scale:g}"
+            f"rolled back to step {self.step} after a divergence; learning rate x{self.lr_scale:g}"
         )
         log.restart()
         return True
