@@ -1,0 +1,143 @@
+"""GANs against what theory says the critic converges to: the optimal discriminator of the
+non-saturating GAN, the Kantorovich–Rubinstein dual of WGAN-GP, the gradient penalty's unit norm;
+plus the losses' bookkeeping (WGAN clipping, lazy R1, the runaway-critic check, sampling)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from genlab.data.base import Batch
+from genlab.errors import ConfigError
+from genlab.models.gan import GAN, GANConfig
+
+
+class Shift(nn.Module):
+    """A frozen 'generator' of N(m, s²) in 1-D: G(z) = m + s z₁."""
+
+    def __init__(self, m: float, s: float = 1.0) -> None:
+        super().__init__()
+        self.m, self.s = m, s
+        self.dummy = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def forward(self, z, labels=None):
+        return self.m + self.s * z[:, :1]
+
+
+def train_critic(model: GAN, data: torch.distributions.Distribution, steps: int, lr=2e-3):
+    """Only the critic learns: a fresh real batch and fresh latents per update."""
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.critic.parameters(), lr=lr, betas=(0.5, 0.999))
+    for _ in range(steps):
+        x = data.sample((512, 1))
+        loss = model.player_loss("critic", model.prepare(Batch(x), g))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.after_update("critic")
+    return model
+
+
+def gan_1d(loss: str, **kw) -> GAN:
+    torch.manual_seed(0)
+    return GAN.from_config(GANConfig(loss=loss, z_dim=2, hidden=64, depth=2, **kw), (1,))
+
+
+def test_the_gan_critic_approaches_the_optimal_discriminator():
+    # Goodfellow et al. (2014), Prop. 1: D*(x) = p_data / (p_data + p_g)
+    model = gan_1d("gan")
+    model.generator = Shift(1.0, 1.5)
+    torch.manual_seed(1)
+    train_critic(model, torch.distributions.Normal(0.0, 1.0), 1500)
+    x = torch.linspace(-1.5, 2.0, 50)[:, None]  # (50, 1); the critic gives (50,)
+    p_data = torch.distributions.Normal(0.0, 1.0).log_prob(x).exp()
+    p_g = torch.distributions.Normal(1.0, 1.5).log_prob(x).exp()
+    with torch.no_grad():
+        d = torch.sigmoid(model.critic(x))
+    assert float((d - (p_data / (p_data + p_g))[:, 0]).abs().max()) < 0.06
+
+
+@pytest.fixture(scope="module")
+def wgan_gp_critic():
+    model = gan_1d("wgan-gp", d_norm="none")
+    model.generator = Shift(2.0)
+    torch.manual_seed(2)
+    return train_critic(model, torch.distributions.Normal(0.0, 1.0), 1500)
+
+
+def interpolate_slope(critic: nn.Module, m: float = 2.0) -> torch.Tensor:
+    """‖∇D‖ on WGAN-GP's interpolates between N(0, 1) and N(m, 1), ``(4000,)``."""
+    g = torch.Generator().manual_seed(4)
+    real = torch.randn(4000, 1, generator=g)
+    fake = m + torch.randn(4000, 1, generator=g)
+    eps = torch.rand(4000, 1, generator=g)
+    mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mix).sum(), mix)
+    return grad.norm(dim=1)
+
+
+def test_the_wgan_gp_critic_estimates_w1(wgan_gp_critic):
+    # Kantorovich–Rubinstein: sup over 1-Lipschitz f of E f(real) − E f(fake) = W1 = |m| = 2.
+    # The penalty is soft: maximising 2a − λ (a − 1)² over the slope a gives a = 1 + 1/λ, so the
+    # raw estimate runs ~1/λ high; divided by the critic's slope on the interpolates (its
+    # Lipschitz constant where the mass is) it is W1.
+    real = torch.randn(20000, 1, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        estimate = wgan_gp_critic.critic(real).mean() - wgan_gp_critic.critic(real + 2.0).mean()
+    slope = interpolate_slope(wgan_gp_critic.critic).mean()
+    assert float(estimate) == pytest.approx(2.0 * (1 + 1 / 10), rel=0.05)
+    assert float(estimate / slope) == pytest.approx(2.0, rel=0.05)
+
+
+def test_the_penalty_drives_gradient_norms_on_interpolates_to_one(wgan_gp_critic):
+    assert float(interpolate_slope(wgan_gp_critic.critic).mean()) == pytest.approx(1.0, abs=0.1)
+
+
+def test_wgan_clips_the_critic_after_each_update():
+    model = train_critic(gan_1d("wgan", clip=0.05), torch.distributions.Normal(0.0, 1.0), 3)
+    assert all(bool((p.abs() <= torch.tensor(0.05)).all()) for p in model.critic.parameters())
+
+
+def test_lazy_r1_runs_every_k_critic_updates_with_the_interval_as_weight():
+    model = gan_1d("gan", r1=10.0, r1_every=4)
+    batch = model.prepare(Batch(torch.randn(64, 1)), torch.Generator().manual_seed(0))
+    losses = [float(model.player_loss("critic", batch).detach()) for _ in range(8)]
+    assert int(model.critic_updates) == 8
+    plain = gan_1d("gan")
+    base = float(plain.player_loss("critic", batch).detach())
+    # updates 0 and 4 carry the penalty (γ/2 · k · E‖∇D‖² > 0); the others are the plain loss
+    assert losses[0] > base and losses[4] > base
+    assert losses[1] == pytest.approx(base) and losses[5] == pytest.approx(base)
+
+
+def test_a_runaway_critic_is_reported_once_then_cleared():
+    model = gan_1d("wgan", max_critic=5.0)
+    with torch.no_grad():
+        model.critic_peak.fill_(1e3)
+    assert "ran away" in model.divergence()
+    assert model.divergence() is None  # the peak is per check
+
+
+def test_sampling_is_conditional_on_labels_and_deterministic():
+    model = GAN.from_config(GANConfig(z_dim=8, hidden=32, depth=1), (2,), num_classes=3)
+    a = model.sample(6, labels=2, generator=torch.Generator().manual_seed(0))
+    b = model.sample(6, labels=2, generator=torch.Generator().manual_seed(0))
+    assert a.x.shape == (6, 2) and a.nfe == 1 and torch.equal(a.x, b.x)
+    assert torch.equal(a.labels, torch.full((6,), 2))
+    with pytest.raises(ConfigError, match="no sampling option 'steps'"):
+        model.sample(2, steps=3)
+    cold = model.sample(2000, temperature=0.0, labels=1).x
+    assert float(cold.std(0).max()) < 1e-6  # z = 0 for every sample
+
+
+def test_bad_configs_are_explained():
+    with pytest.raises(ConfigError, match="d_norm=layer or none"):
+        GAN.from_config(GANConfig(loss="wgan-gp", d_norm="batch"), (1, 8, 8))
+    with pytest.raises(ConfigError, match="n_critic must be at least 1"):
+        GAN.from_config(GANConfig(n_critic=0), (2,))
+    with pytest.raises(ConfigError, match="no single loss"):
+        GAN.from_config(GANConfig(), (2,)).loss(Batch(torch.zeros(2, 2)))
+    assert math.isfinite(GANConfig().max_critic)
