@@ -152,16 +152,34 @@ def _rate(steps_per_second: float) -> str:
 
 
 def _periodic_eval(trainer: Trainer) -> dict[str, float]:
-    """A quick look while training: W2 for points (one seed, no floor), a sample plot for all."""
+    """A quick look while training: W2 for points (one seed, no floor) and, on a mixture with known
+    modes, the modes covered, with a warning when modes are lost (mode collapse); a sample plot
+    for all."""
     cfg = trainer.cfg.eval
-    points = trainer.dataset.kind == "points"
+    data = trainer.dataset
+    points = data.kind == "points"
+    metrics = ["w2"] if points else []
+    if points and data.true is not None and data.true.modes() is not None:
+        metrics += ["modes_covered", "high_quality"]
     quick = dataclasses.replace(
-        cfg, n=cfg.n if points else min(cfg.n, 64), seeds=1, metrics=["w2"] if points else [],
-        nll=False, floor=False,
+        cfg, n=cfg.n if points else min(cfg.n, 64), seeds=1, metrics=metrics, nll=False,
+        floor=False,
     )  # fmt: skip
-    report = evaluate_model(trainer.model, trainer.dataset, quick, keep_samples=True)
+    report = evaluate_model(trainer.model, data, quick, keep_samples=True)
     _plot_samples(trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", report)
-    return {f"eval_{k}": v["value"] for k, v in report["metrics"].items()}
+    out = {f"eval_{k}": v["value"] for k, v in report["metrics"].items()}
+    modes = out.get("eval_modes_covered")
+    if modes is not None:
+        seen = trainer.eval_history.setdefault("modes_covered", [])
+        if seen and modes < max(seen):
+            from tqdm.auto import tqdm
+
+            tqdm.write(
+                f"step {trainer.step}: {modes:.0f} modes covered, down from {max(seen):.0f} "
+                "(mode collapse?)"
+            )
+        seen.append(modes)
+    return out
 
 
 def _plot_samples(path: Path, report: dict[str, Any]) -> None:

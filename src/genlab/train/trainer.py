@@ -305,6 +305,7 @@ class Trainer:
         self.stale_vals = 0  # validations since it improved
         self.prefetcher: Prefetcher | None = None
         self.evaluate_fn = evaluate_fn
+        self.eval_history: dict[str, list[float]] = {}  # periodic evaluations, for their checks
 
     def _make_players(self, fp16: bool) -> list[PlayerState]:
         """The model's players with their optimizers; every trainable parameter belongs to
