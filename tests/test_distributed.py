@@ -14,6 +14,7 @@ from genlab.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
+GAN = str(ROOT / "configs" / "gan-8gaussians.yaml")  # two players: critic and generator
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 SMALL = [
     "model.hidden=32",
@@ -30,8 +31,10 @@ SMALL = [
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
 
 
-def train(out: Path, steps: int, procs: int, *extra: str, resume: bool = False) -> None:
-    args = ["-m", "genlab", "train", CONFIG, *SMALL, f"trainer.steps={steps}", *extra,
+def train(
+    out: Path, steps: int, procs: int, *extra: str, resume: bool = False, config: str = CONFIG
+) -> None:
+    args = ["-m", "genlab", "train", config, *SMALL, f"trainer.steps={steps}", *extra,
             "--out", str(out), "--no-eval"] + (["--resume"] if resume else [])  # fmt: skip
     if procs == 1:
         cmd = [sys.executable, *args]
@@ -65,6 +68,14 @@ def test_two_processes_match_one_process(tmp_path, coupling):
     # and after 20 steps the weights, EMA and optimizer state agree
     train(tmp_path / "one", 20, 1, f"model.coupling={coupling}")
     train(tmp_path / "two", 20, 2, f"model.coupling={coupling}")
+    assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=1e-5)
+
+
+def test_a_gan_on_two_processes_matches_one_process(tmp_path):
+    # both players' updates: each on its own batch, split across the processes
+    critic = ["model.n_critic=2", "model.loss=wgan-gp", "model.r1=1.0", "model.r1_every=3"]
+    train(tmp_path / "one", 12, 1, *critic, config=GAN)
+    train(tmp_path / "two", 12, 2, *critic, config=GAN)
     assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=1e-5)
 
 

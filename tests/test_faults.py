@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from genlab.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
+GAN = str(ROOT / "configs" / "gan-8gaussians.yaml")  # two players: critic and generator
 ARGS = [
     "model.hidden=32",
     "model.depth=2",
@@ -29,13 +31,13 @@ ARGS = [
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def command(out: Path, *extra: str) -> list[str]:
+def command(out: Path, *extra: str, config: str = CONFIG) -> list[str]:
     return [
         sys.executable,
         "-m",
         "genlab",
         "train",
-        CONFIG,
+        config,
         *ARGS,
         "--out",
         str(out),
@@ -50,10 +52,11 @@ def final(out: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k != "rng.global"}
 
 
-def start_and_wait_for_a_checkpoint(out: Path) -> subprocess.Popen:
+def start_and_wait_for_a_checkpoint(out: Path, config: str = CONFIG) -> subprocess.Popen:
     proc = subprocess.Popen(
-        command(out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        command(out, config=config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
     deadline = time.time() + 120
     while not ckpt.list_checkpoints(out / "checkpoints"):
         assert proc.poll() is None, proc.communicate()[1]
@@ -68,15 +71,18 @@ def assert_identical(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path):
-    subprocess.run(command(tmp_path / "ref"), env=ENV, check=True, capture_output=True)
+@pytest.mark.parametrize("config", [CONFIG, GAN], ids=["flow-matching", "gan"])
+def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, config):
+    subprocess.run(command(tmp_path / "ref", config=config), env=ENV, check=True,
+                   capture_output=True)  # fmt: skip
     out = tmp_path / "killed"
-    proc = start_and_wait_for_a_checkpoint(out)
+    proc = start_and_wait_for_a_checkpoint(out, config)
     time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = ckpt.list_checkpoints(out / "checkpoints")[-1]
-    res = subprocess.run(command(out, "--resume"), env=ENV, capture_output=True, text=True)
+    res = subprocess.run(command(out, "--resume", config=config), env=ENV, capture_output=True,
+                         text=True)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert_identical(final(tmp_path / "ref"), final(out))
     assert 0 < killed_at <= 3000
