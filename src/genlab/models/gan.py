@@ -63,6 +63,7 @@ class GANConfig(GANNetConfig):
     r1: float = 0.0  # γ of the R1 penalty on real data (0: off)
     r1_every: int = 16  # lazy R1: every this many critic updates, weighted by the interval
     critic_start: int = 0  # the first step the critic updates (0: from the start)
+    pack: int = 1  # PacGAN: the critic judges this many samples at once (Lin et al. 2018)
     temperature: float = 1.0  # sampling: std of the latent z
     max_critic: float = 1e4  # the run stops when |D| on real data passes this (runaway critic)
 
@@ -85,7 +86,7 @@ class GAN(GenerativeModel):
     def __init__(self, config: GANConfig, spec: ModelSpec) -> None:
         super().__init__(config, spec)
         c = config
-        for name in ("n_critic", "r1_every"):
+        for name in ("n_critic", "r1_every", "pack"):
             if getattr(c, name) < 1:
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(c, name)}")
         for name in ("gp_weight", "clip", "r1", "critic_start"):
@@ -105,7 +106,15 @@ class GAN(GenerativeModel):
             z_dim=c.z_dim, hidden=c.hidden, depth=c.depth, activation=c.activation,
             channels=c.channels, spectral_norm=c.spectral_norm, d_norm=norm,
         )  # fmt: skip
-        self.generator, self.critic = build_gan_nets(nets, spec.shape, spec.num_classes)
+        if c.pack > 1 and spec.num_classes is not None:
+            raise ConfigError(
+                "model.pack > 1 packs unconditional samples, and this data has labels: set "
+                "model.pack=1, or train on the data without labels"
+            )
+        self.generator, _ = build_gan_nets(nets, spec.shape, spec.num_classes)
+        # the critic sees `pack` examples at once: points side by side, images stacked in channels
+        packed = (spec.shape[0] * c.pack, *spec.shape[1:])
+        _, self.critic = build_gan_nets(nets, packed, spec.num_classes)
         # critic updates so far (lazy R1 schedule; a buffer, so checkpoints carry it)
         self.register_buffer("critic_updates", torch.zeros((), dtype=torch.long))
         # the largest |D(x)| on real data since the last check (runaway critic), no host sync
@@ -140,11 +149,21 @@ class GAN(GenerativeModel):
             return self.generator_loss(batch)
         raise ConfigError(f"a GAN has players 'critic' and 'generator', not {player!r}")
 
+    def _packed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, ...) -> (B / pack, pack C, ...)``: groups of ``pack`` consecutive examples."""
+        m = self.config.pack
+        if m == 1:
+            return x
+        if len(x) % m:
+            raise ConfigError(f"model.pack={m} must divide the batch of {len(x)} (per process)")
+        return x.reshape(len(x) // m, m * x.shape[1], *x.shape[2:])
+
     def critic_loss(self, batch: Batch) -> torch.Tensor:
         c = self.config
-        x, y = batch.x, batch.y
+        y = batch.y
         with torch.no_grad():
-            fake = self.generator(batch.aux["z"], y)
+            fake = self._packed(self.generator(batch.aux["z"], y))
+        x = self._packed(batch.x)
         r1_now = c.r1 > 0 and int(self.critic_updates) % c.r1_every == 0
         if r1_now:
             x = x.detach().requires_grad_(True)
@@ -158,7 +177,7 @@ class GAN(GenerativeModel):
         else:  # wgan, wgan-gp
             loss = d_fake.mean() - d_real.mean()
         if c.loss == "wgan-gp":
-            eps = batch.aux["eps"].reshape(-1, *([1] * (x.dim() - 1)))
+            eps = batch.aux["eps"][: len(x)].reshape(-1, *([1] * (x.dim() - 1)))
             mix = (eps * x.detach() + (1 - eps) * fake).requires_grad_(True)
             (grad,) = torch.autograd.grad(self.critic(mix, y).sum(), mix, create_graph=True)
             loss = loss + c.gp_weight * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
@@ -169,7 +188,7 @@ class GAN(GenerativeModel):
         return loss
 
     def generator_loss(self, batch: Batch) -> torch.Tensor:
-        d_fake = self.critic(self.generator(batch.aux["z"], batch.y), batch.y)
+        d_fake = self.critic(self._packed(self.generator(batch.aux["z"], batch.y)), batch.y)
         if self.config.loss == "gan":
             return F.softplus(-d_fake).mean()  # non-saturating: maximise log D(G(z))
         return -d_fake.mean()
