@@ -124,7 +124,9 @@ def noise_model(shape: tuple[int, ...]):
     return Noise()
 
 
-def rank_runs(run_dir: str, n: int, options: dict, early_fraction: float = 0.1) -> dict:
+def rank_runs(
+    run_dir: str, n: int, options: dict, seeds: int = 1, early_fraction: float = 0.1
+) -> dict:
     """Metrics of the trained run, its early checkpoint (sampled with ``options``) and Gaussian
     noise, each beside the floor (real training examples against the same held-out reference)."""
     import dataclasses
@@ -135,7 +137,7 @@ def rank_runs(run_dir: str, n: int, options: dict, early_fraction: float = 0.1) 
     final = genlab.load_run(run_dir)
     early_step = int(final.config.trainer.steps * early_fraction)
     early = genlab.load_run(run_dir, checkpoint=early_step)
-    cfg = dataclasses.replace(final.config.eval, n=n, seeds=1, nll=False, options=options)
+    cfg = dataclasses.replace(final.config.eval, n=n, seeds=seeds, nll=False, options=options)
     rows = {}
     for name, model, opts in (
         (f"trained ({final.step} steps)", final.model, options),
@@ -146,7 +148,10 @@ def rank_runs(run_dir: str, n: int, options: dict, early_fraction: float = 0.1) 
         rep = evaluate(model, final.dataset, dataclasses.replace(cfg, options=opts))
         rows[name] = {
             "metrics": {k: v["value"] for k, v in rep["metrics"].items()},
+            "std": {k: v["std"] for k, v in rep["metrics"].items()},
             "floor": {k: v["floor"] for k, v in rep["metrics"].items()},
+            "floor_std": {k: v["floor_std"] for k, v in rep["metrics"].items()},
+            "seeds": seeds,
             "better": {k: v["better"] for k, v in rep["metrics"].items()},
             "nfe": rep.get("nfe"),
             "options": rep.get("options"),
@@ -193,11 +198,19 @@ def print_table(title: str, rows: dict, ranking: dict) -> None:
     )
     head = " ".join(f"{r[:18]:>18}" for r in names)
     print(f"  {'metric':<17} {'real (floor)':>12} {head}  better  ranks: by direction, distance")
+    spread = first.get("seeds", 1) > 1  # mean ± std over seeds
+
+    def cell(v: float | None, sd: float | None, width: int) -> str:
+        if v is None:
+            return f"{'-':>{width}}"
+        return f"{f'{v:.4g}±{sd:.2g}' if spread and sd is not None else f'{v:.4g}':>{width}}"
+
     for metric in first["better"]:
-        vals = [rows[r]["metrics"].get(metric) for r in names]
-        cells = " ".join(f"{v:>18.4g}" if v is not None else f"{'-':>18}" for v in vals)
-        floor = first["floor"][metric]
-        fl = f"{floor:>12.4g}" if floor is not None else f"{'-':>12}"
+        cells = " ".join(
+            cell(rows[r]["metrics"].get(metric), rows[r].get("std", {}).get(metric), 18)
+            for r in names
+        )
+        fl = cell(first["floor"][metric], first.get("floor_std", {}).get(metric), 12)
         r = ranking[metric]
         print(
             f"  {metric:<17} {fl} {cells}  {first['better'][metric]:<6}  "
@@ -211,7 +224,14 @@ def main() -> None:
     ap.add_argument("--mnist", help="a trained configs/ddpm-cfg-mnist.yaml run")
     ap.add_argument("--n-digits", type=int, default=540, help="samples (the held-out digits)")
     ap.add_argument("--n-mnist", type=int, default=2000, help="samples (the held-out images)")
+    ap.add_argument("--seeds-digits", type=int, default=5, help="seeds (sample and floor draws)")
+    ap.add_argument("--seeds-mnist", type=int, default=1)
     ap.add_argument("--n-timing", type=int, default=10_000)
+    ap.add_argument(
+        "--ranking-only",
+        action="store_true",
+        help="rerun only the rankings given (--digits/--mnist), keeping the rest of the JSON",
+    )
     ap.add_argument("--time-metrics", type=int, help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
     if args.time_metrics:
@@ -222,6 +242,14 @@ def main() -> None:
         "machine": {**machine_info(), "loadavg_before": list(os.getloadavg())},
         "torch_threads": torch.get_num_threads(),
     }
+    if args.ranking_only:  # the feature networks of the default cache
+        old = json.loads(RESULTS.read_text())
+        record["ranking"] = old.get("ranking", {})
+        for key in ("features", "metric_timing"):
+            record[key] = old.get(key)
+        rank_all(args, record)
+        write_results(record, RESULTS, t_start)
+        return
     with tempfile.TemporaryDirectory() as cache:
         os.environ["GENLAB_CACHE"] = cache  # a fresh cache: the networks are trained here
         print("feature networks (trained from scratch):")
@@ -240,18 +268,26 @@ def main() -> None:
         for metric, sec in timing["seconds_per_metric"].items():
             print(f"    {metric:<17} {sec:6.2f} s (samples and floor)")
         record["ranking"] = {}
-        for name, run, n in (
-            ("digits", args.digits, args.n_digits),
-            ("mnist", args.mnist, args.n_mnist),
-        ):
-            if not run:
-                continue
-            print(f"\n{name}: evaluating {run}")
-            rows = rank_runs(run, n)
-            ranking = check_ranking(rows)
-            record["ranking"][name] = {"run": run, "rows": rows, "ranks": ranking}
-            print_table(name, rows, ranking)
+        rank_all(args, record)
     write_results(record, RESULTS, t_start)
+
+
+def rank_all(args: argparse.Namespace, record: dict) -> None:
+    """Section 3 for each run given, with the recipe's options and with guidance 1."""
+    for name, run, n, seeds in (
+        ("digits", args.digits, args.n_digits, args.seeds_digits),
+        ("mnist", args.mnist, args.n_mnist, args.seeds_mnist),
+    ):
+        if not run:
+            continue
+        for variant, options in (("recipe", {}), ("guidance 1", {"guidance": 1.0})):
+            key = f"{name}, {variant}"
+            print(f"\n{key}: evaluating {run}", flush=True)
+            rows = rank_runs(run, n, options, seeds)
+            ranking = check_ranking(rows)
+            record["ranking"][key] = {"run": run, "options": options, "rows": rows,
+                                      "ranks": ranking}  # fmt: skip
+            print_table(key, rows, ranking)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ def mean_se(v: list[float]) -> tuple[float, float]:
 # --- the bare two-player loop (the floor) -----------------------------------------------------
 def bare_stepper(model, data: torch.Tensor, tc, seed: int = 0):
     """The same updates as genlab's trainer, written plainly: n_critic critic updates and one
-    generator update per step, each on a batch drawn by index, fused AdamW, the generator's EMA."""
+    generator update per step, each on a batch drawn by index, fused AdamW, the lazy R1 penalty
+    and packing where the recipe has them, the generator's EMA."""
     c = model.config
     g = torch.Generator().manual_seed(seed)
     opt_d = torch.optim.AdamW(model.critic.parameters(), lr=c.lr_d or tc.lr, betas=c.betas,
@@ -86,18 +87,31 @@ def bare_stepper(model, data: torch.Tensor, tc, seed: int = 0):
     ema = [p.detach().clone() for p in gparams]
     b = tc.batch_size
 
+    m = c.pack  # PacGAN: the critic judges m samples side by side
+    updates = [0]  # critic updates so far (the lazy R1 schedule)
+
     def critic_loss(x, z, eps):
-        fake = model.generator(z).detach()
+        fake = model.generator(z).detach().reshape(b // m, -1)
+        x = x.reshape(b // m, -1)
+        r1_now = c.r1 > 0 and updates[0] % c.r1_every == 0
+        updates[0] += 1
+        if r1_now:
+            x = x.requires_grad_(True)
         d_real, d_fake = model.critic(x), model.critic(fake)
         if c.loss == "gan":
-            return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        if c.loss == "hinge":
-            return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-        loss = d_fake.mean() - d_real.mean()
+            loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        elif c.loss == "hinge":
+            loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        else:
+            loss = d_fake.mean() - d_real.mean()
         if c.loss == "wgan-gp":
-            mix = (eps[:, None] * x + (1 - eps[:, None]) * fake).requires_grad_(True)
+            e = eps[: len(x), None]
+            mix = (e * x.detach() + (1 - e) * fake).requires_grad_(True)
             (grad,) = torch.autograd.grad(model.critic(mix).sum(), mix, create_graph=True)
             loss = loss + c.gp_weight * ((grad.norm(dim=1) - 1) ** 2).mean()
+        if r1_now:
+            (grad,) = torch.autograd.grad(d_real.sum(), x, create_graph=True)
+            loss = loss + c.r1 / 2 * c.r1_every * grad.square().sum(1).mean()
         return loss
 
     def step() -> None:
@@ -114,7 +128,7 @@ def bare_stepper(model, data: torch.Tensor, tc, seed: int = 0):
                         p.clamp_(-c.clip, c.clip)
         z = torch.randn(b, c.z_dim, generator=g)
         opt_g.zero_grad(set_to_none=True)
-        d = model.critic(model.generator(z))
+        d = model.critic(model.generator(z).reshape(b // m, -1))
         (F.softplus(-d).mean() if c.loss == "gan" else -d.mean()).backward(inputs=gparams)
         opt_g.step()
         with torch.no_grad():
