@@ -33,7 +33,9 @@ def points_figure(runs: list[str]) -> None:
         ref = true.sample(2500, generator=torch.Generator().manual_seed(2)) if true else None
         if ref is None:
             ref = run.dataset.train[:2500]
-        text = f"{run.config.name} ({run.step} steps)"
+        m = run.config.model
+        loss = m.loss + (f" + R1 γ={m.r1:g}" if m.r1 else "")
+        text = f"{run.dataset.name}: {loss}, width {m.hidden}, {run.step} steps"
         if true is not None and true.modes() is not None:
             centers, std = true.modes()
             st = mode_statistics(x.double(), centers, std)
