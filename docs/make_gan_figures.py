@@ -25,7 +25,7 @@ FIG = ROOT / "docs" / "figures"
 
 
 def points_figure(runs: list[str]) -> None:
-    fig = Figure(figsize=(4 * len(runs), 4.3))
+    fig = Figure(figsize=(4.4 * len(runs), 4.8))
     for i, run_dir in enumerate(runs):
         run = genlab.load_run(run_dir)
         x = run.model.sample(2500, generator=torch.Generator().manual_seed(1)).x
@@ -35,7 +35,7 @@ def points_figure(runs: list[str]) -> None:
             ref = run.dataset.train[:2500]
         m = run.config.model
         loss = m.loss + (f" + R1 γ={m.r1:g}" if m.r1 else "")
-        text = f"{run.dataset.name}: {loss}, width {m.hidden}, {run.step} steps"
+        text = f"{run.dataset.name}: {loss}\nwidth {m.hidden}, {run.step} steps"
         if true is not None and true.modes() is not None:
             centers, std = true.modes()
             st = mode_statistics(x.double(), centers, std)
