@@ -36,8 +36,8 @@ def points_figure(runs: list[str]) -> None:
         m = run.config.model
         loss = m.loss + (f" + R1 γ={m.r1:g}" if m.r1 else "")
         text = f"{run.dataset.name}: {loss}\nwidth {m.hidden}, {run.step} steps"
-        if true is not None and true.modes() is not None:
-            centers, std = true.modes()
+        if run.dataset.modes() is not None:
+            centers, std = run.dataset.modes()
             st = mode_statistics(x.double(), centers, std)
             text += (
                 f"\n{st.modes_covered}/{len(centers)} modes, {100 * st.high_quality:.1f}% high "

@@ -159,7 +159,7 @@ def _periodic_eval(trainer: Trainer) -> dict[str, float]:
     data = trainer.dataset
     points = data.kind == "points"
     metrics = ["w2"] if points else []
-    if points and data.true is not None and data.true.modes() is not None:
+    if points and data.modes() is not None:
         metrics += ["modes_covered", "high_quality"]
     quick = dataclasses.replace(
         cfg, n=cfg.n if points else min(cfg.n, 64), seeds=1, metrics=metrics, nll=False,

@@ -91,6 +91,11 @@ class Dataset:
             n *= s
         return n
 
+    def modes(self) -> tuple[torch.Tensor, float] | None:
+        """The centres and common std of the true law when it is a Gaussian mixture with known
+        modes (:meth:`TrueDistribution.modes`), else None."""
+        return None if self.true is None else self.true.modes()
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}, kind={self.kind}, shape={self.shape}, "

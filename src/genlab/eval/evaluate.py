@@ -110,8 +110,7 @@ def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) ->
     run on this data: too few real examples to compare with, or no held-out part for a
     likelihood."""
     # a misspelt metric, one of another kind or one the data cannot serve: now, not later
-    has_modes = dataset.true is not None and dataset.true.modes() is not None
-    possible = [k for k in NEEDS if k != "modes" or has_modes]
+    possible = [k for k in NEEDS if k != "modes" or dataset.modes() is not None]
     for name in cfg.metrics or []:
         check_metrics([name], dataset.kind, possible)
     real = real_sets(dataset, None)
@@ -168,7 +167,7 @@ def evaluate(
         fnet, finfo = features if features is not None else _feature_network(dataset, cfg)
         report["features"] = _describe_features(finfo)
     available = _available(model, opts, fnet, finfo)
-    if dataset.true is not None and dataset.true.modes() is not None:
+    if dataset.modes() is not None:
         available.add("modes")  # a Gaussian mixture: modes covered, high quality, reverse KL
     names = cfg.metrics if cfg.metrics is not None else metrics_for(kind, available)
     records = check_metrics(names, kind, available)
@@ -224,7 +223,7 @@ def _sample_metrics(
     spread: dict[str, list[float]] = {r.name: [] for r in records}
     nfes, first = [], None
     k = model.label_classes(opts)
-    modes = None if dataset.true is None else dataset.true.modes()
+    modes = dataset.modes()
     for seed in range(cfg.seeds):
         g = torch.Generator().manual_seed(seed)
         labels = None if k is None else _stratified_labels(n, k, real, g)
