@@ -146,6 +146,56 @@ def test_sampling_is_conditional_on_labels_and_deterministic():
     assert float(cold.std(0).max()) < 1e-6  # z = 0 for every sample
 
 
+class LogRatio(nn.Module):
+    """A critic whose logit is exactly log N(x; m, s²) / N(x; 0, 1) (label-blind)."""
+
+    def __init__(self, m: float, s: float) -> None:
+        super().__init__()
+        self.data = torch.distributions.Normal(m, s)
+        self.g = torch.distributions.Normal(0.0, 1.0)
+
+    def forward(self, x, labels=None):
+        return (self.data.log_prob(x) - self.g.log_prob(x))[:, 0]
+
+
+def test_rejection_sampling_with_the_optimal_critic_draws_the_data_law():
+    # Azadi et al. (2019): keeping G(z) with probability exp(D - max D) turns p_g into p_data
+    model = gan_1d("gan")
+    model.generator, model.critic = Shift(0.0, 1.0), LogRatio(1.0, 0.5)
+    g = torch.Generator().manual_seed(0)
+    plain = model.sample(4000, generator=g).x[:, 0]
+    out = model.sample(4000, generator=g, rejection=True)
+    x = out.x[:, 0]
+    assert abs(float(plain.mean())) < 0.06 and abs(float(plain.std()) - 1.0) < 0.05
+    assert abs(float(x.mean()) - 1.0) < 0.03 and abs(float(x.std()) - 0.5) < 0.03
+    # a Kolmogorov-Smirnov distance to N(1, 0.25) of the size sampling noise allows (n = 4000)
+    cdf = torch.distributions.Normal(1.0, 0.5).cdf(x.sort().values)
+    ks = float((cdf - torch.arange(1, 4001) / 4000).abs().max())
+    assert ks < 0.03
+    # max p_data/p_g = 2 e^(2/3) ~ 3.9 draws per kept sample, burn-in on top: NFE counts both nets
+    assert 2 * (3.9 + 2.5) <= out.nfe <= 2 * (1.2 * 3.9 + 2.5 + 1)
+    again = model.sample(4000, generator=torch.Generator().manual_seed(0), rejection=True).x
+    torch.manual_seed(0)
+    assert torch.equal(
+        again, model.sample(4000, generator=torch.Generator().manual_seed(0), rejection=True).x
+    )
+    # a shift below 0 keeps more draws: the samples move back towards p_g = N(0, 1)
+    loose = model.sample(4000, generator=g, rejection=True, rejection_shift=-3.0)
+    assert loose.nfe < out.nfe and float(loose.x.mean()) < float(x.mean()) - 0.2
+
+
+def test_rejection_sampling_keeps_each_label_and_refuses_other_critics():
+    model = GAN.from_config(GANConfig(z_dim=4, hidden=16, depth=1), (2,), num_classes=3)
+    y = torch.tensor([0, 1, 2, 2, 1])
+    out = model.sample(5, labels=y, rejection=True, rejection_burn_in=50)
+    assert out.x.shape == (5, 2) and torch.equal(out.labels, y)
+    assert torch.isfinite(out.x).all()
+    with pytest.raises(ConfigError, match="log p_data/p_g"):
+        gan_1d("hinge").sample(3, rejection=True)
+    with pytest.raises(ConfigError, match="judges packs"):
+        gan_1d("gan", pack=2).sample(3, rejection=True)
+
+
 def test_bad_configs_are_explained():
     with pytest.raises(ConfigError, match="d_norm=layer or none"):
         GAN.from_config(GANConfig(loss="wgan-gp", d_norm="batch"), (1, 8, 8))
