@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import multiprocessing as mp
 import os
 import statistics
@@ -190,6 +191,11 @@ def main() -> None:
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-modes", action="store_true")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 seeds, 300 steps")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the runs and timings of other losses/data from the results file already there",
+    )
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.steps, args.rounds, args.round_steps = 2, 300, 2, 5
@@ -200,6 +206,12 @@ def main() -> None:
         jobs = [(lo, d, s, args.steps) for d in datas for lo in losses for s in range(args.seeds)]
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             rows = pool.map(run_one, jobs)
+        if args.merge and RESULTS.exists():
+            old = json.loads(RESULTS.read_text()).get("runs", [])
+            rows = [r for r in old if (r["loss"], r["data"]) not in
+                    {(lo, d) for lo in losses for d in datas}] + rows  # fmt: skip
+            losses = list(dict.fromkeys([r["loss"] for r in rows]))
+            datas = list(dict.fromkeys([r["data"] for r in rows]))
         record["runs"] = rows
         print(f"\nmixture protocol, {args.seeds} seeds, 2,500 samples (mean ± standard error)")
         print(f"  {'data':<5} {'loss':<8} {'modes':>12} {'high quality':>16} {'reverse KL':>16}")
@@ -208,6 +220,8 @@ def main() -> None:
             k = 8 if d == "ring" else 25
             for lo in losses:
                 rs = [r for r in rows if r["data"] == d and r["loss"] == lo]
+                if not rs:
+                    continue
                 m, hq, kl = (
                     mean_se([r[f] for r in rs]) for f in ("modes", "high_quality", "reverse_kl")
                 )
@@ -224,7 +238,10 @@ def main() -> None:
     if not args.skip_timing:
         print("\nseconds per training step, genlab trainer vs the bare two-player loop")
         record["timing"] = []
-        for lo in losses:
+        if args.merge and RESULTS.exists():
+            old = json.loads(RESULTS.read_text()).get("timing", [])
+            record["timing"] = [t for t in old if t["loss"] not in args.losses.split(",")]
+        for lo in args.losses.split(","):
             t = time_steps(lo, "grid", args.rounds, args.round_steps, threads=1)
             record["timing"].append(t)
             print(

@@ -19,11 +19,13 @@ from genlab.cli import main
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
 from genlab.models.flows import layers as L
-from genlab.models.flows.flows import NICE, NSF, Glow, RealNVP
+from genlab.models.flows.flows import NICE, NSF, Flow, Glow, RealNVP
+from genlab.nets.made import MADE
 from genlab.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
-DISCRETE = ["nice", "realnvp", "glow", "nsf"]
+# every registered discrete flow, so a new one joins the tests the moment it exists
+DISCRETE = [name for name in MODELS.names() if issubclass(MODELS.get(name), Flow)]
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
@@ -84,6 +86,18 @@ LAYERS: dict[str, tuple[Callable[[], L.Transform], tuple[int, ...], str]] = {
         ),
         (3,),
         "wide",
+    ),
+    "maf-layer": (
+        lambda: L.MaskedAutoregressive(MADE(4, 2, [8, 8], zero_init=True)),
+        (4,),
+        "normal",
+    ),
+    "iaf-layer": (
+        lambda: L.Inverse(
+            L.MaskedAutoregressive(MADE(3, 2, [8], order=torch.tensor([2, 0, 1]), zero_init=True))
+        ),
+        (3,),
+        "normal",
     ),
     "multiscale-split-prior": (
         lambda: L.MultiScale(
@@ -148,7 +162,16 @@ FLOWS = [
     ("glow", (2, 4, 4), {"preprocess": "logit", "split_prior": False}),
     ("nice", (1, 2, 2), {}),
     ("nsf", (1, 2, 2), {}),
+    ("maf", (3,), {}),
+    ("maf", (4,), {"order": "random", "norm": "batchnorm"}),
+    ("iaf", (3,), {"norm": "actnorm"}),
+    ("maf", (1, 2, 2), {}),
 ]
+
+
+def test_every_registered_flow_is_in_the_contract():
+    assert set(DISCRETE) >= {"nice", "realnvp", "glow", "nsf", "maf", "iaf"}
+    assert set(DISCRETE) <= {family for family, _, _ in FLOWS}
 
 
 def _flow_input(model, shape: tuple[int, ...]) -> torch.Tensor:

@@ -15,7 +15,9 @@ References:
     Durkan, Bekasov, Murray & Papamakarios (2019), "Neural Spline Flows", arXiv:1906.04032
     (rational-quadratic spline with linear tails).
     Papamakarios, Pavlakou & Murray (2017), "Masked Autoregressive Flow for Density Estimation",
-    arXiv:1705.07057 (batch norm between layers, MADE).
+    arXiv:1705.07057 (batch norm between layers, MADE, the MAF layer).
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), "Improved Variational
+    Inference with Inverse Autoregressive Flow", arXiv:1606.04934 (the IAF direction).
 """
 
 from __future__ import annotations
@@ -553,6 +555,57 @@ def rq_spline(
 
 
 # --- conditioners -----------------------------------------------------------------------------
+# --- autoregressive layers (MAF, IAF) ---------------------------------------------------------
+class MaskedAutoregressive(Transform):
+    """The MAF layer (Papamakarios et al. 2017, eq. 3-5) on points ``(B, d)``:
+
+        z_i = (x_i − μ_i(x_{<i})) · exp(−α_i(x_{<i})),   log|det ∂z/∂x| = −Σ_i α_i,
+
+    with ``(α, μ)`` from one pass of a :class:`~genlab.nets.made.MADE` (``n_params = 2``, zero-
+    initialised output, ``α`` soft-clamped to ``[−clamp, clamp]``). The density direction is one
+    pass; the inverse (sampling) fills the coordinates one by one in the MADE's order, ``d``
+    passes. :class:`Inverse` of this layer is IAF's layer (Kingma et al. 2016): sampling in one
+    pass, density in ``d``."""
+
+    def __init__(self, made: nn.Module, clamp: float = 3.0) -> None:
+        super().__init__()
+        if made.n_params != 2:
+            raise ValueError("a MaskedAutoregressive layer needs a MADE with n_params = 2")
+        self.made, self.clamp = made, clamp
+
+    def _params(self, x: torch.Tensor) -> Pair:
+        p = self.made(x)  # (B, 2, d)
+        return soft_clamp(p[:, 0], self.clamp), p[:, 1]
+
+    def forward(self, x: torch.Tensor) -> Pair:
+        alpha, mu = self._params(x)
+        return (x - mu) * (-alpha).exp(), -alpha.sum(-1)
+
+    def inverse(self, z: torch.Tensor) -> Pair:
+        x = torch.zeros_like(z)
+        alpha = z
+        for i in self.made.order.tolist():  # x_i needs only the coordinates generated before it
+            alpha, mu = self._params(x)
+            x = x.clone()
+            x[:, i] = z[:, i] * alpha[:, i].exp() + mu[:, i]
+        # the last pass saw every coordinate but the last, and no α_i depends on x_i or later
+        return x, alpha.sum(-1)
+
+
+class Inverse(Transform):
+    """A layer run backwards: ``forward`` is the layer's ``inverse`` and vice versa."""
+
+    def __init__(self, layer: Transform) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> Pair:
+        return self.layer.inverse(x)
+
+    def inverse(self, z: torch.Tensor) -> Pair:
+        return self.layer(z)
+
+
 class MLPConditioner(nn.Module):
     """``(B, d_in) -> (B, n_params, d_out)``: an MLP with ReLU, optional dropout and a
     zero-initialised output layer."""
