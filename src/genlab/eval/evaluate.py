@@ -232,6 +232,14 @@ def _sample_metrics(
         seconds["sampling"] += time.perf_counter() - t0
         nfes.append(nfe)
         ref, floor, floor_i = _real_draws(dataset, real, n, seed, cfg.floor)
+        seen = model.observed(ref, torch.Generator().manual_seed(REFERENCE_SEED + seed))
+        if seen is not ref and seed == 0:  # a binary model sees binarized images, say
+            report["reference"] += (
+                " as the model represents data (model.observed, e.g. binarized), the floor too"
+            )
+        ref = seen
+        if floor is not None:
+            floor = model.observed(floor, torch.Generator().manual_seed(FLOOR_SEED + seed))
         if first is None:
             first = (x, ref)
         if not records:

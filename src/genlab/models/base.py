@@ -231,6 +231,11 @@ class GenerativeModel(nn.Module):
         randomness here trains identically on any number of processes and resumes exactly."""
         return batch
 
+    def observed(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Real examples as this model represents data (a binary model: binarized), so evaluation
+        compares samples and real examples like with like. The identity for most families."""
+        return x
+
     # --- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(

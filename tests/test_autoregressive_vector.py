@@ -1,0 +1,151 @@
+"""FVSBN, NADE and MADE: the autoregressive property by autograd, probabilities over every binary
+vector summing to one, a closed-form Gaussian, the MADE ensemble, seeded binarization.
+
+The families come from the registry (every subclass of VectorAR), so a new one is tested here the
+moment it is registered. Numerics in float64."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from genlab.data.base import Batch
+from genlab.errors import ConfigError
+from genlab.models.autoregressive.vector import FVSBN, MADEModel, VectorAR
+from genlab.registry import MODELS
+
+FAMILIES = [name for name in MODELS.names() if issubclass(MODELS.get(name), VectorAR)]
+# (family, config) variants: every family, MADE with several masks and depths, both outputs
+VARIANTS = [(f, {}) for f in FAMILIES] + [
+    ("made", {"masks": 4, "ensemble": 4, "depth": 2}),
+    ("made", {"masks": 3, "ensemble": 2, "hidden": 3}),  # fewer hidden units than inputs
+]
+
+
+def make(family: str, shape: tuple[int, ...], seed: int = 0, **kw) -> VectorAR:
+    cls = MODELS.get(family)
+    small = {} if family == "fvsbn" else {"hidden": 9}
+    model = cls.from_config(cls.Config(**{**small, **kw}), shape).double()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # away from the zero initialisation
+        for p in model.parameters():
+            p.add_(0.7 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model.eval()
+
+
+def test_the_families_are_registered():
+    assert set(FAMILIES) == {"fvsbn", "nade", "made"}
+
+
+@pytest.mark.parametrize("family,kw", VARIANTS, ids=[f"{f}-{len(k)}" for f, k in VARIANTS])
+@pytest.mark.parametrize("output", ["bernoulli", "mixture"])
+def test_each_conditional_sees_only_earlier_coordinates(family, kw, output):
+    model = make(family, (5,), output=output, components=2, **kw)
+    for mask in range(model.n_masks):
+        model.use_mask(mask)
+        order = model.order().tolist()
+        rank = {coord: k for k, coord in enumerate(order)}
+        x = torch.randn(3, 5, dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(lambda v: model.conditioner(v).sum(0), x)
+        # jac: (P, D, B, D_in); dep[i, j]: some parameter of conditional i depends on x_j
+        dep = (jac.abs().sum(2) > 0).any(0)
+        for i in range(5):
+            for j in range(5):
+                if rank[j] >= rank[i]:
+                    assert not dep[i, j], (mask, i, j)
+        # and it is not trivially independent: the last coordinate sees something
+        assert dep[order[-1]].any()
+
+
+@pytest.mark.parametrize("family,kw", VARIANTS, ids=[f"{f}-{len(k)}" for f, k in VARIANTS])
+def test_probabilities_of_every_binary_vector_sum_to_one(family, kw):
+    model = make(family, (1, 2, 3), **kw)  # a 2x3 binary image: 64 vectors
+    every = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=6)), dtype=torch.float64)
+    lp = model.log_prob(every.reshape(64, 1, 2, 3))
+    assert lp.kind == "exact"
+    assert float(lp.value.exp().sum()) == pytest.approx(1.0, abs=1e-12)
+    for mask in range(model.n_masks):  # every single ordering is a distribution too
+        model.use_mask(mask)
+        total = model.log_prob_tensor((every + 1) / 2).detach().exp().sum()
+        assert float(total) == pytest.approx(1.0)
+
+
+def test_fvsbn_with_one_gaussian_is_the_full_covariance_gaussian():
+    # x1 ~ N(b1, s1²), x2 | x1 ~ N(b2 + w x1, s2²): a closed-form bivariate normal
+    model = FVSBN.from_config(FVSBN.Config(output="mixture", components=1), (2,)).double()
+    b1, b2, w, ls1, ls2 = 0.3, -1.0, 0.8, math.log(0.5), math.log(1.5)
+    with torch.no_grad():
+        bias = model.linear.bias.view(3, 2)  # (P, D): logit, mean, log-std
+        bias[1] = torch.tensor([b1, b2])
+        bias[2] = torch.tensor([ls1, ls2])
+        model.linear.weight.view(3, 2, 2)[1, 1, 0] = w  # the mean of x2 depends on x1
+    s1, s2 = math.exp(ls1), math.exp(ls2)
+    mean = torch.tensor([b1, b2 + w * b1], dtype=torch.float64)
+    cov = torch.tensor([[s1**2, w * s1**2], [w * s1**2, w**2 * s1**2 + s2**2]], dtype=torch.float64)
+    law = torch.distributions.MultivariateNormal(mean, cov)
+    x = torch.randn(50, 2, dtype=torch.float64) * 2
+    torch.testing.assert_close(model.log_prob(x).value, law.log_prob(x))
+    xs = model.sample(20000, generator=torch.Generator().manual_seed(0)).x
+    torch.testing.assert_close(xs.mean(0), mean, atol=0.04, rtol=0)
+    torch.testing.assert_close(torch.cov(xs.T), cov, atol=0.08, rtol=0)
+
+
+def test_the_made_ensemble_averages_the_densities_of_its_masks():
+    model = make("made", (4,), masks=5, ensemble=3, output="mixture", components=2)
+    x = torch.randn(7, 4, dtype=torch.float64)
+    per_mask = []
+    for k in range(3):
+        model.use_mask(k)
+        per_mask.append(model.log_prob_tensor(x).exp())
+    expected = torch.stack(per_mask).mean(0).log()
+    torch.testing.assert_close(model.log_prob(x).value, expected)
+    assert model.log_prob(x).nfe == 3
+
+
+def test_made_draws_one_mask_per_step_in_prepare_and_trains_on_it():
+    model = make("made", (1, 2, 2), masks=4)
+    x = torch.rand(6, 1, 2, 2, dtype=torch.float64) * 2 - 1
+    a = model.prepare(Batch(x), torch.Generator().manual_seed(3))
+    b = model.prepare(Batch(x), torch.Generator().manual_seed(3))
+    assert torch.equal(a.aux["binary"], b.aux["binary"]) and torch.equal(
+        a.aux["mask"], b.aux["mask"]
+    )
+    assert set(a.aux["binary"].unique().tolist()) <= {0.0, 1.0}
+    seen = {int(model.prepare(Batch(x), torch.Generator().manual_seed(s)).aux["mask"][0])
+            for s in range(40)}  # fmt: skip
+    assert seen == {0, 1, 2, 3}
+    model.loss(a)
+    assert model.net.mask_seed == int(a.aux["mask"][0])
+
+
+def test_binary_data_is_not_rebinarized_and_held_out_scoring_is_seeded():
+    model = make("nade", (1, 2, 2))
+    binary = torch.tensor([[1.0, -1.0, -1.0, 1.0]], dtype=torch.float64).reshape(1, 1, 2, 2)
+    a = model.log_prob(binary, generator=torch.Generator().manual_seed(0)).value
+    b = model.log_prob(binary, generator=torch.Generator().manual_seed(1)).value
+    assert torch.equal(a, b)
+    grey = torch.rand(20, 1, 2, 2, dtype=torch.float64) * 2 - 1
+    torch.manual_seed(5)
+    c = model.log_prob(grey).value
+    torch.manual_seed(5)
+    assert torch.equal(c, model.log_prob(grey).value)
+
+
+def test_samples_are_binary_images_or_real_vectors():
+    img = make("made", (1, 3, 3), masks=2).sample(4, generator=torch.Generator().manual_seed(0))
+    assert img.x.shape == (4, 1, 3, 3) and set(img.x.unique().tolist()) <= {-1.0, 1.0}
+    assert img.nfe == 9
+    pts = make("nade", (3,)).sample(4, generator=torch.Generator().manual_seed(0), mask=0)
+    assert pts.x.shape == (4, 3) and torch.isfinite(pts.x).all()
+
+
+def test_bad_settings_are_explained():
+    with pytest.raises(ConfigError, match="ensemble in"):
+        MADEModel.from_config(MADEModel.Config(masks=2, ensemble=3), (4,))
+    with pytest.raises(ConfigError, match="vectors"):
+        FVSBN.from_config(FVSBN.Config(), (2, 3))
+    with pytest.raises(ConfigError, match="mask must be in"):
+        make("made", (3,), masks=2).sample(2, mask=2)
