@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genlab.data import arrays, images, text, toy  # noqa: F401  (toy: its registrations)
+from genlab.data import arrays, images, tabular, text, toy  # noqa: F401  (their registrations)
 from genlab.data.base import Dataset, TrueDistribution, require_file, split
 from genlab.data.text import decode, encode
 from genlab.data.toy import TOY
