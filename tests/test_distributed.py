@@ -12,6 +12,9 @@ import torch
 
 from genlab.train import checkpoint as ckpt
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from families import TINY  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
 GAN = str(ROOT / "configs" / "gan-8gaussians.yaml")  # two players: critic and generator
@@ -32,9 +35,15 @@ pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not inst
 
 
 def train(
-    out: Path, steps: int, procs: int, *extra: str, resume: bool = False, config: str = CONFIG
+    out: Path,
+    steps: int,
+    procs: int,
+    *extra: str,
+    resume: bool = False,
+    config: str = CONFIG,
+    small: list[str] = SMALL,
 ) -> None:
-    args = ["-m", "genlab", "train", config, *SMALL, f"trainer.steps={steps}", *extra,
+    args = ["-m", "genlab", "train", config, *small, f"trainer.steps={steps}", *extra,
             "--out", str(out), "--no-eval"] + (["--resume"] if resume else [])  # fmt: skip
     if procs == 1:
         cmd = [sys.executable, *args]
@@ -54,6 +63,16 @@ def assert_close(a: dict, b: dict, atol: float) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k].double(), b[k].double(), atol=atol, rtol=0), k
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_every_family_trains_alike_on_two_processes_and_one(tmp_path, family):
+    # every registered family (tests/families.py): weights, EMA and optimizer state after 12 steps
+    tiny = TINY[family]
+    args = tiny.args("trainer.log_every=4", "trainer.checkpoint_every=12")
+    train(tmp_path / "one", 12, 1, config=tiny.path, small=args)
+    train(tmp_path / "two", 12, 2, config=tiny.path, small=args)
+    assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=tiny.ddp_atol)
 
 
 @pytest.mark.parametrize("coupling", ["independent", "ot"])

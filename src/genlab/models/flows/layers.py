@@ -89,7 +89,9 @@ class ActNorm(Transform):
     """Per-channel affine ``z = (x + loc) · exp(log_scale)`` (Kingma & Dhariwal 2018, §3.1).
 
     Data-dependent initialisation: the first forward pass in training mode sets ``loc`` and
-    ``log_scale`` so that that batch has zero mean and unit variance per channel.
+    ``log_scale`` so that that batch has zero mean and unit variance per channel. Under data
+    parallelism the statistics are those of the global batch (summed over the processes), so every
+    process starts from the same weights, as one process would.
     """
 
     def __init__(self, channels: int) -> None:
@@ -100,9 +102,17 @@ class ActNorm(Transform):
 
     @torch.no_grad()
     def _init(self, x: torch.Tensor) -> None:
-        flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, B·H·W)
-        self.loc.copy_(-flat.mean(1))
-        self.log_scale.copy_(-torch.log(flat.std(1) + 1e-6))
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (C, B·H·W)
+        sums = torch.stack(
+            [flat.sum(1), flat.square().sum(1), flat.new_full((len(flat),), flat.shape[1])]
+        )
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)  # the global batch's sums
+        total, squares, count = sums
+        mean = total / count
+        var = (squares - count * mean**2).clamp(min=0) / (count - 1).clamp(min=1)  # unbiased
+        self.loc.copy_(-mean)
+        self.log_scale.copy_(-torch.log(var.sqrt() + 1e-6))
         self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> Pair:

@@ -1,0 +1,60 @@
+"""A tiny training recipe for every registered family, for the tests that every family must pass
+(exact resume after SIGKILL in ``test_faults.py``, one process against two in
+``test_distributed.py``). ``test_every_family_has_a_tiny_recipe`` fails the moment a family is
+registered without one, so a new family joins those tests when it is added."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0",
+          "trainer.early_stopping=0"]  # fmt: skip
+POINTS = ["data.n=2000", "trainer.batch_size=64"]
+SMALL_FLOW = [*POINTS, "model.hidden=16", "model.layers=2"]
+DIGITS = ["trainer.batch_size=64", "model.hidden=16"]
+
+
+@dataclass(frozen=True)
+class Tiny:
+    config: str  # a file in configs/
+    overrides: list[str]
+    steps: int  # long enough that a SIGKILL lands mid-run, short enough for the suite
+    ddp_atol: float = 1e-5  # one process against two: weights agree to this
+    why: str = ""  # the reason for a looser ddp_atol
+
+    @property
+    def path(self) -> str:
+        return str(ROOT / "configs" / self.config)
+
+    def args(self, *extra: str) -> list[str]:
+        return [*COMMON, *self.overrides, *extra]
+
+
+# families that do not train a generative model of the data: not part of these tests
+EXEMPT = {"noise-classifier": "a classifier p(y | x_t) for guidance, trained on a diffusion run"}
+
+TINY: dict[str, Tiny] = {
+    "flow-matching": Tiny(
+        "flow-matching-moons.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 3000
+    ),  # fmt: skip
+    "diffusion": Tiny("ddpm-moons.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 1500),
+    "gan": Tiny("gan-8gaussians.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 1500),
+    "nice": Tiny("nice-moons.yaml", SMALL_FLOW, 800),
+    "realnvp": Tiny("realnvp-moons.yaml", SMALL_FLOW, 800),
+    "glow": Tiny("glow-moons.yaml", SMALL_FLOW, 800),
+    "nsf": Tiny("nsf-moons.yaml", SMALL_FLOW, 800),
+    "maf": Tiny("maf-moons.yaml", SMALL_FLOW, 800),
+    "iaf": Tiny("iaf-moons.yaml", SMALL_FLOW, 800),
+    "ffjord": Tiny(
+        "ffjord-moons.yaml",
+        [*POINTS, "model.hidden=16", "model.depth=2", "model.rtol=1e-3", "model.atol=1e-3"],
+        60,  # fmt: skip
+        ddp_atol=1e-3,
+        why="the adaptive solver's steps depend on the error norm of each process's half batch",
+    ),
+    "fvsbn": Tiny("fvsbn-digits.yaml", ["trainer.batch_size=64"], 800),
+    "nade": Tiny("nade-digits.yaml", DIGITS, 800),
+    "made": Tiny("made-digits.yaml", [*DIGITS, "model.masks=4", "model.ensemble=2"], 800),
+}
