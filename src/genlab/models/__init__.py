@@ -2,6 +2,7 @@
 
 import genlab.nets  # noqa: F401  (registers the backbones)
 from genlab.models import (
+    autoregressive,  # noqa: F401
     diffusion,  # noqa: F401
     flows,  # noqa: F401
     gan,  # noqa: F401
