@@ -16,7 +16,8 @@ the head gives logits over the first ``outputs`` of them, sharing their weights.
 Incremental decoding: :meth:`Transformer.new_cache` makes a :class:`KVCache` that holds every
 layer's keys and values of the positions fed so far; ``net(idx, cache=cache)`` feeds new tokens
 at the next positions (``cache.length`` onwards) and attends to the cached ones, so a sampler
-pays for one position per new token instead of the whole context. Learned absolute positions
+pays for one position per new token instead of the whole context (causal models only: with
+bidirectional attention, earlier keys change when later tokens arrive). Learned absolute positions
 cannot be shifted: a caller that slides its window past ``context`` clears the cache and feeds the
 cropped window again.
 """
@@ -163,7 +164,11 @@ class Transformer(nn.Module):
                 nn.init.normal_(proj.weight, 0.0, 0.02 / math.sqrt(2 * self.depth))
 
     def new_cache(self, batch: int) -> KVCache:
-        """An empty :class:`KVCache` for ``batch`` sequences, in the weights' dtype and device."""
+        """An empty :class:`KVCache` for ``batch`` sequences, in the weights' dtype and device.
+        Causal models only: with bidirectional attention the keys of earlier positions change
+        when later tokens arrive."""
+        if not self.causal:
+            raise ValueError("a KV cache needs causal attention (this transformer is bidirectional)")
         like = self.tok.weight
         return KVCache(self.depth, batch, self.heads, self.context, self.hidden // self.heads, like)
 
