@@ -15,6 +15,7 @@ from genlab.train import checkpoint as ckpt
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
 GAN = str(ROOT / "configs" / "gan-8gaussians.yaml")  # two players: critic and generator
+GPT = str(ROOT / "configs" / "char-gpt-shakespeare.yaml")  # windows of a text at random offsets
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 SMALL = [
     "model.hidden=32",
@@ -76,6 +77,16 @@ def test_a_gan_on_two_processes_matches_one_process(tmp_path):
     critic = ["model.n_critic=2", "model.loss=wgan-gp", "model.r1=1.0", "model.r1_every=3"]
     train(tmp_path / "one", 12, 1, *critic, config=GAN)
     train(tmp_path / "two", 12, 2, *critic, config=GAN)
+    assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=1e-5)
+
+
+def test_a_gpt_on_two_processes_matches_one_process(tmp_path):
+    # the global batch of windows is drawn alike on every rank, then split (no dropout: its masks
+    # come from each process's own generator)
+    tiny = ["model.context=16", "model.heads=2", "model.dropout=0.0", "trainer.val_every=0",
+            "trainer.grad_clip=1.0", "trainer.weight_decay=0.1"]  # fmt: skip
+    train(tmp_path / "one", 12, 1, *tiny, config=GPT)
+    train(tmp_path / "two", 12, 2, *tiny, config=GPT)
     assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=1e-5)
 
 

@@ -17,6 +17,16 @@ from genlab.train import checkpoint as ckpt
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
 GAN = str(ROOT / "configs" / "gan-8gaussians.yaml")  # two players: critic and generator
+GPT = str(ROOT / "configs" / "char-gpt-shakespeare.yaml")  # windows of a text at random offsets
+EXTRA = {  # per config, after ARGS: a tiny GPT (data.n: the first 2000 characters)
+    GPT: [
+        "model.context=8",
+        "model.hidden=16",
+        "model.heads=2",
+        "model.dropout=0.1",
+        "trainer.val_every=0",
+    ],
+}
 ARGS = [
     "model.hidden=32",
     "model.depth=2",
@@ -39,6 +49,7 @@ def command(out: Path, *extra: str, config: str = CONFIG) -> list[str]:
         "train",
         config,
         *ARGS,
+        *EXTRA.get(config, []),
         "--out",
         str(out),
         "--no-eval",
@@ -71,7 +82,7 @@ def assert_identical(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("config", [CONFIG, GAN], ids=["flow-matching", "gan"])
+@pytest.mark.parametrize("config", [CONFIG, GAN, GPT], ids=["flow-matching", "gan", "gpt"])
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, config):
     subprocess.run(command(tmp_path / "ref", config=config), env=ENV, check=True,
                    capture_output=True)  # fmt: skip

@@ -82,7 +82,9 @@ class SelfAttention(nn.Module):
             else:  # query i (position start + i) sees keys 0 .. start + i
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal
+        )
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side
         return self.drop(self.proj(y))
 
@@ -168,7 +170,9 @@ class Transformer(nn.Module):
         Causal models only: with bidirectional attention the keys of earlier positions change
         when later tokens arrive."""
         if not self.causal:
-            raise ValueError("a KV cache needs causal attention (this transformer is bidirectional)")
+            raise ValueError(
+                "a KV cache needs causal attention (this transformer is bidirectional)"
+            )
         like = self.tok.weight
         return KVCache(self.depth, batch, self.heads, self.context, self.hidden // self.heads, like)
 

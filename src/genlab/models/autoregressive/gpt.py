@@ -87,8 +87,10 @@ class GPT(GenerativeModel):
         SampleOption("temperature", "divides the logits (0: greedy, argmax)", float, FROM_CONFIG),
         SampleOption("top_k", "keep the k most likely characters (0: all)", int, FROM_CONFIG),
         SampleOption(
-            "top_p", "nucleus sampling: the most likely characters up to this mass (1: all)",
-            float, FROM_CONFIG,
+            "top_p",
+            "nucleus sampling: the most likely characters up to this mass (1: all)",
+            float,
+            FROM_CONFIG,
         ),  # fmt: skip
         SampleOption("prompt", "text to continue (characters of the training text)", str, ""),
         SampleOption(
