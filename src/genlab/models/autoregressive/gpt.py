@@ -155,14 +155,12 @@ class GPT(GenerativeModel):
     def log_prob(self, x: torch.Tensor, *, chunk: int = 256) -> LogProb:
         """Exact ``log p(x)`` in nats of windows ``x`` ``(B, L)`` of character ids (summed over
         positions, float64). Windows longer than the context slide: ``x_t`` for ``t >= context``
-        is predicted from the ``context − 1`` characters before it, one pass each (``chunk`` such
-        passes batched together)."""
+        is predicted from the ``context − 1`` characters before it, one pass each. Passes run in
+        batches of ``chunk`` windows."""
         x = self._check_ids(x)
         B, L = x.shape
         C = self.config.context
-        head = x[:, :C]
-        logits = self.net(self._inputs(head)).double()  # (B, min(L, C), V)
-        lp = logits.log_softmax(-1).gather(-1, head[..., None])[..., 0].sum(-1)  # (B,)
+        lp = torch.cat([self._window_log_prob(part) for part in x[:, :C].split(chunk)])  # (B,)
         if L > C:  # x_t from [S, x_{t-C+1} .. x_{t-1}], t = C .. L-1
             ctx = x[:, 1 : L - 1].unfold(1, C - 1, 1)  # (B, L - C, C - 1)
             target = x[:, C:]  # (B, L - C)
@@ -175,6 +173,11 @@ class GPT(GenerativeModel):
                 parts.append(last.gather(-1, tgt[i : i + chunk, None])[:, 0])
             lp = lp + torch.cat(parts).reshape(B, L - C).sum(-1)
         return LogProb(lp, "exact", nfe=1 + max(0, L - C))
+
+    def _window_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``Σ_i log p(x_i | S, x_{<i})`` ``(B,)`` of windows within the context, one pass."""
+        logits = self.net(self._inputs(x)).double()  # (B, L, V)
+        return logits.log_softmax(-1).gather(-1, x[..., None])[..., 0].sum(-1)
 
     def _check_ids(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x)
