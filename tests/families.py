@@ -22,7 +22,8 @@ class Tiny:
     overrides: list[str]
     steps: int  # long enough that a SIGKILL lands mid-run, short enough for the suite
     ddp_atol: float = 1e-5  # one process against two: weights agree to this
-    why: str = ""  # the reason for a looser ddp_atol
+    why: str = ""  # the reason for a looser ddp_atol or for ddp_overrides
+    ddp_overrides: tuple[str, ...] = ()  # for the 1-vs-2-process test only
 
     @property
     def path(self) -> str:
@@ -57,4 +58,19 @@ TINY: dict[str, Tiny] = {
     "fvsbn": Tiny("fvsbn-digits.yaml", ["trainer.batch_size=64"], 800),
     "nade": Tiny("nade-digits.yaml", DIGITS, 800),
     "made": Tiny("made-digits.yaml", [*DIGITS, "model.masks=4", "model.ensemble=2"], 800),
+    "gpt": Tiny(
+        "char-gpt-shakespeare.yaml",
+        [
+            "data.n=2000",
+            "trainer.batch_size=64",
+            "model.depth=2",
+            "model.context=8",
+            "model.hidden=16",
+            "model.heads=2",
+            "model.dropout=0.1",
+        ],
+        800,  # fmt: skip
+        ddp_overrides=("model.dropout=0.0",),
+        why="dropout masks come from each process's own generator (resume restores it exactly)",
+    ),
 }

@@ -69,7 +69,7 @@ def assert_close(a: dict, b: dict, atol: float) -> None:
 def test_every_family_trains_alike_on_two_processes_and_one(tmp_path, family):
     # every registered family (tests/families.py): weights, EMA and optimizer state after 12 steps
     tiny = TINY[family]
-    args = tiny.args("trainer.log_every=4", "trainer.checkpoint_every=12")
+    args = tiny.args("trainer.log_every=4", "trainer.checkpoint_every=12", *tiny.ddp_overrides)
     train(tmp_path / "one", 12, 1, config=tiny.path, small=args)
     train(tmp_path / "two", 12, 2, config=tiny.path, small=args)
     assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=tiny.ddp_atol)

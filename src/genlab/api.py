@@ -61,9 +61,20 @@ def load_data(cfg: Config) -> Dataset:
 
 def build_model(cfg: Config, spec_or_dataset: ModelSpec | Dataset) -> GenerativeModel:
     """A fresh model of ``cfg``'s family for the dataset's shape (or a saved spec): both carry
-    ``shape`` and ``num_classes``."""
+    ``shape`` and ``num_classes``, and for text the vocabulary. Data of a kind the family does not
+    model (text for a flow, points for a GPT) is a :class:`DataError`."""
     src = spec_or_dataset
-    return MODELS.get(cfg.family).from_config(cfg.model, src.shape, src.num_classes)
+    cls = MODELS.get(cfg.family)
+    if isinstance(src, Dataset):
+        if src.kind not in cls.data_kinds:
+            raise DataError(
+                f"{cfg.family} models train on {' or '.join(cls.data_kinds)}, and the data "
+                f"{src.name!r} holds {src.kind}"
+            )
+        vocab = src.meta.get("vocab")
+    else:
+        vocab = src.vocab
+    return cls.from_config(cfg.model, src.shape, src.num_classes, vocab)
 
 
 @dataclass

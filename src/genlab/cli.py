@@ -18,6 +18,7 @@ USAGE_EXAMPLES = """examples:
   genlab train configs/flow-matching-moons.yaml data.path=points.npy --out runs/mine
   genlab sample runs/demo --n 5000 --sampler euler --steps 10 --out samples.npy
   genlab sample runs/glow --option temperature=0.7 --out glow.png
+  genlab sample runs/gpt --n 1 --prompt "ROMEO:" --option length=500 --option top_p=0.9 --out romeo.txt
   genlab eval runs/demo
   genlab eval runs/mine --data heldout.npy --json
   genlab eval runs/edm-digits --n 800 --option steps=10
@@ -65,11 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="a run directory")
     s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="samples.npy", help="output .npy (or .png for a plot)")
+    s.add_argument(
+        "--out",
+        default="samples.npy",
+        help="output .npy (or .png for a plot; .txt for text models: the decoded samples)",
+    )
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--label", type=int, help="class-conditional models: the class to sample")
     s.add_argument("--classifier", help="diffusion: a noise-classifier run for classifier guidance")
     s.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
+    s.add_argument("--prompt", help="text models: the text to continue (the option 'prompt')")
     _add_sampling_flags(s)
 
     r = sub.add_parser(
@@ -160,13 +166,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         options["classifier"] = genlab.load_run(args.classifier).model
         options["classifier_scale"] = args.classifier_scale
     path = Path(args.out)
-    if path.suffix not in (".npy", ".png"):
-        raise GenlabError(f"--out must end in .npy or .png, got {path.name}")
+    vocab = run.model.spec.vocab
+    if path.suffix not in (".npy", ".png", ".txt"):
+        raise GenlabError(f"--out must end in .npy, .png or .txt, got {path.name}")
+    if path.suffix == ".txt" and vocab is None:
+        raise GenlabError(f"--out {path.name}: .txt is for text models; this run makes "
+                          f"{run.model.family} samples (use .npy or .png)")  # fmt: skip
+    if path.suffix == ".png" and vocab is not None:
+        raise GenlabError(f"--out {path.name}: this run makes text; use .txt (or .npy for ids)")
     g = torch.Generator().manual_seed(args.seed)
     out = run.model.sample(args.n, labels=args.label, generator=g, **options)
     x = out.x.cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".png":
+    if path.suffix == ".txt":  # one sample after another, a separator line between them
+        from genlab.data.text import decode
+
+        texts = [decode(row, vocab) for row in out.x.cpu()]
+        path.write_text(TEXT_SEPARATOR.join(texts) + "\n", encoding="utf-8")
+    elif path.suffix == ".png":
         from genlab.eval.plots import plot_image_grid, plot_samples
 
         if out.x.dim() == 4:
@@ -179,14 +196,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+#: between two samples in a .txt written by `genlab sample`
+TEXT_SEPARATOR = "\n\n" + "-" * 40 + "\n\n"
+
+
 def _sampling_options(args: argparse.Namespace, model) -> dict:
     """The sampling options of the command line (flags and --option KEY=VALUE), read with the
     types the model's family declares; an option it does not take is an error naming those it
     does."""
     from genlab.errors import GenlabError
 
-    named = {k: getattr(args, k) for k in ("sampler", "steps", "schedule", "guidance")}
+    named = {k: getattr(args, k, None) for k in ("sampler", "steps", "schedule", "guidance")}
     options = {k: v for k, v in named.items() if v is not None}
+    prompt = getattr(args, "prompt", None)
+    if prompt is not None:
+        if "prompt" not in model.options():
+            raise GenlabError(
+                f"--prompt: {model.family} models take no prompt (it is for text models, e.g. gpt)"
+            )
+        options["prompt"] = prompt
     raw: dict[str, str] = {}
     for item in args.option:
         key, sep, value = item.partition("=")

@@ -24,7 +24,8 @@ SHAKESPEARE = (
 
 
 def encode(text: str, vocab: str) -> torch.Tensor:
-    """Characters -> int64 token ids ``(len(text),)``; a character outside ``vocab`` is a DataError."""
+    """Characters -> int64 token ids ``(len(text),)``; characters outside ``vocab`` are a
+    DataError that lists them (:func:`unknown_characters`)."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # code points
     table = np.frombuffer(vocab.encode("utf-32-le"), dtype=np.uint32)
     order = np.argsort(table, kind="stable")
@@ -32,11 +33,25 @@ def encode(text: str, vocab: str) -> torch.Tensor:
     ids = order[pos] if len(table) else pos
     bad = np.flatnonzero(table[ids] != codes) if len(table) else np.arange(len(codes))
     if len(bad):
-        raise DataError(
-            f"character {text[bad[0]]!r} (position {bad[0]}) is not in the vocabulary "
-            f"({len(vocab)} characters)"
-        )
+        raise DataError(unknown_characters(text, vocab, bad.tolist()))
     return torch.from_numpy(ids.astype(np.int64))
+
+
+def unknown_characters(text: str, vocab: str, where: list[int] | None = None) -> str:
+    """The message for the characters of ``text`` outside ``vocab`` (at positions ``where``, when
+    known): each distinct one with its first position, at most 10 of them."""
+    where = [i for i, c in enumerate(text) if c not in set(vocab)] if where is None else where
+    first: dict[str, int] = {}
+    for i in where:
+        first.setdefault(text[i], i)
+    shown = [f"{c!r} (first at position {i})" for c, i in list(first.items())[:10]]
+    more = f" and {len(first) - 10} more" if len(first) > 10 else ""
+    verb = "is" if len(first) == 1 else "are"
+    what = "character" if len(first) == 1 else f"{len(first)} characters"
+    return (
+        f"{what} {', '.join(shown)}{more} {verb} not in the vocabulary ({len(vocab)} characters "
+        "of the training text)"
+    )
 
 
 def decode(ids: torch.Tensor | list[int], vocab: str) -> str:

@@ -554,9 +554,9 @@ def format_report(report: dict[str, Any]) -> str:
     data = report["data"]
     shape = "x".join(map(str, data["shape"])) or "stream"
     lines = [f"{report['family']} on {data['name']} ({data['kind']} {shape})"]
-    if "options" in report:
+    if "nfe" in report:  # samples were drawn (no sample metric exists for text yet)
         opts = " ".join(f"{k}={_short(v)}" for k, v in report["options"].items())
-        nfe = f", NFE {report['nfe']:.0f}" if "nfe" in report else ""
+        nfe = f", NFE {report['nfe']:.0f}"
         lines.append(f"  sampling: {opts or 'defaults'}{nfe}")
         lines.append(
             f"  {report['n']} samples x {report['seeds']} seed(s) vs {report['reference']}"

@@ -155,11 +155,14 @@ class Player:
 
 @dataclass
 class ModelSpec:
-    """What is needed, besides the config, to rebuild a model: the data's shape and classes."""
+    """What is needed, besides the config, to rebuild a model: the data's shape and classes and,
+    for text, its vocabulary (the characters, token ``i`` being ``vocab[i]``), so that a run
+    samples and decodes from its directory alone."""
 
     family: str
     shape: tuple[int, ...]
     num_classes: int | None = None
+    vocab: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -168,7 +171,7 @@ class ModelSpec:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> ModelSpec:
-        return ModelSpec(d["family"], tuple(d["shape"]), d.get("num_classes"))
+        return ModelSpec(d["family"], tuple(d["shape"]), d.get("num_classes"), d.get("vocab"))
 
 
 class GenerativeModel(nn.Module):
@@ -185,6 +188,12 @@ class GenerativeModel(nn.Module):
     can_sample: ClassVar[bool] = True
     #: True for families that condition on the data's class labels when it has them
     conditional: ClassVar[bool] = False
+    #: the kinds of data the family trains on (:data:`genlab.data.base.KINDS`)
+    data_kinds: ClassVar[tuple[str, ...]] = ("points", "images")
+    #: None: a training example is one row of the data. An int ``L``: the data is one token
+    #: stream and an example is a window of ``L`` consecutive tokens at any offset (the trainer
+    #: shuffles the offsets; validation cuts the held-out stream into consecutive windows).
+    window: int | None = None
 
     def __init__(self, config: Any, spec: ModelSpec) -> None:
         super().__init__()
@@ -192,8 +201,15 @@ class GenerativeModel(nn.Module):
         self.spec = spec
 
     @classmethod
-    def from_config(cls, config: Any, shape: tuple[int, ...], num_classes: int | None = None):
-        return cls(config, ModelSpec(cls.family, tuple(shape), num_classes))
+    def from_config(
+        cls,
+        config: Any,
+        shape: tuple[int, ...],
+        num_classes: int | None = None,
+        vocab: str | None = None,
+    ):
+        """A fresh model for data of ``shape`` (with ``num_classes`` classes; text: ``vocab``)."""
+        return cls(config, ModelSpec(cls.family, tuple(shape), num_classes, vocab))
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training objective on one batch (a scalar). Noise comes from ``generator``."""

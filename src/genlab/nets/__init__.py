@@ -3,6 +3,7 @@
 from genlab.nets import gan  # noqa: F401  (registers the GAN backbones)
 from genlab.nets.embeddings import SinusoidalEmbedding
 from genlab.nets.mlp import MLP
+from genlab.nets.transformer import KVCache, Transformer
 from genlab.nets.unet import UNet
 
-__all__ = ["MLP", "SinusoidalEmbedding", "UNet"]
+__all__ = ["MLP", "KVCache", "SinusoidalEmbedding", "Transformer", "UNet"]

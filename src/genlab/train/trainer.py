@@ -117,6 +117,23 @@ class EpochBatcher:
         )
 
 
+def stream_windows(stream: torch.Tensor, length: int, stride: int, what: str) -> torch.Tensor:
+    """The windows of ``length`` consecutive tokens of a 1-D ``stream`` starting every ``stride``
+    tokens, ``(count, length)``: a view, no copy (``stride=1``: every offset, the training examples
+    of a model with a ``window``; ``stride=length``: consecutive windows, for validation)."""
+    if stream.dim() != 1:
+        raise GenlabError(
+            f"a model of windows of a token stream needs 1-D token data, got shape "
+            f"{tuple(stream.shape)}"
+        )
+    if len(stream) < length:
+        raise GenlabError(
+            f"the {what} text has {len(stream)} tokens, fewer than one window of {length} (the "
+            "model's context): give more text or lower model.context"
+        )
+    return stream.unfold(0, length, stride)
+
+
 def step_generator(seed: int, draw: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The generator of the randomness of batch number ``draw`` (one per step for one player; a
     GAN draws one batch per player update): a pure function of the seed and the draw, so prepared
@@ -291,8 +308,11 @@ class Trainer:
         self.rollbacks = 0
         torch.manual_seed(self.tc.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.tc.seed)
+        train = dataset.train.to(self.device)
+        if model.window is not None:  # examples: windows of the stream at every offset
+            train = stream_windows(train, model.window, 1, "training")
         self.batcher = EpochBatcher(
-            dataset.train.to(self.device),
+            train,
             None if dataset.labels_train is None else dataset.labels_train.to(self.device),
             self.tc.batch_size,
             self.tc.seed,
@@ -472,6 +492,8 @@ class Trainer:
         val = self.dataset.val
         if len(val) == 0:
             raise GenlabError("trainer.val_every is set but the validation split is empty")
+        if self.model.window is not None:  # consecutive windows of the held-out stream
+            val = stream_windows(val, self.model.window, self.model.window, "validation")
         labels = self.dataset.labels_val
         g = torch.Generator(device=self.device).manual_seed(self.tc.seed + 7)
         total, count = 0.0, 0

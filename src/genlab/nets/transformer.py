@@ -1,0 +1,209 @@
+"""A transformer over token sequences that knows nothing about losses.
+
+Token embedding + learned positional embedding, ``depth`` pre-LayerNorm blocks (multi-head
+self-attention through :func:`torch.nn.functional.scaled_dot_product_attention`, then an MLP of
+width ``4 · hidden`` with GELU), dropout, a final LayerNorm and an output head tied to the token
+embedding (Vaswani et al. 2017, "Attention is all you need"; the pre-LN arrangement and the scaled
+initialisation of the residual projections of GPT-2, Radford et al. 2019, "Language models are
+unsupervised multitask learners", sec. 2.3; weight tying: Press & Wolf 2017).
+
+``causal=True`` lets position ``i`` attend to positions ``<= i`` only (autoregressive models);
+``causal=False`` attends everywhere (masked / discrete diffusion over text).
+
+The embedding has ``tokens`` rows (a vocabulary plus any special tokens: a start token, a mask);
+the head gives logits over the first ``outputs`` of them, sharing their weights.
+
+Incremental decoding: :meth:`Transformer.new_cache` makes a :class:`KVCache` that holds every
+layer's keys and values of the positions fed so far; ``net(idx, cache=cache)`` feeds new tokens
+at the next positions (``cache.length`` onwards) and attends to the cached ones, so a sampler
+pays for one position per new token instead of the whole context (causal models only: with
+bidirectional attention, earlier keys change when later tokens arrive). Learned absolute positions
+cannot be shifted: a caller that slides its window past ``context`` clears the cache and feeds the
+cropped window again.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import ConfigError
+from genlab.registry import NETS
+
+
+class KVCache:
+    """Keys and values of the first ``length`` positions, for each layer: buffers of shape
+    ``(B, heads, context, hidden / heads)`` allocated once, filled as positions are fed."""
+
+    def __init__(
+        self, depth: int, batch: int, heads: int, context: int, head_dim: int, like: torch.Tensor
+    ) -> None:
+        shape = (batch, heads, context, head_dim)
+        kw = {"dtype": like.dtype, "device": like.device}
+        self.layers = [(torch.zeros(shape, **kw), torch.zeros(shape, **kw)) for _ in range(depth)]
+        self.context = context
+        self.length = 0  # positions cached so far
+
+    def clear(self) -> None:
+        """Forget every position (the buffers are reused)."""
+        self.length = 0
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017, sec. 3.2)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool, causal: bool) -> None:
+        super().__init__()
+        self.heads, self.dropout, self.causal = heads, dropout, causal
+        self.qkv = nn.Linear(hidden, 3 * hidden, bias=bias)
+        self.proj = nn.Linear(hidden, hidden, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+    ) -> torch.Tensor:
+        """``x`` ``(B, T, C)`` at positions ``start .. start + T - 1``; with ``kv`` (a layer of a
+        :class:`KVCache`), the new keys and values are written at those positions and the queries
+        attend to positions ``0 .. start + T - 1``."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        if kv is not None:  # (B, H, T, D) into the cache; attend to everything cached
+            kv[0][:, :, start : start + T] = k
+            kv[1][:, :, start : start + T] = v
+            k, v = kv[0][:, :, : start + T], kv[1][:, :, : start + T]  # (B, H, start + T, D)
+        mask, is_causal = None, False
+        if self.causal and T > 1:
+            if start == 0:
+                is_causal = True
+            else:  # query i (position start + i) sees keys 0 .. start + i
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal
+        )
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side
+        return self.drop(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(LN(x))``, then ``x + MLP(LN(x))``."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool, causal: bool) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(hidden, bias=bias)
+        self.attn = SelfAttention(hidden, heads, dropout, bias, causal)
+        self.ln2 = nn.LayerNorm(hidden, bias=bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden, bias=bias),
+            nn.GELU(),
+            nn.Linear(4 * hidden, hidden, bias=bias),
+            nn.Dropout(dropout),
+        )
+
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), kv, start)
+        return x + self.mlp(self.ln2(x))
+
+
+@NETS.register(
+    "transformer",
+    help="token transformer: pre-LN blocks, learned positions, tied head, causal or not, KV cache",
+)
+class Transformer(nn.Module):
+    """Logits ``(B, T, outputs)`` of token ids ``(B, T)``; see the module docstring."""
+
+    def __init__(
+        self,
+        tokens: int,
+        outputs: int,
+        context: int,
+        hidden: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        dropout: float = 0.0,
+        bias: bool = True,
+        causal: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, v in (("tokens", tokens), ("context", context), ("hidden", hidden),
+                        ("depth", depth), ("heads", heads)):  # fmt: skip
+            if v < 1:
+                raise ConfigError(f"transformer {name} must be at least 1, got {v}")
+        if not 1 <= outputs <= tokens:
+            raise ConfigError(f"transformer outputs must be in [1, tokens={tokens}], got {outputs}")
+        if hidden % heads:
+            raise ConfigError(f"model.hidden={hidden} must be a multiple of model.heads={heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+        self.tokens, self.outputs, self.context = tokens, outputs, context
+        self.hidden, self.depth, self.heads, self.causal = hidden, depth, heads, causal
+        self.tok = nn.Embedding(tokens, hidden)
+        self.pos = nn.Embedding(context, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(hidden, heads, dropout, bias, causal) for _ in range(depth)
+        )
+        self.ln = nn.LayerNorm(hidden, bias=bias)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """N(0, 0.02) weights, zero biases; the projections into the residual stream scaled by
+        1/√(2 · depth) (Radford et al. 2019, sec. 2.3), so the stream's variance does not grow
+        with depth."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for b in self.blocks:
+            for proj in (b.attn.proj, b.mlp[2]):
+                nn.init.normal_(proj.weight, 0.0, 0.02 / math.sqrt(2 * self.depth))
+
+    def new_cache(self, batch: int) -> KVCache:
+        """An empty :class:`KVCache` for ``batch`` sequences, in the weights' dtype and device.
+        Causal models only: with bidirectional attention the keys of earlier positions change
+        when later tokens arrive."""
+        if not self.causal:
+            raise ValueError(
+                "a KV cache needs causal attention (this transformer is bidirectional)"
+            )
+        like = self.tok.weight
+        return KVCache(self.depth, batch, self.heads, self.context, self.hidden // self.heads, like)
+
+    def forward(
+        self,
+        idx: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``(B, T, outputs)`` for token ids ``idx`` ``(B, T)`` at positions ``start ..
+        start + T - 1``, ``start`` being ``cache.length`` (0 without a cache). ``embeddings``
+        ``(B, T, hidden)``: token embeddings given directly instead of ``idx`` (positions are
+        still added). With a cache, the positions are appended to it."""
+        if (idx is None) == (embeddings is None):
+            raise ValueError("give token ids or embeddings, not both")
+        x = self.tok(idx) if embeddings is None else embeddings  # (B, T, C)
+        T = x.shape[1]
+        start = 0 if cache is None else cache.length
+        if start + T > self.context:
+            raise ValueError(
+                f"positions {start}..{start + T - 1} run past the context of {self.context}"
+            )
+        positions = torch.arange(start, start + T, device=x.device)
+        x = self.drop(x + self.pos(positions))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache.layers[i], start)
+        if cache is not None:
+            cache.length = start + T
+        x = self.ln(x)
+        return F.linear(x, self.tok.weight[: self.outputs])  # (B, T, outputs), tied to the input
+
+
+__all__ = ["Block", "KVCache", "SelfAttention", "Transformer"]
