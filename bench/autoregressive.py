@@ -59,7 +59,9 @@ def bare_stepper(model, stream: torch.Tensor, tc, seed: int = 0):
     net, C, bos = model.net, model.config.context, model.bos
     g = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
+    groups = [{"params": [p for p in params if p.dim() >= 2]},  # decay matrices only (nanoGPT)
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # fmt: skip
+    opt = torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
                             fused=True)  # fmt: skip
     offsets = torch.arange(C)
     step = [0]

@@ -348,3 +348,27 @@ def test_a_stopped_and_resumed_run_reaches_the_same_weights(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_weight_decay_spares_biases_and_layernorm_gains():
+    # GPT-2 / nanoGPT: AdamW decays matrices and embeddings only; with zero gradients one step
+    # shrinks those by lr * weight_decay and leaves every vector as it is
+    from genlab.config import TrainerConfig
+    from genlab.train.trainer import make_optimizer
+
+    model = tiny_gpt()
+    (player,) = model.players()
+    params = list(model.parameters())
+    opt = make_optimizer(
+        params, TrainerConfig(lr=0.1, weight_decay=0.5), torch.device("cpu"), player
+    )
+    before = [q.detach().clone() for q in params]
+    for q in params:
+        q.grad = torch.zeros_like(q)
+    opt.step()
+    assert any(q.dim() < 2 for q in params) and any(q.dim() >= 2 for q in params)
+    for q, b in zip(params, before):
+        if q.dim() < 2:
+            assert torch.equal(q.detach(), b)
+        else:
+            torch.testing.assert_close(q.detach(), b * (1 - 0.1 * 0.5))

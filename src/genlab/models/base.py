@@ -139,15 +139,18 @@ class Player:
     of most families (``"model"``, every trainable parameter), or a GAN's generator and critic.
 
     ``lr``, ``betas``, ``weight_decay``: the player's AdamW settings (None: ``trainer.*``; the
-    warmup/cosine schedule scales each player's own ``lr``). ``updates``: optimizer updates per
-    training step, each on a batch of its own (a WGAN critic: 5). ``ema``: keep an EMA of its
-    weights for sampling (a generator, not a critic). ``start``: the first step it updates."""
+    warmup/cosine schedule scales each player's own ``lr``). ``decay_vectors``: False exempts
+    the parameters with fewer than 2 dimensions (biases, normalization gains) from weight decay,
+    as GPT-2 and nanoGPT do. ``updates``: optimizer updates per training step, each on a batch of
+    its own (a WGAN critic: 5). ``ema``: keep an EMA of its weights for sampling (a generator, not
+    a critic). ``start``: the first step it updates."""
 
     name: str
     module: nn.Module
     lr: float | None = None
     betas: tuple[float, float] | None = None
     weight_decay: float | None = None
+    decay_vectors: bool = True
     updates: int = 1
     ema: bool = True
     start: int = 0

@@ -224,10 +224,16 @@ def make_optimizer(
         betas=cfg.betas if p.betas is None else p.betas,
         weight_decay=cfg.weight_decay if p.weight_decay is None else p.weight_decay,
     )
+    groups: list[torch.nn.Parameter] | list[dict] = params
+    if not p.decay_vectors:  # decay matrices and embeddings only (GPT-2, nanoGPT)
+        groups = [
+            {"params": [q for q in params if q.dim() >= 2]},
+            {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
+        ]
     try:
-        return torch.optim.AdamW(params, fused=True, **kwargs)
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, **kwargs)
+        return torch.optim.AdamW(groups, **kwargs)
 
 
 @dataclass

@@ -53,6 +53,7 @@ from genlab.models.base import (
     GenerativeModel,
     LogProb,
     ModelSpec,
+    Player,
     SampleOption,
     SampleResult,
 )
@@ -144,6 +145,10 @@ class GPT(GenerativeModel):
         """``[S, x_0, ..., x_{L-2}]`` ``(B, L)``: what predicts ``x`` position by position."""
         start = x.new_full((x.shape[0], 1), self.bos)
         return torch.cat([start, x[:, :-1]], dim=1)
+
+    def players(self) -> list[Player]:
+        """One player whose weight decay spares biases and LayerNorm gains (GPT-2, nanoGPT)."""
+        return [Player("model", self, decay_vectors=False)]
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """Next-character cross-entropy, mean nats per character over the batch's windows."""
