@@ -235,6 +235,9 @@ def main() -> None:
                     f"  {d:<5} {name:<8} {m:6.1f}      /{k} {100 * hq:8.1f}        % {kl:9.2f}  (PacGAN)"
                 )
         record["summary"] = summary
+    elif args.merge and RESULTS.exists():  # keep the protocol's runs and summary as they are
+        old = json.loads(RESULTS.read_text())
+        record.update({k: old[k] for k in ("runs", "summary") if k in old})
     if not args.skip_timing:
         print("\nseconds per training step, genlab trainer vs the bare two-player loop")
         record["timing"] = []
@@ -248,6 +251,8 @@ def main() -> None:
                 f"  {lo:<8} genlab {t['genlab_ms']:.2f} ms, bare {t['bare_ms']:.2f} ms, "
                 f"ratio {t['ratio_median']:.3f}"
             )
+    if args.skip_timing and args.merge and RESULTS.exists():  # keep the timings already there
+        record["timing"] = json.loads(RESULTS.read_text()).get("timing", [])
     write_results(record, RESULTS, t_start)
 
 
