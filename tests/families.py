@@ -38,26 +38,26 @@ EXEMPT = {"noise-classifier": "a classifier p(y | x_t) for guidance, trained on 
 
 TINY: dict[str, Tiny] = {
     "flow-matching": Tiny(
-        "flow-matching-moons.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 3000
+        "flow-matching-moons.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 1000
     ),  # fmt: skip
-    "diffusion": Tiny("ddpm-moons.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 1500),
-    "gan": Tiny("gan-8gaussians.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 1500),
-    "nice": Tiny("nice-moons.yaml", SMALL_FLOW, 800),
-    "realnvp": Tiny("realnvp-moons.yaml", SMALL_FLOW, 800),
-    "glow": Tiny("glow-moons.yaml", SMALL_FLOW, 800),
-    "nsf": Tiny("nsf-moons.yaml", SMALL_FLOW, 800),
-    "maf": Tiny("maf-moons.yaml", SMALL_FLOW, 800),
-    "iaf": Tiny("iaf-moons.yaml", SMALL_FLOW, 800),
+    "diffusion": Tiny("ddpm-moons.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 600),
+    "gan": Tiny("gan-8gaussians.yaml", [*POINTS, "model.hidden=32", "model.depth=2"], 600),
+    "nice": Tiny("nice-moons.yaml", SMALL_FLOW, 400),
+    "realnvp": Tiny("realnvp-moons.yaml", SMALL_FLOW, 400),
+    "glow": Tiny("glow-moons.yaml", SMALL_FLOW, 400),
+    "nsf": Tiny("nsf-moons.yaml", SMALL_FLOW, 400),
+    "maf": Tiny("maf-moons.yaml", SMALL_FLOW, 400),
+    "iaf": Tiny("iaf-moons.yaml", SMALL_FLOW, 400),
     "ffjord": Tiny(
         "ffjord-moons.yaml",
         [*POINTS, "model.hidden=16", "model.depth=2", "model.rtol=1e-3", "model.atol=1e-3"],
-        60,  # fmt: skip
+        40,  # fmt: skip
         ddp_atol=1e-3,
         why="the adaptive solver's steps depend on the error norm of each process's half batch",
     ),
-    "fvsbn": Tiny("fvsbn-digits.yaml", ["trainer.batch_size=64"], 800),
-    "nade": Tiny("nade-digits.yaml", DIGITS, 800),
-    "made": Tiny("made-digits.yaml", [*DIGITS, "model.masks=4", "model.ensemble=2"], 800),
+    "fvsbn": Tiny("fvsbn-digits.yaml", ["trainer.batch_size=64"], 400),
+    "nade": Tiny("nade-digits.yaml", DIGITS, 400),
+    "made": Tiny("made-digits.yaml", [*DIGITS, "model.masks=4", "model.ensemble=2"], 400),
     "gpt": Tiny(
         "char-gpt-shakespeare.yaml",
         [
@@ -69,7 +69,7 @@ TINY: dict[str, Tiny] = {
             "model.heads=2",
             "model.dropout=0.1",
         ],
-        800,  # fmt: skip
+        400,  # fmt: skip
         ddp_overrides=("model.dropout=0.0",),
         why="dropout masks come from each process's own generator (resume restores it exactly)",
     ),
