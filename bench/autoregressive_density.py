@@ -36,7 +36,7 @@ import torch
 from _machine import ROOT, machine_info, write_results
 
 sys.path.insert(0, str(ROOT / "bench"))
-from flows_2d import Wrapped, genlab_model, time_steps, train  # noqa: E402
+from flows_2d import Wrapped, genlab_model, time_steps, train, train_for_budget  # noqa: E402
 
 from genlab.data import TOY  # noqa: E402
 from genlab.models.flows.flows import IAF, MAF  # noqa: E402
@@ -171,28 +171,14 @@ def tables(steps: int) -> dict:
 
 
 def binarized_mnist(budget: float) -> dict:
-    import genlab
     from genlab.eval.evaluate import LIKELIHOOD_SEED
-    from genlab.train.trainer import Trainer
 
     out = {}
     for family in ("fvsbn", "nade", "made"):
-        cfg = genlab.load_config(
-            ROOT / "configs" / f"{family}-mnist.yaml",
-            ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0",
-             "trainer.early_stopping=0", "trainer.steps=1000000", "trainer.schedule=constant",
-             "trainer.warmup=0"],
-        )  # fmt: skip
-        dataset = genlab.api.load_data(cfg)
-        torch.manual_seed(0)
-        model = genlab.api.build_model(cfg, dataset)
-        with tempfile.TemporaryDirectory() as d:
-            trainer = Trainer(model, dataset, cfg, d)
-            t0, steps = time.perf_counter(), 0
-            while time.perf_counter() - t0 < budget:
-                trainer.train_step()
-                steps += 1
-        model.eval()
+        # a constant learning rate: the budget, not the step count, ends training
+        model, dataset, steps = train_for_budget(
+            f"{family}-mnist", budget, ("trainer.schedule=constant", "trainer.warmup=0")
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(LIKELIHOOD_SEED)
             lp = model.log_prob(dataset.val)

@@ -276,27 +276,35 @@ def bench_tabular(steps: int) -> dict:
             "steps": steps, "gaussian_nll": gauss_nll, "models": rows}  # fmt: skip
 
 
-def bench_images(budget: float) -> dict:
+def train_for_budget(config: str, budget: float, overrides: tuple[str, ...] = ()):
+    """``configs/<config>.yaml`` through genlab's trainer for ``budget`` wall-clock seconds (no
+    validation, no early stopping, as many steps as fit): ``(model in eval mode, dataset,
+    steps)``."""
     import genlab
     from genlab.train.trainer import Trainer
 
+    cfg = genlab.load_config(
+        ROOT / "configs" / f"{config}.yaml",
+        ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0",
+         "trainer.early_stopping=0", "trainer.steps=1000000", *overrides],
+    )  # fmt: skip
+    dataset = genlab.api.load_data(cfg)
+    torch.manual_seed(0)
+    model = genlab.api.build_model(cfg, dataset)
+    with tempfile.TemporaryDirectory() as d:
+        trainer = Trainer(model, dataset, cfg, d)
+        t0, steps = time.perf_counter(), 0
+        while time.perf_counter() - t0 < budget:
+            trainer.train_step()
+            steps += 1
+    return model.eval(), dataset, steps
+
+
+def bench_images(budget: float) -> dict:
+
     out = {}
     for config in ("glow-digits", "realnvp-digits", "glow-mnist", "realnvp-mnist"):
-        cfg = genlab.load_config(
-            ROOT / "configs" / f"{config}.yaml",
-            ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0",
-             "trainer.early_stopping=0", "trainer.steps=100000"],
-        )  # fmt: skip
-        dataset = genlab.api.load_data(cfg)
-        torch.manual_seed(0)
-        model = genlab.api.build_model(cfg, dataset)
-        with tempfile.TemporaryDirectory() as d:
-            trainer = Trainer(model, dataset, cfg, d)
-            t0, steps = time.perf_counter(), 0
-            while time.perf_counter() - t0 < budget:
-                trainer.train_step()
-                steps += 1
-        model.eval()
+        model, dataset, steps = train_for_budget(config, budget, ("trainer.steps=100000",))
         val = dataset.val[:1000]
         lp = model.log_prob(val, generator=torch.Generator().manual_seed(0), batch_size=250)
         bpd = lp.bits_per_dim(math.prod(dataset.shape))

@@ -182,11 +182,8 @@ class VectorAR(GenerativeModel):
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per example."""
-        if (
-            "binary" not in batch.aux
-            and self.output == "bernoulli"
-            or (self.n_masks > 1 and "mask" not in batch.aux)
-        ):
+        unbinarized = self.output == "bernoulli" and "binary" not in batch.aux
+        if unbinarized or (self.n_masks > 1 and "mask" not in batch.aux):  # not prepared yet
             batch = self.prepare(batch, generator)
         if "mask" in batch.aux:
             self.use_mask(int(batch.aux["mask"][0]))
@@ -250,7 +247,8 @@ class VectorAR(GenerativeModel):
             eps = torch.randn(n, generator=generator, dtype=torch.float64)
             rows = torch.arange(n)
             out = mu[rows, k, 0] + log_std[rows, k, 0].exp() * eps
-        return out.to(next(self.parameters()).dtype).to(next(self.parameters()).device)
+        p = next(self.parameters())
+        return out.to(device=p.device, dtype=p.dtype)
 
 
 @MODELS.register("fvsbn", help="fully visible sigmoid belief net: logistic chain rule (Frey 1996)")
