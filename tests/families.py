@@ -56,6 +56,12 @@ TINY: dict[str, Tiny] = {
     "fvsbn": Tiny("fvsbn-digits.yaml", ["trainer.batch_size=64"], 400),
     "nade": Tiny("nade-digits.yaml", DIGITS, 400),
     "made": Tiny("made-digits.yaml", [*DIGITS, "model.masks=4", "model.ensemble=2"], 400),
+    "pixelcnn": Tiny(
+        "pixelcnn-digits.yaml",
+        ["trainer.batch_size=32", "model.channels=8", "model.layers=2", "model.head=8",
+         "model.first_kernel=3", "model.components=2"],
+        200,
+    ),  # fmt: skip
     "gpt": Tiny(
         "char-gpt-shakespeare.yaml",
         [

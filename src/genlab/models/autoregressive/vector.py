@@ -53,6 +53,14 @@ from genlab.registry import MODELS
 LOG_2PI = math.log(2 * math.pi)
 
 
+def binarize(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Intensities in [0, 1] -> {0, 1} of the same dtype: each value 1 with probability itself
+    (uniforms drawn on the CPU from ``generator``, so the draw is the same on any device). Binary
+    data passes unchanged."""
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    return (u < x).to(x.dtype)
+
+
 @dataclass
 class VectorARConfig:
     output: Literal["auto", "bernoulli", "mixture"] = "auto"  # per-coordinate conditional
@@ -132,10 +140,7 @@ class VectorAR(GenerativeModel):
     def _binarize(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Intensities in [0, 1] -> {0, 1}: each pixel 1 with probability its intensity (already
         binary data passes unchanged)."""
-        if self.output != "bernoulli":
-            return x
-        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-        return (u < x).to(x.dtype)
+        return binarize(x, generator) if self.output == "bernoulli" else x
 
     def observed(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Binarized images in {-1, 1} for a Bernoulli model (image metrics then compare binary
@@ -334,4 +339,13 @@ class MADEModel(VectorAR):
         return self.net(x)
 
 
-__all__ = ["FVSBN", "NADE", "FVSBNConfig", "MADEConfig", "MADEModel", "NADEConfig", "VectorAR"]
+__all__ = [
+    "FVSBN",
+    "NADE",
+    "binarize",
+    "FVSBNConfig",
+    "MADEConfig",
+    "MADEModel",
+    "NADEConfig",
+    "VectorAR",
+]
