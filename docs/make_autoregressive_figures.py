@@ -1,9 +1,10 @@
 """Make the figure of docs/autoregressive.md from genlab itself: samples of trained autoregressive
 density models. Points runs (MAF, IAF, MADE on moons, ...) are drawn over their data; image runs
-(FVSBN, NADE, MADE on binarized digits or MNIST) as a grid of samples beside held-out images
-binarized the way the model sees them.
+(FVSBN, NADE, MADE, PixelCNN on binarized digits or MNIST) as a grid of samples beside held-out
+images binarized the way the model sees them; class-conditional runs (PixelCNN on 8-bit digits) as
+one row of samples per class.
 
-    .venv/bin/python docs/make_autoregressive_figures.py RUN [RUN ...]
+    .venv/bin/python docs/make_autoregressive_figures.py RUN [RUN ...] [--out PNG]
 """
 
 from __future__ import annotations
@@ -40,12 +41,23 @@ def main() -> None:
             if "nats" in r:
                 nll = f"\nheld-out NLL {r['nats']:.2f} nats ({r.get('kind', '')})"
         title = f"{run.config.family} on {data.name}, {run.step} steps{nll}"
-        if data.kind == "images":
+        classes = model.label_classes({})
+        if data.kind == "images" and classes:  # one row of samples per class
+            per = 8
+            labels = torch.arange(classes).repeat_interleave(per)
+            x = model.sample(len(labels), labels=labels, generator=g).x
+            grid = make_grid(x.clamp(-1, 1), nrow=per)
+            ax.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title + "\nsamples, one row per class (0 to 9)", fontsize=8)
+            ax.axis("off")
+        elif data.kind == "images":
             x = model.sample(36, generator=g).x
             real = model.observed(data.val[:36], torch.Generator().manual_seed(2))
             grid = make_grid(torch.cat([x, real]).clamp(-1, 1), nrow=6)
             ax.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=1)
-            ax.set_title(title + "\nsamples (top), held-out binarized (bottom)", fontsize=8)
+            ax.set_title(
+                title + "\nsamples (top), held-out as the model sees them (bottom)", fontsize=8
+            )
             ax.axis("off")
         else:
             x = model.sample(2000, generator=g).x

@@ -58,8 +58,14 @@ TINY: dict[str, Tiny] = {
     "made": Tiny("made-digits.yaml", [*DIGITS, "model.masks=4", "model.ensemble=2"], 400),
     "pixelcnn": Tiny(
         "pixelcnn-digits.yaml",
-        ["trainer.batch_size=32", "model.channels=8", "model.layers=2", "model.head=8",
-         "model.first_kernel=3", "model.components=2"],
+        [
+            "trainer.batch_size=32",
+            "model.channels=8",
+            "model.layers=2",
+            "model.head=8",
+            "model.first_kernel=3",
+            "model.components=2",
+        ],
         200,
     ),  # fmt: skip
     "gpt": Tiny(

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 __all__ = ["COUPLINGS", "couple", "ot_permutation"]
 
@@ -101,6 +100,8 @@ def _gaussian_column_potential(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _solve_dense(a: np.ndarray, b: np.ndarray, warm_start: bool) -> np.ndarray:
     """Exact assignment for float64 (B, d) arrays; returns ``perm`` with a[perm] paired to b."""
+    from scipy.optimize import linear_sum_assignment  # here: scipy costs every CLI start ~0.5 s
+
     cost = -2.0 * (a @ b.T)  # squared distance minus row and column constants
     if warm_start:
         with np.errstate(all="ignore"):
