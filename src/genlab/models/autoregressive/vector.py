@@ -18,6 +18,12 @@ column ``i`` depending only on the coordinates before ``i``):
 Each conditional is a Bernoulli (binary data: binarized images) or, for real values, a mixture of
 ``components`` Gaussians (``model.output``; ``auto`` picks Bernoulli for images, the mixture for
 points). Sampling draws the coordinates one at a time in the ordering (``D`` conditioner passes).
+Real values are modelled standardized, ``z = (x + loc) · exp(log_scale)`` per coordinate (a
+diagonal affine map, so the chain rule and the exact density carry over with ``+ Σ log_scale``),
+``loc`` and ``log_scale`` set from the first training batch, as ActNorm does, then learnt; the
+mixtures' means start spread over [-1.5, 1.5]. Without both, a coordinate with no inputs (the
+first in the ordering) starts with identical components that barely separate, and its marginal
+stays close to one Gaussian.
 
 Images are modelled as binary vectors of ``C·H·W`` pixels. Training uses *dynamic binarization*
 (each pixel is 1 with probability its intensity, drawn afresh every step in :meth:`prepare`;
@@ -113,6 +119,17 @@ class VectorAR(GenerativeModel):
             raise ConfigError(f"model.components must be at least 1, got {config.components}")
         self.output = output
         self.n_params = 1 if output == "bernoulli" else 3 * config.components
+        if output == "mixture":
+            # real values are modelled standardized, z = (x + loc) exp(log_scale), with loc and
+            # log_scale set from the first training batch (as ActNorm) and then learnt; the
+            # mixtures' means start spread over [-1.5, 1.5] so that their components separate
+            k = config.components
+            self.loc = nn.Parameter(torch.zeros(self.dim))
+            self.log_scale = nn.Parameter(torch.zeros(self.dim))
+            self.register_buffer("standardized", torch.tensor(False))
+            spread = torch.linspace(-1.5, 1.5, k) if k > 1 else torch.zeros(1)
+            init = torch.cat([torch.zeros(k), spread, torch.zeros(k)])
+            self.mixture_bias = nn.Parameter(init[:, None].repeat(1, self.dim))  # (P, D)
 
     # --- the conditioner (subclasses) -----------------------------------------------------------
     def conditioner(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +200,26 @@ class VectorAR(GenerativeModel):
     def log_prob_tensor(self, v: torch.Tensor) -> torch.Tensor:
         """``log p(v)`` ``(B,)`` in nats for vectors ``v`` ``(B, D)`` (binary when Bernoulli)
         under the mask in use, differentiable."""
-        return self._log_conditionals(v, self.conditioner(v)).sum(-1)
+        if self.output == "bernoulli":
+            return self._log_conditionals(v, self.conditioner(v)).sum(-1)
+        z = (v + self.loc) * self.log_scale.exp()
+        return self._log_conditionals(z, self._params(z)).sum(-1) + self.log_scale.sum()
+
+    def _params(self, v: torch.Tensor) -> torch.Tensor:
+        """The conditioner's output, plus the mixtures' own biases."""
+        params = self.conditioner(v)
+        return params if self.output == "bernoulli" else params + self.mixture_bias
+
+    @torch.no_grad()
+    def _standardize(self, x: torch.Tensor) -> None:
+        """Set ``loc`` and ``log_scale`` from the first training batch (the global batch under
+        data parallelism), so that it has zero mean and unit variance per coordinate."""
+        from genlab.models.flows.layers import global_moments
+
+        mean, std = global_moments(x)
+        self.loc.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + 1e-6))
+        self.standardized.fill_(True)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per example."""
@@ -193,6 +229,8 @@ class VectorAR(GenerativeModel):
         if "mask" in batch.aux:
             self.use_mask(int(batch.aux["mask"][0]))
         v = batch.aux["binary"] if self.output == "bernoulli" else self._flat(batch.x)
+        if self.output == "mixture" and self.training and not bool(self.standardized):
+            self._standardize(v)
         return -self.log_prob_tensor(v).mean()
 
     @torch.no_grad()
@@ -231,11 +269,13 @@ class VectorAR(GenerativeModel):
             raise ConfigError(f"mask must be in [0, {self.n_masks}), got {mask}")
         self.use_mask(mask)
         p = next(self.parameters())
-        v = torch.zeros((n, self.dim), dtype=p.dtype, device=p.device)
+        v = torch.zeros((n, self.dim), dtype=p.dtype, device=p.device)  # z for a mixture
         for i in self.order().tolist():
-            params = self.conditioner(v)[:, :, i]  # (n, P)
+            params = self._params(v)[:, :, i]  # (n, P)
             v[:, i] = self._draw(params, generator)
         self.use_mask(0)
+        if self.output == "mixture":
+            v = v * (-self.log_scale).exp() - self.loc
         x = v * 2 - 1 if self.is_image else v
         return SampleResult(x.reshape(n, *self.spec.shape), self.dim)
 

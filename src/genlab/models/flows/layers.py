@@ -85,6 +85,22 @@ class Sequential(Transform):
 
 
 # --- element-wise and linear layers ------------------------------------------------------------
+@torch.no_grad()
+def global_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) standard deviation of ``x`` ``(B, C, ...)`` in float64,
+    over the global batch under data parallelism (the sums are all-reduced across processes)."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (C, B·H·W)
+    sums = torch.stack(
+        [flat.sum(1), flat.square().sum(1), flat.new_full((len(flat),), flat.shape[1])]
+    )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(sums)  # the global batch's sums
+    total, squares, count = sums
+    mean = total / count
+    var = (squares - count * mean**2).clamp(min=0) / (count - 1).clamp(min=1)
+    return mean, var.sqrt()
+
+
 class ActNorm(Transform):
     """Per-channel affine ``z = (x + loc) · exp(log_scale)`` (Kingma & Dhariwal 2018, §3.1).
 
@@ -102,17 +118,9 @@ class ActNorm(Transform):
 
     @torch.no_grad()
     def _init(self, x: torch.Tensor) -> None:
-        flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (C, B·H·W)
-        sums = torch.stack(
-            [flat.sum(1), flat.square().sum(1), flat.new_full((len(flat),), flat.shape[1])]
-        )
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(sums)  # the global batch's sums
-        total, squares, count = sums
-        mean = total / count
-        var = (squares - count * mean**2).clamp(min=0) / (count - 1).clamp(min=1)  # unbiased
+        mean, std = global_moments(x)
         self.loc.copy_(-mean)
-        self.log_scale.copy_(-torch.log(var.sqrt() + 1e-6))
+        self.log_scale.copy_(-torch.log(std + 1e-6))
         self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> Pair:
