@@ -196,3 +196,14 @@ def test_a_bimodal_first_coordinate_is_learnt():
         opt.step()
     # the two-mode law's entropy: log 2 + 0.5 log(2 pi e 0.01) = -0.19; one Gaussian: 1.42
     assert float(loss) < 0.0
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5, 16, 17])
+def test_nade_block_sums_equal_the_running_sum(dim):
+    """NADE's blocked computation against the plain running sum ``c + Σ_{j<i} x_j W_j``."""
+    model = make("nade", (dim,), output="mixture", components=2)
+    x = torch.randn(6, dim, dtype=torch.float64)
+    xw = x[:, :, None] * model.W
+    a = model.c + torch.cumsum(xw, dim=1) - xw
+    plain = torch.einsum("bdh,pdh->bpd", torch.sigmoid(a), model.V) + model.b
+    torch.testing.assert_close(model.conditioner(x), plain)
