@@ -66,7 +66,7 @@ TINY: dict[str, Tiny] = {
             "model.first_kernel=3",
             "model.components=2",
         ],
-        200,
+        120,
     ),  # fmt: skip
     "gpt": Tiny(
         "char-gpt-shakespeare.yaml",
