@@ -68,6 +68,9 @@ TINY: dict[str, Tiny] = {
         ],
         120,
     ),  # fmt: skip
+    "vae": Tiny(
+        "vae-moons.yaml", [*POINTS, "model.hidden=16", "model.depth=1", "model.iwae_k=10"], 400
+    ),
     "gpt": Tiny(
         "char-gpt-shakespeare.yaml",
         [

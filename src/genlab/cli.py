@@ -263,8 +263,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         changes["floor"] = False
     if args.no_nll:
         changes["nll"] = False
+    likelihood = {o.name for o in run.model.likelihood_options}  # --option iwae_k=5000
+    nll_options = dict(run.config.eval.nll_options)
+    rest = []
+    for item in args.option:
+        key, _, value = item.partition("=")
+        if key.strip() in likelihood and value:
+            nll_options[key.strip()] = value
+        else:
+            rest.append(item)
+    args.option = rest
     options = {**run.config.eval.options, **_sampling_options(args, run.model)}
-    cfg = dataclasses.replace(run.config.eval, options=options, **changes)
+    cfg = dataclasses.replace(run.config.eval, options=options, nll_options=nll_options, **changes)
     report = genlab.evaluate_run(run, held_out=args.data, cfg=cfg, inception=args.inception)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0

@@ -84,6 +84,8 @@ class EvalConfig:
     floor: bool = True  # also score real data against the reference (what a perfect model would)
     nll: bool = True  # also the held-out likelihood where the model has one
     nll_n: int = 2_000  # held-out examples (text: characters) for the likelihood
+    nll_options: dict = field(default_factory=dict)  # the family's likelihood options (a VAE's
+    # iwae_k); `genlab eval --option` routes them here
     features: str | None = None  # images: a feature-network folder (default: genlab's own, trained
     # on the data and cached by its content hash)
 

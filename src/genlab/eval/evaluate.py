@@ -159,6 +159,7 @@ def evaluate(
         report["metrics"] = model.report(ref_data)
         return report
     opts = model.resolve_options(cfg.options)  # an unknown option fails before any work
+    model.resolve_likelihood_options(cfg.nll_options)
     real = real_sets(dataset, held_out)
     kind = ref_data.kind
     fnet = finfo = None
@@ -192,7 +193,7 @@ def evaluate(
     if records or (keep_samples and kind != "tokens" and n > 0):  # (samples for plots)
         first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report)
     if cfg.nll and model.has_log_prob:
-        report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n)
+        report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n, cfg.nll_options)
     for name, entry in model.report(ref_data).items():
         report["metrics"][name] = entry
     if keep_samples and first is not None:
@@ -456,11 +457,18 @@ def _features(fnet: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | 
 
 # --- likelihood -----------------------------------------------------------------------------------
 def held_out_nll(
-    model: GenerativeModel, dataset: Dataset, held_out: Dataset | None, n: int
+    model: GenerativeModel,
+    dataset: Dataset,
+    held_out: Dataset | None,
+    n: int,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The held-out negative log-likelihood with its kind and standard error: nats per example
     and bits per dimension (points, images), or nats and bits per character (text); for synthetic
-    data the true law's NLL on the same points beside it."""
+    data the true law's NLL on the same points beside it. A family that reports several figures
+    (a VAE's ELBO and IWAE-k bound) has the tightest as the main one and the others, with their
+    kinds, under ``bounds``. ``options``: the family's likelihood options."""
+    opts = model.resolve_likelihood_options(options or {})
     if dataset.kind == "tokens":
         return _text_nll(model, held_out or dataset, n)
     src = held_out if held_out is not None else dataset
@@ -478,9 +486,11 @@ def held_out_nll(
     dtype = next(model.parameters()).dtype
     with torch.random.fork_rng(devices=[]):  # dequantization noise, Hutchinson probes
         torch.manual_seed(LIKELIHOOD_SEED)
-        lp = model.log_prob(pts.to(device=model.device, dtype=dtype))
+        lps = model.likelihoods(pts.to(device=model.device, dtype=dtype), **opts)
     dim = math.prod(model.spec.shape)
-    out = _summary(lp, len(pts), per=dim, unit="bits_per_dim")
+    out = _summary(lps[-1], len(pts), per=dim, unit="bits_per_dim")
+    if len(lps) > 1:
+        out["bounds"] = [_summary(lp, len(pts), per=dim, unit="bits_per_dim") for lp in lps[:-1]]
     if held_out is None and dataset.true is not None and dataset.true.has_log_prob:
         out["true_nats"] = float(-dataset.true.log_prob(pts.double()).mean())
     elif dataset.kind == "points":
@@ -545,6 +555,8 @@ def _summary(lp: Any, count: int, *, per: int, unit: str) -> dict[str, Any]:
     }
     if unit == "bits_per_char":
         out["nats_per_char"] = nats / per
+    if lp.stderr is not None:  # the estimator's own error of the mean (in the stderr above too)
+        out["estimator_stderr"] = float(lp.stderr.double().square().sum().sqrt() / count)
     return out
 
 
@@ -595,6 +607,11 @@ def format_report(report: dict[str, Any]) -> str:
                 f" (full-covariance Gaussian on the training rows: {nll['gaussian_nats']:.4f} nats)"
             )
         per = {"bits_per_char": "bits/char", "bits_per_dim": "bits/dim"}[unit]
+        for b in nll.get("bounds", []):
+            lines.append(
+                f"  {'nll':<18} {b['nats']:.4f} nats, {b[unit]:.4f} ± {b[f'{unit}_stderr']:.4f} "
+                f"{per} [{b['kind']}]"
+            )
         lines.append(
             f"  {'nll':<18} {nll['nats']:.4f} nats, {nll[unit]:.4f}{pm} {per} "
             f"[{nll['kind']}]{extra}"

@@ -350,8 +350,40 @@ class GenerativeModel(nn.Module):
         return y.to(self.device)
 
     # --- likelihood and reports -----------------------------------------------------------------
+    #: the keywords :meth:`likelihoods` takes (a VAE's ``iwae_k``): ``genlab eval --option`` and
+    #: ``eval.nll_options`` give them, checked like sampling options
+    likelihood_options: ClassVar[tuple[SampleOption, ...]] = ()
+
     def log_prob(self, x: torch.Tensor, **options: Any) -> LogProb:
         raise NotImplementedError(f"{self.family} has no likelihood")
+
+    def likelihoods(self, x: torch.Tensor, **options: Any) -> list[LogProb]:
+        """Every held-out figure of ``log p(x)`` the family reports, the tightest last (a VAE: the
+        ELBO, then the IWAE-k bound from the same draws). Default: :meth:`log_prob` alone."""
+        return [self.log_prob(x, **options)]
+
+    def resolve_likelihood_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared likelihood options with their values or defaults; an undeclared one is a
+        :class:`ConfigError` naming those the family takes."""
+        allowed = {o.name: o for o in self.likelihood_options}
+        for key in options:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=3, cutoff=0.5)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+                takes = ", ".join(sorted(allowed)) or "none"
+                raise ConfigError(
+                    f"{self.family} models take no likelihood option {key!r}{hint} (they take "
+                    f"{takes})"
+                )
+        out = {}
+        for name, opt in allowed.items():
+            if options.get(name) is not None:
+                out[name] = opt.coerce(options[name])
+            elif opt.default is FROM_CONFIG:
+                out[name] = getattr(self.config, name)
+            else:
+                out[name] = opt.default
+        return out
 
     @property
     def has_log_prob(self) -> bool:
