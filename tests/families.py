@@ -71,6 +71,11 @@ TINY: dict[str, Tiny] = {
     "vae": Tiny(
         "vae-moons.yaml", [*POINTS, "model.hidden=16", "model.depth=1", "model.iwae_k=10"], 400
     ),
+    "vqvae": Tiny(
+        "vqvae-digits.yaml",
+        ["trainer.batch_size=32", "model.channels=8", "model.codes=16", "model.code_dim=4"],
+        200,
+    ),
     "gpt": Tiny(
         "char-gpt-shakespeare.yaml",
         [

@@ -7,6 +7,7 @@ from genlab.models import (
     flows,  # noqa: F401
     gan,  # noqa: F401
     vae,  # noqa: F401
+    vqvae,  # noqa: F401
 )
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec
 

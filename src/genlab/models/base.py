@@ -232,6 +232,11 @@ class GenerativeModel(nn.Module):
     def after_update(self, player: str) -> None:
         """Called after each optimizer update of ``player`` (a WGAN clips its critic's weights)."""
 
+    def training_stats(self) -> dict[str, float]:
+        """Figures of the family's own for each training log line, over the steps since the last
+        call (a VQ-VAE's codebook usage and perplexity). Default: none."""
+        return {}
+
     def divergence(self) -> str | None:
         """Checked at every log step: why training has gone wrong in a way the non-finite guard
         cannot see (a critic whose outputs run away), or None. The trainer then stops or rolls
@@ -315,9 +320,12 @@ class GenerativeModel(nn.Module):
 
     def unknown_option_message(self, key: str, allowed: Mapping[str, SampleOption]) -> str:
         names = sorted(allowed)
-        close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+        likelihood = sorted(o.name for o in self.likelihood_options)
+        close = difflib.get_close_matches(key, names + likelihood, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         takes = f"it takes {', '.join(names)}" if names else "it takes none"
+        if likelihood:
+            takes += f"; genlab eval also takes the likelihood options {', '.join(likelihood)}"
         return f"{self.family} models take no sampling option {key!r}{hint} ({takes})"
 
     def label_classes(self, options: Mapping[str, Any]) -> int | None:

@@ -815,8 +815,10 @@ class _Window:
         lr = lr_at(tr.step - 1, tr.tc) * tr.lr_scale * ((peak or tr.tc.lr) / tr.tc.lr)
         rate = self.steps / max(time.perf_counter() - self.t0, 1e-9)
         self.logger.log(
-            tr.step, {**row, "lr": lr, "steps_per_s": rate, "skipped_steps": int(tr.bad_steps)}
-        )
+            tr.step,
+            {**row, **tr.model.training_stats(), "lr": lr, "steps_per_s": rate,
+             "skipped_steps": int(tr.bad_steps)},
+        )  # fmt: skip
         self.bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()}, refresh=False)
         self.restart()
 

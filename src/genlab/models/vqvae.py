@@ -1,0 +1,204 @@
+"""VQ-VAE (van den Oord et al. 2017): a convolutional autoencoder whose latent map is quantized to a
+codebook (:class:`~genlab.nets.quantize.VectorQuantizer`: straight-through gradients, an EMA
+codebook, k-means initialization and dead-code restarts).
+
+The encoder maps an image ``(C, H, W)`` to a ``(code_dim, h, w)`` map (``model.downsample``
+stride-2 convolutions: ``h = H / 2^downsample``), each position is replaced by its nearest code,
+and the decoder maps the codes back. The loss is the reconstruction's mean squared error plus the
+quantizer's loss (commitment ``β``, and the codebook term without EMA). The trainer's log lines
+carry the **codebook usage** (fraction of the codes used since the last line) and the
+**perplexity** of the codes' frequencies (:meth:`VQVAE.training_stats`); ``genlab eval`` reports
+the held-out reconstruction error, usage and perplexity.
+
+:meth:`VQVAE.encode` gives the discrete codes ``(B, h, w)`` and :meth:`VQVAE.decode` images from
+codes: the interface of a second stage (a prior over the codes, the two-stage issue). Until one is
+trained, :meth:`sample` draws every position's code independently from the codes' training
+frequencies (the EMA cluster sizes): a baseline prior, not a good one, so the samples show what
+the codebook holds rather than digits.
+
+Reference:
+    van den Oord, Vinyals & Kavukcuoglu (2017), "Neural Discrete Representation Learning",
+    NeurIPS. Razavi, van den Oord & Vinyals (2019), "Generating Diverse High-Fidelity Images with
+    VQ-VAE-2" (EMA codebooks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.data.base import Batch
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel, ModelSpec, SampleResult
+from genlab.nets.quantize import VectorQuantizer
+from genlab.registry import MODELS
+
+
+@dataclass
+class VQVAEConfig:
+    codes: int = 512  # codebook size K
+    code_dim: int = 16  # dimension of each code
+    channels: int = 32  # feature maps (2x after the first downsampling)
+    downsample: int = 2  # stride-2 convolutions: the code map is H / 2^downsample
+    beta: float = 0.25  # commitment weight
+    ema: bool = True  # EMA codebook (False: a codebook loss)
+    decay: float = 0.99  # EMA decay
+    kmeans_init: bool = True  # k-means on the first batch's encoder outputs
+    restart: bool = True  # dead-code restarts from encoder outputs
+    restart_threshold: float = 1.0  # EMA cluster size below which a code is dead
+
+
+def _res_block(c: int) -> nn.Module:
+    return nn.Sequential(nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 1))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.block = _res_block(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+@MODELS.register(
+    "vqvae", help="VQ-VAE: quantized autoencoder, EMA codebook, restarts (van den Oord 2017)"
+)
+class VQVAE(GenerativeModel):
+    """See the module docstring."""
+
+    family = "vqvae"
+    Config: ClassVar[type] = VQVAEConfig
+    data_kinds = ("images",)
+
+    def __init__(self, config: VQVAEConfig, spec: ModelSpec) -> None:
+        super().__init__(config, spec)
+        c = config
+        if len(spec.shape) != 3:
+            raise ConfigError(f"vqvae models images (C, H, W), got examples of shape {spec.shape}")
+        chans, h, w = spec.shape
+        if c.downsample < 0 or min(c.channels, c.code_dim, c.codes) < 1:
+            raise ConfigError("model.downsample must be >= 0; channels, code_dim, codes >= 1")
+        sizes = [(h, w)]
+        for _ in range(c.downsample):
+            hh, ww = sizes[-1]
+            if min(hh, ww) < 2:
+                raise ConfigError(
+                    f"model.downsample={c.downsample} halves {h}x{w} images below 1x1"
+                )
+            sizes.append(((hh + 2 - 4) // 2 + 1, (ww + 2 - 4) // 2 + 1))
+        self.sizes = sizes
+        ch = c.channels
+        enc: list[nn.Module] = [nn.Conv2d(chans, ch, 3, padding=1)]
+        width = ch
+        for i in range(c.downsample):
+            nxt = ch * (2 if i > 0 or c.downsample == 1 else 1)
+            enc += [nn.SiLU(), nn.Conv2d(width, nxt, 4, 2, 1)]
+            width = nxt
+        enc += [_Residual(width), nn.SiLU(), nn.Conv2d(width, c.code_dim, 1)]
+        self.encoder = nn.Sequential(*enc)
+        self.quantizer = VectorQuantizer(
+            c.codes, c.code_dim, beta=c.beta, ema=c.ema, decay=c.decay,
+            kmeans_init=c.kmeans_init, restart=c.restart, restart_threshold=c.restart_threshold,
+        )  # fmt: skip
+        self.dec_in = nn.Sequential(nn.Conv2d(c.code_dim, width, 3, padding=1), _Residual(width))
+        self.ups = nn.ModuleList(
+            nn.Conv2d(width, width if i < c.downsample - 1 else ch, 3, padding=1)
+            for i in range(c.downsample)
+        )  # fmt: skip
+        self.dec_out = nn.Conv2d(ch if c.downsample else width, chans, 3, padding=1)
+        self.register_buffer("window_counts", torch.zeros(c.codes), persistent=False)
+
+    # --- the autoencoder ------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> their codes ``(B, h, w)`` (long)."""
+        was = self.training
+        self.eval()
+        with torch.no_grad():
+            idx = self.quantizer(self.encoder(x)).indices
+        self.train(was)
+        return idx
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``(B, h, w)`` -> images ``(B, C, H, W)``."""
+        return self._decode(self.quantizer.lookup(codes))
+
+    def _decode(self, zq: torch.Tensor) -> torch.Tensor:
+        x = self.dec_in(zq)
+        for i, conv in enumerate(self.ups):
+            x = conv(F.interpolate(F.silu(x), size=self.sizes[-2 - i], mode="nearest"))
+        return self.dec_out(F.silu(x))
+
+    def reconstruct(self, x: torch.Tensor):
+        q = self.quantizer(self.encoder(x))
+        return self._decode(q.z_q), q
+
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reconstruction MSE (mean over elements) plus the quantizer's loss."""
+        xhat, q = self.reconstruct(batch.x)
+        if self.training:
+            with torch.no_grad():
+                self.window_counts += torch.bincount(
+                    q.indices.flatten(), minlength=self.config.codes
+                )
+        return F.mse_loss(xhat, batch.x) + q.loss
+
+    def training_stats(self) -> dict[str, float]:
+        """Codebook usage and code perplexity since the last call (this process's batches)."""
+        counts = self.window_counts.double().clone()
+        total = float(counts.sum())
+        if total == 0:
+            return {}
+        p = counts / total
+        entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+        self.window_counts.zero_()
+        return {
+            "codebook_usage": float((counts > 0).double().mean()),
+            "perplexity": math.exp(entropy),
+        }
+
+    # --- sampling and reports -------------------------------------------------------------------
+    def _sample(
+        self, n: int, *, labels: torch.Tensor | None, generator: torch.Generator | None
+    ) -> SampleResult:
+        """Codes drawn independently per position from the codes' training frequencies."""
+        freq = self.quantizer.cluster_size.double().clamp(min=0).cpu()
+        if float(freq.sum()) <= 0:
+            freq = torch.ones_like(freq)
+        h, w = self.sizes[-1]
+        idx = torch.multinomial(freq / freq.sum(), n * h * w, replacement=True, generator=generator)
+        x = self.decode(idx.view(n, h, w).to(self.device))
+        return SampleResult(x.clamp(-1, 1), 1)
+
+    @torch.no_grad()
+    def report(self, dataset) -> dict[str, dict]:
+        x = dataset.val if len(dataset.val) else dataset.train
+        x = x[:2000].to(self.device)
+        if len(x) == 0:
+            return {}
+        self.eval()
+        counts = torch.zeros(self.config.codes, dtype=torch.float64)
+        err = 0.0
+        for chunk in torch.split(x, 256):
+            xhat, q = self.reconstruct(chunk)
+            err += float(F.mse_loss(xhat, chunk, reduction="sum"))
+            counts += torch.bincount(
+                q.indices.flatten().cpu(), minlength=self.config.codes
+            ).double()
+        p = counts / counts.sum()
+        entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+        return {
+            "reconstruction_mse": {"value": err / x.numel(), "unit": "per element, [-1, 1] scale",
+                                   "better": "lower"},
+            "codebook_usage": {"value": float((counts > 0).double().mean()),
+                               "unit": f"of {self.config.codes} codes", "better": "higher"},
+            "perplexity": {"value": math.exp(entropy), "unit": "codes", "better": "higher"},
+        }  # fmt: skip
+
+
+__all__ = ["VQVAE", "VQVAEConfig"]

@@ -1,0 +1,63 @@
+"""VQ-VAE: codes and decoding for any image size, the straight-through gradient through the whole
+model, the logged codebook statistics, sampling from the codes' frequencies, and settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genlab.data.base import Batch
+from genlab.errors import ConfigError
+from genlab.models.vqvae import VQVAE, VQVAEConfig
+
+
+def make(shape, **kw) -> VQVAE:
+    cfg = VQVAEConfig(**{"codes": 8, "code_dim": 3, "channels": 4, **kw})
+    return VQVAE.from_config(cfg, shape).double()
+
+
+@pytest.mark.parametrize(
+    "shape,down", [((1, 8, 8), 1), ((1, 28, 28), 2), ((3, 15, 9), 2), ((1, 5, 5), 0)]
+)
+def test_codes_and_reconstructions_have_the_right_shapes(shape, down):
+    model = make(shape, downsample=down).eval()
+    x = torch.rand(4, *shape, dtype=torch.float64) * 2 - 1
+    codes = model.encode(x)
+    assert codes.shape == (4, *model.sizes[-1]) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < 8
+    assert model.decode(codes).shape == x.shape
+    xhat, q = model.reconstruct(x)
+    torch.testing.assert_close(
+        model.decode(q.indices), xhat
+    )  # decode(encode(x)) is the reconstruction
+
+
+def test_the_encoder_gets_the_reconstruction_gradient_through_the_codes():
+    model = make((1, 8, 8), downsample=1, kmeans_init=False, restart=False).train()
+    x = torch.rand(16, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    model.loss(Batch(x)).backward()
+    first = model.encoder[0].weight.grad
+    assert first is not None and float(first.abs().sum()) > 0
+    assert int(model.quantizer.steps) == 1
+
+
+def test_training_stats_report_usage_and_perplexity_then_reset():
+    model = make((1, 8, 8), downsample=1).train()
+    x = torch.rand(32, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    model.loss(Batch(x))
+    stats = model.training_stats()
+    assert 0 < stats["codebook_usage"] <= 1 and 1 <= stats["perplexity"] <= 8
+    assert model.training_stats() == {}  # the window was reset
+
+
+def test_samples_decode_codes_drawn_from_their_frequencies():
+    model = make((1, 8, 8), downsample=1)
+    out = model.sample(6, generator=torch.Generator().manual_seed(0))
+    assert out.x.shape == (6, 1, 8, 8) and out.x.abs().max() <= 1
+
+
+def test_bad_settings_are_explained():
+    with pytest.raises(ConfigError, match="images"):
+        VQVAE.from_config(VQVAEConfig(), (5,))
+    with pytest.raises(ConfigError, match="below 1x1"):
+        make((1, 4, 4), downsample=4)
