@@ -61,3 +61,26 @@ def test_bad_settings_are_explained():
         VQVAE.from_config(VQVAEConfig(), (5,))
     with pytest.raises(ConfigError, match="below 1x1"):
         make((1, 4, 4), downsample=4)
+
+
+def test_genlab_encode_writes_the_codes_of_both_splits(tmp_path, capsys):
+    import numpy as np
+
+    import genlab
+    from genlab.cli import main
+
+    overrides = ["trainer.steps=5", "trainer.progress=false", "trainer.tensorboard=false",
+                 "trainer.val_every=0", "model.channels=4", "model.codes=8", "model.code_dim=2"]  # fmt: skip
+    genlab.train(
+        "configs/vqvae-digits.yaml", out=tmp_path / "vq", overrides=overrides, evaluate=False
+    )
+    assert main(["encode", str(tmp_path / "vq"), "--out", str(tmp_path / "codes.npz")]) == 0
+    codes = np.load(tmp_path / "codes.npz")
+    assert codes["codes_train"].shape[1:] == (4, 4) and codes["codes_train"].dtype == np.int64
+    assert len(codes["codes_val"]) == len(codes["labels_val"]) > 0
+    assert codes["codes_train"].max() < 8
+    assert (
+        main(["encode", str(tmp_path / "vq"), "--data", "mnist", "--out", str(tmp_path / "m.npz")])
+        == 2
+    )
+    assert "trained on (1, 8, 8)" in capsys.readouterr().err

@@ -125,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="a data set name (digits, mnist) or an image folder / IDX folder")
     f.add_argument("--json", action="store_true", help="print the network's record as JSON")
 
+    c = sub.add_parser(
+        "encode", help="encode data with a trained autoencoder run (VQ-VAE codes, VAE latents)"
+    )
+    c.add_argument("run", help="a vqvae or vae run directory")
+    c.add_argument(
+        "--data", help="a data set name or a file/folder (default: the run's own data, both splits)"
+    )
+    c.add_argument("--out", required=True, help="an .npz file: codes (or latents) and labels")
+    c.add_argument("--batch", type=int, default=256)
+
     sub.add_parser("list", help="list the datasets, models, samplers and metrics that exist")
     return p
 
@@ -308,6 +318,51 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    import genlab
+    from genlab.api import load_reference
+    from genlab.data import load
+    from genlab.errors import DataError, GenlabError
+    from genlab.registry import DATASETS
+
+    if args.batch < 1:
+        raise GenlabError(f"--batch must be at least 1, got {args.batch}")
+    run = genlab.load_run(args.run)
+    model = run.model.eval()
+    if args.data is None:
+        ds = run.dataset
+    elif args.data in DATASETS.names():
+        ds = load(name=args.data)
+    else:
+        ds = load_reference(args.data, run.dataset)
+    if tuple(ds.shape) != tuple(model.spec.shape):
+        raise DataError(
+            f"{args.data or ds.name!r} holds examples of shape {tuple(ds.shape)}; the run was "
+            f"trained on {tuple(model.spec.shape)}"
+        )
+    out = {}
+    with torch.no_grad():
+        for split, x, y in (("train", ds.train, ds.labels_train), ("val", ds.val, ds.labels_val)):
+            if len(x) == 0:
+                continue
+            parts = [model.encode(c.to(model.device)).cpu() for c in torch.split(x, args.batch)]
+            codes = torch.cat(parts)
+            out[f"codes_{split}"] = codes.numpy()
+            if y is not None:
+                out[f"labels_{split}"] = y.numpy()
+    path = Path(args.out)
+    if path.suffix != ".npz":
+        raise GenlabError(f"--out must name an .npz file, got {args.out!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    what = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in out.items())
+    print(f"wrote {path}: {what}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -315,6 +370,7 @@ COMMANDS = {
     "list": cmd_list,
     "reflow": cmd_reflow,
     "features": cmd_features,
+    "encode": cmd_encode,
 }
 
 

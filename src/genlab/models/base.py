@@ -232,6 +232,12 @@ class GenerativeModel(nn.Module):
     def after_update(self, player: str) -> None:
         """Called after each optimizer update of ``player`` (a WGAN clips its critic's weights)."""
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples -> their latent representation (a VQ-VAE's codes, a VAE's posterior means),
+        for a second stage and ``genlab encode``. Families without an encoder refuse."""
+        raise ConfigError(f"{self.family} models have no encoder (genlab encode takes a vae or "
+                          "vqvae run)")  # fmt: skip
+
     def training_stats(self) -> dict[str, float]:
         """Figures of the family's own for each training log line, over the steps since the last
         call (a VQ-VAE's codebook usage and perplexity). Default: none."""

@@ -169,8 +169,15 @@ class VAE(GenerativeModel):
         return target
 
     # --- the model ------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``q(z | x)``: mean and log-variance ``(B, latent)`` each."""
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples -> the posterior means ``(B, latent)`` (binarized or quantized as in training,
+        with a fixed seed): the latents ``genlab encode`` writes."""
+        g = torch.Generator().manual_seed(0)
+        return self.posterior(self._encoder_input(self.targets(x.to(self.device), g)))[0]
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q(z | x)`` of encoder inputs: mean and log-variance ``(B, latent)`` each."""
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, logvar.clamp(-30.0, 20.0)
 
@@ -203,7 +210,7 @@ class VAE(GenerativeModel):
     def log_weights(self, target: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``log w = log p(x|z) + log p(z) − log q(z|x)`` ``(B, k)`` for ``z = μ + σ ε``, with
         ``log p(x|z)`` ``(B, k)`` and the closed-form ``KL(q ‖ p)`` per dimension ``(B, latent)``."""
-        mu, logvar = self.encode(self._encoder_input(target))
+        mu, logvar = self.posterior(self._encoder_input(target))
         std = torch.exp(0.5 * logvar)
         z = mu[:, None] + std[:, None] * eps  # (B, k, L)
         rec = self.log_likelihood(target, z)
@@ -345,9 +352,7 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def active_units(self, x: torch.Tensor, threshold: float = 0.01) -> int:
         """Latent dimensions with ``Cov_x E_q[z_d | x] > threshold`` (Burda et al. 2016)."""
-        g = torch.Generator().manual_seed(0)
-        mu = torch.cat([self.encode(self._encoder_input(self.targets(c.to(self.device), g)))[0]
-                        for c in torch.split(x, 1024)])  # fmt: skip
+        mu = torch.cat([self.encode(c) for c in torch.split(x, 1024)])
         return int((mu.double().var(0) > threshold).sum())
 
     def report(self, dataset) -> dict[str, dict]:
