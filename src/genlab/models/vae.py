@@ -251,7 +251,7 @@ class VAE(GenerativeModel):
         *,
         iwae_k: int | None = None,
         generator: torch.Generator | None = None,
-        budget: int = 2**16,
+        budget: int = 2**14,
     ) -> list[LogProb]:
         """The ELBO and the IWAE-``k`` bound of each example from the same ``k`` draws, with
         per-example standard errors; ``budget`` bounds the examples × draws decoded at once."""
