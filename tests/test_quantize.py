@@ -12,6 +12,7 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from genlab.errors import ConfigError
 from genlab.nets.quantize import QuantizeResult, VectorQuantizer, kmeans
@@ -301,7 +302,17 @@ def _rank(rank: int, store: str, out: str, start: dict, batches: list[torch.Tens
         vq(x.chunk(2)[rank])
         states.append(copy.deepcopy(vq.state_dict()))
     torch.distributed.destroy_process_group()
-    torch.save(states, os.path.join(out, f"rank{rank}.pt"))
+    flat = {f"{i}.{k}": v.contiguous() for i, st in enumerate(states) for k, v in st.items()}
+    save_file(flat, os.path.join(out, f"rank{rank}.safetensors"))
+
+
+def _load_states(path) -> list[dict[str, torch.Tensor]]:
+    """The per-step state dicts a rank wrote (safetensors, no pickle)."""
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in load_file(path).items():
+        i, name = key.split(".", 1)
+        states.setdefault(int(i), {})[name] = v
+    return [states[i] for i in sorted(states)]
 
 
 @pytest.mark.skipif(
@@ -322,7 +333,7 @@ def test_two_processes_keep_one_codebook(tmp_path):
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
-    s0, s1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    s0, s1 = (_load_states(tmp_path / f"rank{r}.safetensors") for r in range(2))
     for a, b in zip(s0, s1):
         assert_same_state_dict(a, b)
     assert int(s0[-1]["restarts_total"]) > 0
