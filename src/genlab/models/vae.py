@@ -52,7 +52,12 @@ from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.autoregressive.pixelcnn import discretized_logistic_log_prob
+from genlab.models.autoregressive.pixelcnn import (
+    discretized_logistic_log_prob,
+    draw_discretized_logistic,
+    from_levels,
+    to_levels,
+)
 from genlab.models.autoregressive.vector import binarize
 from genlab.models.base import (
     FROM_CONFIG,
@@ -149,7 +154,7 @@ class VAE(GenerativeModel):
         if self.decoder_kind == "bernoulli":
             return binarize(((x + 1) / 2).clamp(0, 1), generator)
         if self.decoder_kind == "logistic":
-            return torch.round(((x + 1) / 2).clamp(0, 1) * (self.config.levels - 1)).long()
+            return to_levels(x, self.config.levels)
         return x
 
     def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
@@ -165,7 +170,7 @@ class VAE(GenerativeModel):
         if self.decoder_kind == "bernoulli":
             return target.to(dtype) * 2 - 1
         if self.decoder_kind == "logistic":
-            return target.to(dtype) * (2.0 / (self.config.levels - 1)) - 1
+            return from_levels(target, self.config.levels, dtype)
         return target
 
     # --- the model ------------------------------------------------------------------------------
@@ -331,15 +336,13 @@ class VAE(GenerativeModel):
                 return out
             noise = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out)
             return out + torch.exp(self._log_std(out)) * noise
-        mu, log_s = out[:, 0], out[:, 1].clamp(min=-7.0)
-        if not mean:
-            u = torch.rand(mu.shape, generator=generator, dtype=torch.float64).clamp(
-                1e-12, 1 - 1e-12
-            )
-            mu = mu + log_s.exp() * (u.log() - (-u).log1p()).to(mu)
-        levels = self.config.levels
-        k = torch.round((mu.clamp(-1, 1) + 1) / 2 * (levels - 1))
-        return k * (2.0 / (levels - 1)) - 1
+        mu, log_s, levels = out[:, 0], out[:, 1].clamp(min=-7.0), self.config.levels
+        k = (
+            to_levels(mu, levels)
+            if mean
+            else draw_discretized_logistic(mu, log_s, levels, generator)
+        )
+        return from_levels(k, levels, mu.dtype)
 
     def _sample(
         self, n: int, *, labels: torch.Tensor | None, generator: torch.Generator | None,

@@ -24,7 +24,6 @@ Reference:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,7 +34,7 @@ from torch import nn
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, ModelSpec, SampleResult
-from genlab.nets.quantize import VectorQuantizer
+from genlab.nets.quantize import VectorQuantizer, code_statistics
 from genlab.registry import MODELS
 
 
@@ -53,14 +52,12 @@ class VQVAEConfig:
     restart_threshold: float = 1.0  # EMA cluster size below which a code is dead
 
 
-def _res_block(c: int) -> nn.Module:
-    return nn.Sequential(nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 1))
-
-
 class _Residual(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.block = _res_block(c)
+        self.block = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -150,17 +147,11 @@ class VQVAE(GenerativeModel):
 
     def training_stats(self) -> dict[str, float]:
         """Codebook usage and code perplexity since the last call (this process's batches)."""
-        counts = self.window_counts.double().clone()
-        total = float(counts.sum())
-        if total == 0:
+        if float(self.window_counts.sum()) == 0:
             return {}
-        p = counts / total
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+        usage, perplexity = map(float, code_statistics(self.window_counts))
         self.window_counts.zero_()
-        return {
-            "codebook_usage": float((counts > 0).double().mean()),
-            "perplexity": math.exp(entropy),
-        }
+        return {"codebook_usage": usage, "perplexity": perplexity}
 
     # --- sampling and reports -------------------------------------------------------------------
     def _sample(
@@ -190,14 +181,13 @@ class VQVAE(GenerativeModel):
             counts += torch.bincount(
                 q.indices.flatten().cpu(), minlength=self.config.codes
             ).double()
-        p = counts / counts.sum()
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+        usage, perplexity = map(float, code_statistics(counts))
         return {
             "reconstruction_mse": {"value": err / x.numel(), "unit": "per element, [-1, 1] scale",
                                    "better": "lower"},
-            "codebook_usage": {"value": float((counts > 0).double().mean()),
-                               "unit": f"of {self.config.codes} codes", "better": "higher"},
-            "perplexity": {"value": math.exp(entropy), "unit": "codes", "better": "higher"},
+            "codebook_usage": {"value": usage, "unit": f"of {self.config.codes} codes",
+                               "better": "higher"},
+            "perplexity": {"value": perplexity, "unit": "codes", "better": "higher"},
         }  # fmt: skip
 
 

@@ -86,6 +86,14 @@ from genlab.errors import ConfigError
 _BLOCK = 1 << 24  # distances computed per block of rows: about this many elements at a time
 
 
+def code_statistics(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From how many times each code was chosen ``(K,)``: the fraction of the codes used at least
+    once and the perplexity ``exp(H(p))`` of the codes' frequencies ``p`` (float32 scalars)."""
+    p = counts.double() / counts.sum().clamp(min=1)
+    entropy = -(p * p.clamp(min=1e-300).log()).sum()
+    return (counts > 0).float().mean(), entropy.exp().float()
+
+
 @dataclass
 class QuantizeResult:
     """What :meth:`VectorQuantizer.forward` returns.
@@ -263,14 +271,9 @@ class VectorQuantizer(nn.Module):
         shape = (z_e.shape[0], *z_e.shape[2:])
         z_q = e.view(*shape, self.dim).movedim(-1, 1)
         z_q = z_e + (z_q - z_e).detach()
-        p = counts.double() / max(len(idx), 1)
-        entropy = -(p * p.clamp(min=1e-300).log()).sum()
+        usage, perplexity = code_statistics(counts)
         return QuantizeResult(
-            z_q=z_q,
-            indices=idx.view(shape),
-            loss=loss,
-            perplexity=entropy.exp().float(),
-            usage=(counts > 0).float().mean(),
+            z_q=z_q, indices=idx.view(shape), loss=loss, perplexity=perplexity, usage=usage
         )
 
     @torch.no_grad()
@@ -341,4 +344,6 @@ def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[:s] for p, s in zip(parts, sizes_)])
 
 
-__all__ = ["QuantizeResult", "VectorQuantizer", "kmeans", "nearest", "squared_distances"]
+__all__ = [
+    "QuantizeResult", "VectorQuantizer", "code_statistics", "kmeans", "nearest", "squared_distances",
+]  # fmt: skip

@@ -73,6 +73,27 @@ class PixelCNNConfig:
     min_log_scale: float = -7.0  # logistic: floor of each component's log-scale
 
 
+def to_levels(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Values in [-1, 1] -> the nearest of ``levels`` integer levels ``[0, levels)`` (long)."""
+    return torch.round(((x + 1) / 2).clamp(0, 1) * (levels - 1)).long()
+
+
+def from_levels(k: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
+    """Integer levels -> their values in [-1, 1]."""
+    return k.to(dtype) * (2.0 / (levels - 1)) - 1.0
+
+
+def draw_discretized_logistic(
+    mu: torch.Tensor, log_s: torch.Tensor, levels: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One level per element from the logistic ``(mu, exp(log_s))`` discretized to ``levels``
+    bins (the tails in the edge bins), by inversion in float64: a logistic draw rounded to the
+    nearest bin centre has exactly the bins' masses."""
+    u = torch.rand(mu.shape, generator=generator, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+    x = mu.double().cpu() + log_s.double().cpu().exp() * (u.log() - (-u).log1p())
+    return to_levels(x, levels).to(mu.device)
+
+
 def discretized_logistic_log_prob(
     k: torch.Tensor, params: torch.Tensor, levels: int, min_log_scale: float = -7.0
 ) -> torch.Tensor:
@@ -155,17 +176,16 @@ class PixelCNN(GenerativeModel):
         x01 = ((x + 1) / 2).clamp(0, 1)
         if self.config.output == "bernoulli":
             return binarize(x01, generator).long()
-        return torch.round(x01 * (self.config.levels - 1)).long()
+        return to_levels(x, self.config.levels)
 
     def _inputs(self, k: torch.Tensor) -> torch.Tensor:
         """Integer pixel values -> the network's inputs in [-1, 1]."""
-        dtype = next(self.parameters()).dtype
-        return k.to(dtype) * (2.0 / (self._levels - 1)) - 1.0
+        return from_levels(k, self._levels, next(self.parameters()).dtype)
 
     def observed(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Real images as the model sees them: binarized or quantized, in [-1, 1]."""
         k = self.targets(x.to(torch.float64), generator)
-        return (k.double() * (2.0 / (self._levels - 1)) - 1.0).to(x.dtype)
+        return from_levels(k, self._levels, torch.float64).to(x.dtype)
 
     def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
         """Dynamic binarization (Bernoulli) or quantization of the batch, in ``aux["pixels"]``."""
@@ -264,12 +284,9 @@ class PixelCNN(GenerativeModel):
         logits, mu = params[:, :n], params[:, n : 2 * n]
         log_s = params[:, 2 * n :].clamp(min=self.config.min_log_scale)
         comp = draw_categorical(F.softmax(logits, dim=1), generator)[:, None]
-        u = torch.rand(len(params), generator=generator, dtype=torch.float64).clamp(
-            1e-12, 1 - 1e-12
+        return draw_discretized_logistic(
+            mu.gather(1, comp)[:, 0], log_s.gather(1, comp)[:, 0], self.config.levels, generator
         )
-        x = mu.gather(1, comp)[:, 0] + log_s.gather(1, comp)[:, 0].exp() * (u.log() - (-u).log1p())
-        levels = self.config.levels
-        return torch.round((x + 1) / 2 * (levels - 1)).clamp(0, levels - 1).long()
 
     def _sample(
         self, n: int, *, labels: torch.Tensor | None, generator: torch.Generator | None
@@ -297,4 +314,7 @@ class PixelCNN(GenerativeModel):
         return SampleResult(x, rows * cols)
 
 
-__all__ = ["PixelCNN", "PixelCNNConfig", "discretized_logistic_log_prob"]
+__all__ = [
+    "PixelCNN", "PixelCNNConfig", "discretized_logistic_log_prob", "draw_discretized_logistic",
+    "from_levels", "to_levels",
+]  # fmt: skip
