@@ -156,6 +156,18 @@ class Player:
     start: int = 0
 
 
+@dataclass(frozen=True)
+class LatentSpec:
+    """What an autoencoder's :meth:`GenerativeModel.encode` returns and ``decode`` takes, for a
+    second stage: ``kind="codes"``: long ids of shape ``shape`` (a VQ code map ``(h, w)``) from a
+    vocabulary of ``codes``; ``kind="continuous"``: float latents of shape ``shape`` (``(C, h, w)``
+    or ``(D,)``)."""
+
+    kind: str  # "codes" or "continuous"
+    shape: tuple[int, ...]
+    codes: int = 0  # vocabulary size of "codes" latents
+
+
 @dataclass
 class ModelSpec:
     """What is needed, besides the config, to rebuild a model: the data's shape and classes and,
@@ -236,6 +248,17 @@ class GenerativeModel(nn.Module):
         """Examples -> their latent representation (a VQ-VAE's codes, a VAE's posterior means),
         for a second stage and ``genlab encode``. Families without an encoder refuse."""
         raise ConfigError(f"{self.family} models have no encoder (genlab encode takes a vae or "
+                          "vqvae run)")  # fmt: skip
+
+    def latent(self) -> LatentSpec | None:
+        """The autoencoder's latent (what :meth:`encode` returns and :meth:`decode` takes), or
+        None for families that are not autoencoders. A second stage reads it to build itself."""
+        return None
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (as :meth:`latent` describes) -> examples in data space. Families without a
+        decoder refuse."""
+        raise ConfigError(f"{self.family} models have no decoder (a second stage needs a vae or "
                           "vqvae run)")  # fmt: skip
 
     def training_stats(self) -> dict[str, float]:

@@ -62,6 +62,7 @@ from genlab.models.autoregressive.vector import binarize
 from genlab.models.base import (
     FROM_CONFIG,
     GenerativeModel,
+    LatentSpec,
     LogProb,
     ModelSpec,
     SampleOption,
@@ -321,6 +322,9 @@ class VAE(GenerativeModel):
         return next(self.parameters()).dtype
 
     # --- sampling and reports -------------------------------------------------------------------
+    def latent(self) -> LatentSpec:
+        return LatentSpec("continuous", (self.config.latent,))
+
     def decode(self, z: torch.Tensor, generator: torch.Generator | None = None, mean: bool = True):
         """Latents ``(B, latent)`` -> examples: the decoder's mean, or a draw from ``p(x | z)``."""
         out = self.decoder(z)[:, 0] if self.decoder_kind != "logistic" else self.decoder(z)

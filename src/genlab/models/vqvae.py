@@ -33,7 +33,7 @@ from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, ModelSpec, SampleResult
+from genlab.models.base import GenerativeModel, LatentSpec, ModelSpec, SampleResult
 from genlab.nets.quantize import VectorQuantizer, code_statistics
 from genlab.registry import MODELS
 
@@ -120,6 +120,9 @@ class VQVAE(GenerativeModel):
             idx = self.quantizer(self.encoder(x)).indices
         self.train(was)
         return idx
+
+    def latent(self) -> LatentSpec:
+        return LatentSpec("codes", tuple(self.sizes[-1]), self.config.codes)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``(B, h, w)`` -> images ``(B, C, H, W)``."""
