@@ -144,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-text", action="store_true", help="text models: do not sample text for the page"
     )
 
+    lb = sub.add_parser(
+        "leaderboard",
+        help="train every family that fits the data on an equal CPU budget, rank, report",
+    )
+    lb.add_argument("--data", required=True, help="a data set name or a file/folder of your own")
+    lb.add_argument("--budget-minutes", type=float, required=True, help="the whole CPU budget")
+    lb.add_argument("--out", required=True, help="a folder (run it again to resume)")
+    lb.add_argument("--families", help="comma-separated families (default: every one that fits)")
+
     sub.add_parser("list", help="list the datasets, models, samplers and metrics that exist")
     return p
 
@@ -388,6 +397,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from genlab.leaderboard import run
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
+    page = run(args.data, args.budget_minutes, args.out, families=families)
+    print(f"wrote {Path(args.out) / 'leaderboard.md'} and {page}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -397,6 +415,7 @@ COMMANDS = {
     "features": cmd_features,
     "encode": cmd_encode,
     "report": cmd_report,
+    "leaderboard": cmd_leaderboard,
 }
 
 
