@@ -13,6 +13,8 @@ from families import TINY
 
 import genlab
 from genlab.cli import main as cli_main
+from genlab.config import EvalConfig
+from genlab.eval.evaluate import evaluate
 from genlab.report import read_run, report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,24 +122,47 @@ def _driver():
     return webdriver.Chrome(service=Service(driver_bin), options=opts)
 
 
-def test_report_of_four_families_in_headless_chromium(tmp_path):
+@pytest.fixture(scope="module")
+def four_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for family, extra in BROWSER_RUNS.items():
+        tiny = TINY[family]
+        eval_small = ["eval.n=200", "eval.seeds=1", "eval.nll_n=200"]
+        out = root / family
+        genlab.train(tiny.path, out, overrides=tiny.args(*extra, *eval_small), verbose=False)
+        runs.append(out)
+    return runs
+
+
+def test_quality_against_nfe(four_runs):
+    flow, gan = read_run(four_runs[0], nfe=True), read_run(four_runs[1], nfe=True)
+    assert gan.nfe == {} and not any("NFE" in p for p in gan.problems)  # no steps to vary
+    assert flow.nfe_metric == "w2" and set(flow.nfe) == {"euler", "heun", "dpmpp-2m"}
+    euler = flow.nfe["euler"]
+    assert [nfe for nfe, _ in euler] == [2, 4, 8, 16, 32]  # one evaluation per step
+    assert [nfe for nfe, _ in flow.nfe["heun"]] == [3, 7, 15, 31, 63]  # 2 per step, the last 1
+    assert all(w2 > 0 for _, w2 in euler)
+    # each point is genlab eval's W2 with that sampler and step count
+    run = genlab.load_run(four_runs[0])
+    cfg = EvalConfig(n=1000, seeds=1, metrics=["w2"], floor=False, nll=False,
+                     options={"sampler": "euler", "steps": 8})  # fmt: skip
+    direct = evaluate(run.model, run.dataset, cfg)["metrics"]["w2"]["value"]
+    assert euler[2][1] == pytest.approx(direct, rel=1e-9)
+
+
+def test_report_of_four_families_in_headless_chromium(four_runs, tmp_path):
     driver = _driver()
     try:
-        runs = []
-        for family, extra in BROWSER_RUNS.items():
-            tiny = TINY[family]
-            eval_small = ["eval.n=200", "eval.seeds=1", "eval.nll_n=200"]
-            out = tmp_path / family
-            genlab.train(tiny.path, out, overrides=tiny.args(*extra, *eval_small), verbose=False)
-            runs.append(out)
+        runs = four_runs
         broken = tmp_path / "broken"
         broken.mkdir()
-        page = report([*runs, broken], tmp_path / "report")
+        page = report([*runs, broken], tmp_path / "report", nfe=True)
         driver.get(page.as_uri())
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
         images = driver.find_elements("tag name", "img")
-        assert len(images) >= 6  # samples and curves (the text model has curves only)
+        assert len(images) >= 7  # samples, curves, flow matching's NFE plot (text: curves only)
         for img in images:
             ok = driver.execute_script(
                 "return arguments[0].complete && arguments[0].naturalWidth > 0", img

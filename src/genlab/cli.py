@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--no-text", action="store_true", help="text models: do not sample text for the page"
     )
+    rp.add_argument(
+        "--no-nfe", action="store_true",
+        help="skip quality against NFE (W2 or FD at 2-32 steps of each fixed-step sampler)",
+    )  # fmt: skip
 
     lb = sub.add_parser(
         "leaderboard",
@@ -388,7 +392,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise GenlabError(f"--out {args.out!r} is a file; give a folder for the report")
-    rows = [read_run(r, sample_text=not args.no_text) for r in args.runs]
+    rows = [read_run(r, sample_text=not args.no_text, nfe=not args.no_nfe) for r in args.runs]
     page = write_report(rows, out)
     for row in rows:
         note = "" if row.status == "ok" else f" [{row.status}: {'; '.join(row.problems)}]"

@@ -57,6 +57,8 @@ class RunRow:
     samples: Path | None = None
     text: str | None = None
     evaluated: bool = False  # a readable metrics.json: what it lacks does not apply to the run
+    nfe: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # sampler -> (NFE, m)
+    nfe_metric: str = ""
 
     def mark(self, status: str, reason: str) -> None:
         """Record a problem; the worst status wins (broken > not evaluated > unfinished)."""
@@ -66,8 +68,10 @@ class RunRow:
         self.problems.append(reason)
 
 
-def read_run(path: str | Path, *, sample_text: bool = True) -> RunRow:
-    """Everything the report needs from a run directory; problems are recorded, never raised."""
+def read_run(path: str | Path, *, sample_text: bool = True, nfe: bool = False) -> RunRow:
+    """Everything the report needs from a run directory; problems are recorded, never raised.
+    ``nfe``: also measure quality against NFE for models with fixed-step samplers
+    (:func:`quality_vs_nfe`)."""
     path = Path(path)
     row = RunRow(path=path, name=path.name or str(path))
     if not path.is_dir():
@@ -83,7 +87,50 @@ def read_run(path: str | Path, *, sample_text: bool = True) -> RunRow:
         row.problems.append("no samples.png (genlab eval writes it)")
     if sample_text and row.kind == "tokens" and row.status != "broken":
         row.text = _sample_text(row)
+    if nfe and row.kind in NFE_METRIC and row.status != "broken":
+        try:
+            row.nfe_metric = NFE_METRIC[row.kind]
+            row.nfe = quality_vs_nfe(row.path)
+        except Exception as e:  # the report is always written
+            row.problems.append(f"quality against NFE failed: {_short(e)}")
     return row
+
+
+NFE_METRIC = {"points": "w2", "images": "fd"}  # what quality against NFE is measured with
+NFE_SAMPLERS = ("euler", "heun", "dpmpp-2m")  # fixed-step samplers, where the model has them
+NFE_STEPS = (2, 4, 8, 16, 32)
+
+
+def quality_vs_nfe(
+    path: str | Path, steps: tuple[int, ...] = NFE_STEPS, n: int | None = None
+) -> dict[str, list[tuple[float, float]]]:
+    """For a model sampled by an ODE/SDE solver (one with a ``steps`` option): the metric of
+    :data:`NFE_METRIC` (W2 for points, FD for images; one seed of ``n`` samples, 1,000 points or
+    300 images) at each step count, for each of :data:`NFE_SAMPLERS` the model takes:
+    ``{sampler: [(NFE, metric), ...]}``; empty for other families."""
+    from genlab.api import load_run
+    from genlab.config import EvalConfig
+    from genlab.errors import GenlabError
+    from genlab.eval.evaluate import evaluate
+
+    run = load_run(path)
+    model, ds = run.model, run.dataset
+    if "steps" not in model.options({}) or ds.kind not in NFE_METRIC:
+        return {}
+    metric = NFE_METRIC[ds.kind]
+    n = n or (1000 if ds.kind == "points" else 300)
+    out: dict[str, list[tuple[float, float]]] = {}
+    for sampler in NFE_SAMPLERS:
+        try:
+            model.resolve_options({"sampler": sampler})
+        except GenlabError:
+            continue  # a sampler this family does not take
+        for k in steps:
+            cfg = EvalConfig(n=n, seeds=1, metrics=[metric], floor=False, nll=False,
+                             options={"sampler": sampler, "steps": k})  # fmt: skip
+            rep = evaluate(model, ds, cfg)
+            out.setdefault(sampler, []).append((float(rep["nfe"]), rep["metrics"][metric]["value"]))
+    return out
 
 
 def _read_config(row: RunRow) -> None:
@@ -210,6 +257,10 @@ def write_report(runs: list[RunRow], out: str | Path) -> Path:
             dest = img / f"{key}-curves.png"
             _plot_curves(row, dest)
             images[key]["curves"] = f"img/{dest.name}"
+        if row.nfe:
+            dest = img / f"{key}-nfe.png"
+            _plot_nfe(row, dest)
+            images[key]["nfe"] = f"img/{dest.name}"
     columns = _columns(runs)
     page = out / "index.html"
     page.write_text(_html(runs, names, columns, images), encoding="utf-8")
@@ -217,9 +268,11 @@ def write_report(runs: list[RunRow], out: str | Path) -> Path:
     return page
 
 
-def report(paths: list[str | Path], out: str | Path, *, sample_text: bool = True) -> Path:
+def report(
+    paths: list[str | Path], out: str | Path, *, sample_text: bool = True, nfe: bool = False
+) -> Path:
     """Read every run directory and write the report; returns ``out/index.html``."""
-    return write_report([read_run(p, sample_text=sample_text) for p in paths], out)
+    return write_report([read_run(p, sample_text=sample_text, nfe=nfe) for p in paths], out)
 
 
 def _columns(runs: list[RunRow]) -> list[tuple[str, dict[str, Any]]]:
@@ -292,7 +345,8 @@ def _html(runs, names, columns, images) -> str:
                  f"status: <b>{e(row.status)}</b></p>"]  # fmt: skip
         if row.problems:
             parts.append("<ul>" + "".join(f"<li>{e(p)}</li>" for p in row.problems) + "</ul>")
-        for what, alt in (("samples", "samples"), ("curves", "training curves")):
+        for what, alt in (("samples", "samples"), ("curves", "training curves"),
+                          ("nfe", "quality against NFE")):  # fmt: skip
             if what in images[key]:
                 parts.append(f'<figure><img src="{e(images[key][what])}" alt="{alt} of '
                              f'{e(row.name)}"><figcaption>{alt}</figcaption></figure>')  # fmt: skip
@@ -327,7 +381,7 @@ def _markdown(runs, names, columns, images) -> str:
         lines += ["", f"## {row.name}", "", f"{row.family} on {row.data} ({row.kind}); "
                   f"{_progress(row)}; status: {row.status}", ""]  # fmt: skip
         lines += [f"- {p}" for p in row.problems]
-        for what in ("samples", "curves"):
+        for what in ("samples", "curves", "nfe"):
             if what in images[key]:
                 lines += ["", f"![{what} of {row.name}]({images[key][what]})"]
         if row.text:
@@ -351,6 +405,27 @@ def _plot_curves(row: RunRow, dest: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(f"{row.name}: training curves", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(dest)
+    plt.close(fig)
+
+
+def _plot_nfe(row: RunRow, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    for sampler, pts in sorted(row.nfe.items()):
+        nfe, vals = zip(*pts, strict=True)
+        ax.plot(nfe, vals, marker="o", ms=3, lw=1.2, label=sampler)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("NFE (network evaluations per sample)")
+    ax.set_ylabel(f"{row.nfe_metric} (lower is better)")
+    ax.set_title(f"{row.name}: quality against NFE", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(dest)
