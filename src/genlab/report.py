@@ -14,6 +14,8 @@ becomes a reason on the run's row, and the report is always written):
   ``loss_<player>`` for several) and the validation loss, drawn with matplotlib;
 - ``samples.png`` (written by ``genlab eval``), or, for text models, a few hundred characters
   sampled from the run's weights when the report is made (``sample_text=False`` skips it).
+- with ``nfe=True`` (the CLI's default), for models sampled by a solver with a ``steps`` option:
+  quality against NFE (:func:`quality_vs_nfe`), measured from the weights when the report is made.
 
 A metric a run does not have is shown as "n/a" when the run was evaluated (``genlab eval`` computes
 every metric that applies to the family and data kind, so what it left out does not apply: a GAN's
