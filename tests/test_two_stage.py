@@ -292,6 +292,10 @@ def test_samples_are_decoded_examples_and_the_stage_1_stays_frozen(tmp_path, fam
     run = genlab.train(cfg, tmp_path / "run", evaluate=False, verbose=False)
     for k, v in run.model.autoencoder.state_dict().items():
         assert torch.equal(v, before[k]), k
+    with pytest.raises(ConfigError, match=r"no sampling option 'nope'.*takes"):
+        run.model.sample(2, nope=1)
+    with pytest.raises(ConfigError, match=r"labels must be in \[0, 9\]"):
+        run.model.sample(2, labels=10)
     g = torch.Generator().manual_seed(0)
     out = run.model.sample(5, labels=7, generator=g)
     assert out.x.shape == (5, *data.shape) and out.x.dtype == torch.float32

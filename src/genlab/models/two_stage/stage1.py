@@ -64,6 +64,10 @@ def data_hash(dataset: Dataset) -> str:
     return out.hexdigest()
 
 
+#: what :func:`stage1_record` writes and :class:`TwoStage` reads back
+RECORD_KEYS = ("path", "checkpoint", "sha256", "step", "family", "latent", "data", "spec", "config")
+
+
 def stage1_record(run: Any, data: Dataset) -> dict[str, Any]:
     """What a stage-2 run records of its stage-1 ``run`` (a :class:`genlab.api.Run`) trained on
     ``data``: enough to rebuild the architecture and to say where the weights came from."""
@@ -118,6 +122,12 @@ class TwoStage(GenerativeModel):
             raise ConfigError(
                 f"a {self.family} model needs its stage-1 run: give model.autoencoder=RUN_DIR (a "
                 "trained autoencoder on the same data); it is recorded when training starts"
+            )
+        missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ConfigError(
+                f"model.stage1 is written when training starts and lacks {missing[0]!r}: set "
+                "model.stage1=null and give model.autoencoder=RUN_DIR"
             )
         if tuple(record["spec"]["shape"]) != tuple(spec.shape):
             raise ConfigError(
