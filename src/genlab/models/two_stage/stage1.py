@@ -120,7 +120,7 @@ class TwoStage(GenerativeModel):
         record = config.stage1
         if record is None:
             raise ConfigError(
-                f"a {self.family} model needs its stage-1 run: give model.autoencoder=RUN_DIR (a "
+                f"{self.family} models need their stage-1 run: give model.autoencoder=RUN_DIR (a "
                 "trained autoencoder on the same data); it is recorded when training starts"
             )
         missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
@@ -154,7 +154,7 @@ class TwoStage(GenerativeModel):
             return config
         if not path:
             raise ConfigError(
-                f"a {cls.family} model needs model.autoencoder=RUN_DIR: a trained stage-1 "
+                f"{cls.family} models need model.autoencoder=RUN_DIR: a trained stage-1 "
                 "autoencoder run on the same data"
             )
         from genlab.api import load_run
@@ -177,10 +177,10 @@ class TwoStage(GenerativeModel):
         if latent.kind != cls.latent_kind:
             what = {"codes": "discrete codes", "continuous": "continuous latents"}
             raise ConfigError(
-                f"a {cls.family} model needs a stage 1 with {what[cls.latent_kind]}; "
+                f"{cls.family} models need a stage 1 with {what[cls.latent_kind]}; "
                 f"model.autoencoder={path} ({run.config.family}) encodes to "
                 f"{what.get(latent.kind, latent.kind)}"
-                + (f" (train a {cls.other_family} model on it)" if cls.other_family else "")
+                + (f" (the {cls.other_family} family models those)" if cls.other_family else "")
             )
         theirs = tuple(run.model.spec.shape)
         if theirs != tuple(dataset.shape):
