@@ -45,11 +45,21 @@ class Tiny:
         return [*COMMON, *self.overrides, *stage1, *extra]
 
 
+_FOLDER: list[Path] = []
+
+
+def _own_folder() -> Path:
+    """A temporary folder of this process, outside pytest (never reused: no stale runs)."""
+    if not _FOLDER:
+        _FOLDER.append(Path(tempfile.mkdtemp(prefix="genlab-tiny-")))
+    return _FOLDER[0]
+
+
 def stage1_run(tiny: Tiny) -> Path:
     """The run directory of a tiny stage-1 recipe, trained once (``genlab train --no-eval``) into a
     folder shared by the test workers (``GENLAB_TINY_RUNS``, set by conftest.py) under a file lock,
     and reused by every second stage that names it."""
-    root = Path(os.environ.get("GENLAB_TINY_RUNS") or Path(tempfile.gettempdir()) / "genlab-tiny")
+    root = Path(os.environ.get("GENLAB_TINY_RUNS") or _own_folder())
     root.mkdir(parents=True, exist_ok=True)
     key = json.dumps([tiny.config, tiny.overrides, tiny.steps])
     out = root / f"stage1-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -176,6 +176,9 @@ def test_the_run_samples_evaluates_and_resumes_after_its_stage_1_is_deleted(tmp_
     report = genlab.evaluate(run, cfg=ev)
     if family == "vqgan-prior":
         assert report["nll"]["of"] == "codes" and "bits_per_code" in report["nll"]
+    with pytest.raises(ConfigError, match="names another"):
+        genlab.train(out / "config.yaml", out, resume=True, evaluate=False, verbose=False,
+                     overrides=["trainer.steps=6", f"model.autoencoder={tmp_path}"])  # fmt: skip
     genlab.train(out / "config.yaml", out, resume=True, overrides=["trainer.steps=6"],
                  evaluate=False, verbose=False)  # fmt: skip
     assert ckpt.load_latest(out / "checkpoints")[1]["step"] == 6

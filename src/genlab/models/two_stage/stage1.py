@@ -85,6 +85,19 @@ def stage1_record(run: Any, data: Dataset) -> dict[str, Any]:
     }
 
 
+def _same_stage1(path: str, record: dict[str, Any]) -> bool:
+    """Whether ``path`` names the recorded stage-1 run: the same directory (deleted or not), or a
+    run whose checkpoint has the recorded sha256 (moved, or named from another directory)."""
+    if str(Path(path).resolve()) == record["path"]:
+        return True
+    from genlab.api import load_run
+
+    try:
+        return load_run(path).sha256 == record["sha256"]
+    except CheckpointError:
+        return False
+
+
 def build_stage1(record: dict[str, Any]) -> GenerativeModel:
     """The stage-1 model a record describes, frozen (weights still to be loaded), built without
     touching the global random state (the stage-2 initial weights do not depend on it)."""
@@ -145,11 +158,10 @@ class TwoStage(GenerativeModel):
         checkpoints; the stage-1 directory may be gone), and naming another stage-1 is refused."""
         path = config.autoencoder
         if resume and config.stage1 is not None:
-            recorded = config.stage1["path"]
-            if path and str(Path(path).resolve()) != recorded:
+            if path and not _same_stage1(path, config.stage1):
                 raise ConfigError(
-                    f"this run's stage 1 is {recorded}; model.autoencoder={path} names another "
-                    "(a second stage cannot change its first stage: start a new run)"
+                    f"this run's stage 1 is {config.stage1['path']}; model.autoencoder={path} "
+                    "names another (a second stage cannot change its first stage: start a new run)"
                 )
             return config
         if not path:
