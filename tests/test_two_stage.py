@@ -141,6 +141,9 @@ def test_a_stage_1_of_other_data_or_shape_or_latent_is_refused_with_a_clear_mess
         build_model(config("ldm", f"model.autoencoder={tmp_path}"), load_data(prior))
     with pytest.raises(ConfigError, match="model.autoencoder=RUN_DIR"):
         build_model(config("ldm", "model.autoencoder=null"), load_data(prior))
+    with pytest.raises(ConfigError, match="latents have no such range"):
+        ldm = config("ldm", "model.clip_denoised=true")
+        build_model(ldm, load_data(ldm))
 
 
 # --- the run directory stands alone ------------------------------------------------------------------

@@ -71,6 +71,13 @@ class LatentDiffusion(TwoStage):
             raise ConfigError(f"model.scale must be >= 0 (0: measured), got {config.scale}")
         if config.scale_examples < 1:
             raise ConfigError(f"model.scale_examples must be >= 1, got {config.scale_examples}")
+        if config.clip_denoised:
+            raise ConfigError(
+                "model.clip_denoised clamps to the image range [-1, 1]; latents have no such "
+                "range (set it false for ldm)"
+            )
+        if config.coupling == "pairs":
+            raise ConfigError("model.coupling=pairs pairs noise with data examples, not latents")
         shape = tuple(self.latent_spec.shape)
         backbone = config.backbone
         if backbone == "auto":
