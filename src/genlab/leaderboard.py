@@ -138,7 +138,8 @@ def make_plan(data: str, budget_minutes: float, families: list[str] | None = Non
         if entry.config:
             try:
                 cfg = genlab.load_config(entry.config, [*entry.overrides, *_eval(kind)])
-                genlab.api.build_model(cfg, genlab.api.load_data(cfg))
+                # what refers outside the run (a second stage's first) resolves, or fails here
+                cls.bind(cfg.model, genlab.api.load_data(cfg))
             except GenlabError as e:
                 entry.reason, entry.config = f"its recipe does not build here: {e}", ""
         if entry.config:
