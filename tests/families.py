@@ -91,4 +91,16 @@ TINY: dict[str, Tiny] = {
         ddp_overrides=("model.dropout=0.0",),
         why="dropout masks come from each process's own generator (resume restores it exactly)",
     ),
+    "mdlm": Tiny(
+        "mdlm-shakespeare.yaml",
+        [
+            "data.n=2000",
+            "trainer.batch_size=64",
+            "model.depth=2",
+            "model.context=8",
+            "model.hidden=16",
+            "model.heads=2",
+        ],  # fmt: skip
+        400,
+    ),
 }

@@ -1,0 +1,293 @@
+"""Discrete diffusion over text against independently derived facts: the schedules' weights
+(autograd), the training randomness (drawn in ``prepare``, stratified), the bound (every sequence
+of a tiny model enumerated: the sampler's T-step chain sums to one, its T-step ELBO is below its
+exact log-probability and approaches the continuous ELBO, and the Monte-Carlo held-out estimate
+is unbiased for the enumerated continuous ELBO), the sampler (its frequencies match the enumerated
+chain; the cache changes nothing but the passes; no mask token; prompts and infill templates
+kept) and the command line end to end."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.cli import TEXT_SEPARATOR, _sampling_options, main
+from genlab.data.base import Batch
+from genlab.data.text import decode
+from genlab.errors import ConfigError, DataError, GenlabError
+from genlab.models.text.mdlm import MDLM, MDLMConfig, Schedule, stratified_times
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "configs" / "mdlm-shakespeare.yaml")
+
+
+def tiny_mdlm(vocab: str = "ab", context: int = 3, schedule: str = "loglinear", **kw) -> MDLM:
+    torch.manual_seed(0)
+    cfg = MDLMConfig(context=context, hidden=16, depth=2, heads=2, schedule=schedule, **kw)
+    model = MDLM.from_config(cfg, (), vocab=vocab).double().eval()
+    with torch.no_grad():  # larger weights than the init: conditionals far from uniform
+        for p in model.parameters():
+            p.mul_(3.0 if p.dim() > 1 else 1.0)
+    return model
+
+
+def every(V: int, L: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(V), repeat=L)))  # (V^L, L)
+
+
+# --- schedules and training randomness --------------------------------------------------------
+@pytest.mark.parametrize("name", ["loglinear", "cosine"])
+def test_schedules_go_from_clean_to_all_masked_with_the_elbo_weight(name):
+    s = Schedule(name)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    assert s.alpha(t).tolist() == [1.0, 0.0]
+    t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64).requires_grad_(True)
+    a = s.alpha(t)
+    (da,) = torch.autograd.grad(a.sum(), t)
+    torch.testing.assert_close(s.weight(t.detach()), -da / (1 - a.detach()))
+    assert (da < 0).all()
+
+
+def test_stratified_times_put_one_time_in_each_stratum():
+    t = stratified_times(8, torch.Generator().manual_seed(3))
+    assert torch.equal((t * 8).floor(), torch.arange(8.0, dtype=torch.float64))
+    assert not torch.equal(t, stratified_times(8, torch.Generator().manual_seed(4)))
+
+
+def test_prepare_draws_every_mask_from_the_generator_at_rate_one_minus_alpha():
+    model = tiny_mdlm(vocab="abcd", context=3, schedule="cosine")
+    x = torch.randint(0, 4, (64, 3), generator=torch.Generator().manual_seed(0))
+    a, b = (model.prepare(Batch(x), torch.Generator().manual_seed(5)) for _ in range(2))
+    assert torch.equal(a.t, b.t) and torch.equal(a.aux["mask"], b.aux["mask"])
+    assert float(a.t.min()) >= model.config.t_min
+    # the rate: many rows of one wide window
+    wide = MDLM.from_config(MDLMConfig(context=4000, hidden=8, depth=1, heads=1), (), vocab="ab")
+    big = wide.prepare(Batch(torch.zeros(4, 4000, dtype=torch.long)), torch.Generator())
+    rate = big.aux["mask"].double().mean(1)
+    expect = 1 - wide.schedule.alpha(big.t)
+    assert (rate - expect).abs().max() < 4 * math.sqrt(0.25 / 4000)
+
+
+def test_the_loss_is_the_weighted_cross_entropy_of_the_masked_characters():
+    model = tiny_mdlm(vocab="abc", context=5)
+    x = torch.randint(0, 3, (4, 5), generator=torch.Generator().manual_seed(1))
+    batch = model.prepare(Batch(x), torch.Generator().manual_seed(2))
+    total = 0.0
+    for i in range(4):
+        m = batch.aux["mask"][i]
+        z = x[i].masked_fill(m, model.mask_id)
+        logp = model.net(z[None])[0].log_softmax(-1)
+        ce = -sum(float(logp[j, x[i, j]].detach()) for j in range(5) if m[j])
+        total += float(model.schedule.weight(batch.t[i])) * ce / 5
+    assert float(model.loss(batch).detach()) == pytest.approx(total / 4, rel=1e-10)
+
+
+# --- the bound, against the enumerated chain --------------------------------------------------
+@torch.no_grad()
+def chain_probabilities(model: MDLM, L: int, steps: int) -> dict[tuple[int, ...], float]:
+    """The law of the sampler's ``steps``-step chain, every path summed: ``{sequence: prob}``."""
+    V, m = model.vocab_size, model.mask_id
+    alpha = model.schedule.alpha(torch.linspace(0, 1, steps + 1, dtype=torch.float64))
+    law = {(m,) * L: 1.0}
+    for i in range(steps, 0, -1):
+        move = float((alpha[i - 1] - alpha[i]) / (1 - alpha[i]))
+        nxt: dict[tuple[int, ...], float] = {}
+        for z, pz in law.items():
+            probs = model.net(torch.tensor([z]))[0].softmax(-1)  # (L, V)
+            choices = []
+            for j in range(L):
+                if z[j] != m:
+                    choices.append([(z[j], 1.0)])
+                else:
+                    opts = [(c, move * float(probs[j, c])) for c in range(V)]
+                    choices.append([*opts, (m, 1.0 - move)])
+            for combo in itertools.product(*choices):
+                p = pz * math.prod(q for _, q in combo)
+                if p > 0:
+                    key = tuple(c for c, _ in combo)
+                    nxt[key] = nxt.get(key, 0.0) + p
+        law = nxt
+    return law
+
+
+@pytest.mark.parametrize("schedule", ["loglinear", "cosine"])
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_the_t_step_elbo_is_below_the_exact_log_probability_of_the_chain(schedule, steps):
+    model = tiny_mdlm(vocab="abc", context=3, schedule=schedule)
+    law = chain_probabilities(model, 3, steps)
+    xs = every(3, 3)
+    assert all(m not in key for key in law for m in [model.mask_id])  # no mask survives
+    assert sum(law.values()) == pytest.approx(1.0, abs=1e-12)
+    logp = torch.tensor([math.log(law[tuple(x.tolist())]) for x in xs], dtype=torch.float64)
+    elbo = model.discrete_elbo(xs, steps)
+    gap = logp - elbo
+    assert (gap >= -1e-12).all(), gap.min()
+    if steps == 1:  # one pass fills every character independently: the posterior is certain,
+        assert gap.abs().max() < 1e-12  # and the bound is tight
+    else:
+        assert gap.max() > 1e-3  # a bound, not (by accident) the same number
+
+
+def test_the_t_step_elbo_approaches_the_continuous_elbo():
+    model = tiny_mdlm(vocab="abc", context=3)
+    xs = every(3, 3)
+    cont = model.continuous_elbo_exact(xs)
+    errs = [float((model.discrete_elbo(xs, T) - cont).abs().max()) for T in (2, 8, 32, 128, 512)]
+    assert all(b < a for a, b in zip(errs, errs[1:])), errs
+    assert errs[-1] < 2e-3 * float(cont.abs().min())
+    # and the continuous bound does not depend on the schedule (the network does not see t)
+    cos = tiny_mdlm(vocab="abc", context=3, schedule="cosine")
+    torch.testing.assert_close(cos.continuous_elbo_exact(xs), cont)
+    errs_cos = [float((cos.discrete_elbo(xs, T) - cont).abs().max()) for T in (8, 512)]
+    assert errs_cos[1] < errs_cos[0] and errs_cos[1] < 2e-3 * float(cont.abs().min())
+
+
+def test_the_held_out_estimate_is_unbiased_with_an_honest_standard_error():
+    model = tiny_mdlm(vocab="abc", context=6)
+    x = torch.randint(0, 3, (4, 6), generator=torch.Generator().manual_seed(0))
+    exact = model.continuous_elbo_exact(x)
+    lp = model.log_prob(x, elbo_samples=4000, generator=torch.Generator().manual_seed(1))
+    assert lp.kind == "elbo" and lp.value.dtype == torch.float64 and lp.nfe == 4000
+    z = (lp.value - exact) / lp.stderr
+    assert z.abs().max() < 4, z
+    assert (lp.stderr < 0.05).all()
+    # the error shrinks with the draws (and the bias an L/(k+1) weight would bring, about 10%
+    # of the value here, is far outside 4 standard errors)
+    small = model.log_prob(x, elbo_samples=8, generator=torch.Generator().manual_seed(1))
+    assert small.stderr.gt(lp.stderr).all()
+    assert (4 * lp.stderr < 0.05 * exact.abs()).all()
+
+
+def test_log_prob_refuses_what_is_not_character_ids():
+    model = tiny_mdlm(vocab="abc", context=4)
+    with pytest.raises(DataError, match="character ids"):
+        model.log_prob(torch.zeros(2, 3))
+    with pytest.raises(DataError, match=r"\[0, 2\]"):
+        model.log_prob(torch.tensor([[0, 3]]))
+    with pytest.raises(DataError, match="longer than the context"):
+        model.log_prob(torch.zeros(1, 5, dtype=torch.long))
+
+
+# --- sampling ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [1, 3])
+def test_samples_follow_the_enumerated_chain(steps):
+    model = tiny_mdlm(vocab="ab", context=3)
+    law = chain_probabilities(model, 3, steps)
+    n = 20_000
+    x = model.sample(n, generator=torch.Generator().manual_seed(0), steps=steps).x
+    codes = (x * torch.tensor([4, 2, 1])).sum(1)
+    freq = torch.bincount(codes, minlength=8).double() / n
+    p = torch.tensor([law[tuple(s.tolist())] for s in every(2, 3)], dtype=torch.float64)
+    assert (freq - p).abs().max() < 4 * math.sqrt(0.25 / n)
+
+
+@pytest.mark.parametrize("opts", [{}, {"prompt": "ab"}, {"infill": "a_b__a_"}])
+def test_the_cache_changes_the_passes_not_the_samples(opts):
+    model = tiny_mdlm(vocab="ab ", context=8)
+    runs = [model.sample(2, generator=torch.Generator().manual_seed(3), steps=60, cache=c, **opts)
+            for c in (True, False)]  # fmt: skip
+    assert torch.equal(runs[0].x, runs[1].x)
+    assert runs[1].nfe == 60 and runs[0].nfe < 20  # at most one pass per filled character
+    assert len({tuple(r.tolist()) for r in runs[0].x}) > 1
+
+
+@pytest.mark.parametrize("steps", [1, 7, 500])
+def test_samples_never_hold_the_mask_token(steps):
+    model = tiny_mdlm(vocab="abcd", context=12, schedule="cosine")
+    x = model.sample(64, generator=torch.Generator().manual_seed(steps), steps=steps).x
+    assert x.shape == (64, 12) and int(x.max()) < model.vocab_size and int(x.min()) >= 0
+
+
+def test_prompts_and_infill_templates_keep_the_given_characters():
+    vocab = "abcdefgh ."
+    model = tiny_mdlm(vocab=vocab, context=20)
+    g = torch.Generator().manual_seed(0)
+    out = model.sample(16, generator=g, steps=9, prompt="bad", length=10).x
+    assert out.shape == (16, 13)
+    assert all(decode(r, vocab).startswith("bad") for r in out)
+    template = "a __ f.__ h_"
+    out = model.sample(16, generator=g, steps=9, infill=template).x
+    assert out.shape == (16, len(template))
+    texts = [decode(r, vocab) for r in out]
+    for text in texts:
+        assert all(c == t for c, t in zip(text, template) if t != "_")
+    assert len({t for t in texts}) > 1
+    full = model.sample(2, generator=g, steps=4).x  # length 0: the whole context
+    assert full.shape == (2, 20)
+
+
+def test_bad_prompts_templates_and_options_are_clear_errors():
+    model = tiny_mdlm(vocab="abc ", context=10)
+    with pytest.raises(ConfigError, match=r"infill: 2 characters 'x' \(first at position 1\), 'é'"):
+        model.sample(1, infill="ax_é_x")
+    with pytest.raises(ConfigError, match=r"prompt: character 'Z'"):
+        model.sample(1, prompt="aZ")
+    with pytest.raises(ConfigError, match="more than the context of 10.*bd3lm"):
+        model.sample(1, infill="a" * 11)
+    with pytest.raises(ConfigError, match="more than the context"):
+        model.sample(1, prompt="ab", length=9)
+    with pytest.raises(ConfigError, match="not both"):
+        model.sample(1, prompt="ab", infill="a_")
+    for bad, match in (({"steps": 0}, "steps"), ({"length": -1}, "length")):
+        with pytest.raises(ConfigError, match=match):
+            model.sample(1, **bad)
+    with pytest.raises(ConfigError, match="model.schedule"):
+        MDLM.from_config(MDLMConfig(schedule="linear"), (), vocab="ab")
+    with pytest.raises(ConfigError, match="needs a vocabulary"):
+        MDLM.from_config(MDLMConfig(), ())
+
+
+def test_infill_is_refused_by_a_family_without_it():
+    from genlab.models.autoregressive.gpt import GPT, GPTConfig
+
+    gpt = GPT.from_config(GPTConfig(context=4, hidden=8, depth=1, heads=1), (), vocab="ab")
+    args = argparse.Namespace(option=[], infill="a_b", prompt=None)
+    with pytest.raises(GenlabError, match="--infill: gpt models take no infill"):
+        _sampling_options(args, gpt)
+    assert _sampling_options(args, tiny_mdlm(context=4)) == {"infill": "a_b"}
+
+
+# --- the command line -------------------------------------------------------------------------
+TEXT = "".join(f"{w} the quick brown fox jumps over the lazy dog.\n" for w in range(60))
+TINY = ["model.context=32", "model.hidden=16", "model.depth=1", "model.heads=2",
+        "model.steps=16", "model.elbo_samples=4", "trainer.steps=20", "trainer.batch_size=8",
+        "trainer.warmup=2", "trainer.val_every=10", "trainer.checkpoint_every=10",
+        "trainer.log_every=10", "trainer.progress=false", "trainer.tensorboard=false",
+        "eval.nll_n=2000"]  # fmt: skip
+
+
+def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the held-out part holds characters ("Z", "!") the training part lacks
+    book = tmp_path / "book.txt"
+    book.write_text(TEXT + "Zebra!" * 40, encoding="utf-8")
+    assert main(["train", RECIPE, "data.path=book.txt", *TINY, "--out", "run"]) == 0
+    out = capsys.readouterr().out
+    assert "bits/char [elbo]" in out and " ± " in out
+    assert main(["eval", "run", "--json", "--option", "elbo_samples=8"]) == 0
+    nll = json.loads(capsys.readouterr().out)["nll"]
+    assert nll["kind"] == "elbo" and nll["nfe"] == 8 and nll["estimator_stderr"] > 0
+    assert 0 < nll["bits_per_char"] < 8
+    book.unlink()  # sampling: the run directory alone
+    template = "the ____ brown ___ Z"
+    assert main(["sample", "run", "--n", "3", "--infill", template, "--out", "f.txt"]) == 0
+    texts = (tmp_path / "f.txt").read_text(encoding="utf-8").removesuffix("\n")
+    texts = texts.split(TEXT_SEPARATOR)
+    assert len(texts) == 3
+    for text in texts:
+        assert len(text) == len(template)
+        assert all(c == t for c, t in zip(text, template) if t != "_")
+    args = ["sample", "run", "--n", "2", "--prompt", "the", "--steps", "8", "--option",
+            "length=20", "--out", "s.txt"]  # fmt: skip
+    assert main(args) == 0
+    assert "NFE" in capsys.readouterr().out
+    texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
+    assert all(t.startswith("the") and len(t) == 23 for t in texts.split(TEXT_SEPARATOR))
+    assert main(["sample", "run", "--n", "1", "--infill", "q_é", "--out", "s.txt"]) == 2
+    assert "'é' (first at position" in capsys.readouterr().err
