@@ -103,4 +103,17 @@ TINY: dict[str, Tiny] = {
         ],  # fmt: skip
         400,
     ),
+    "bd3lm": Tiny(
+        "bd3lm-shakespeare.yaml",
+        [
+            "data.n=2000",
+            "trainer.batch_size=64",
+            "model.depth=2",
+            "model.context=8",
+            "model.hidden=16",
+            "model.heads=2",
+            "model.block_size=2",
+        ],  # fmt: skip
+        400,
+    ),
 }

@@ -21,6 +21,7 @@ from genlab.cli import TEXT_SEPARATOR, _sampling_options, main
 from genlab.data.base import Batch
 from genlab.data.text import decode
 from genlab.errors import ConfigError, DataError, GenlabError
+from genlab.models.text.bd3lm import BD3LM, BD3LMConfig
 from genlab.models.text.mdlm import MDLM, MDLMConfig, Schedule, stratified_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,8 @@ def test_prepare_draws_every_mask_from_the_generator_at_rate_one_minus_alpha():
     wide = MDLM.from_config(MDLMConfig(context=4000, hidden=8, depth=1, heads=1), (), vocab="ab")
     big = wide.prepare(Batch(torch.zeros(4, 4000, dtype=torch.long)), torch.Generator())
     rate = big.aux["mask"].double().mean(1)
-    expect = 1 - wide.schedule.alpha(big.t)
+    assert big.t.shape == (4, 1)  # one block: one time per window
+    expect = 1 - wide.schedule.alpha(big.t[:, 0])
     assert (rate - expect).abs().max() < 4 * math.sqrt(0.25 / 4000)
 
 
@@ -291,3 +293,102 @@ def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(tmp_path, cap
     assert all(t.startswith("the") and len(t) == 23 for t in texts.split(TEXT_SEPARATOR))
     assert main(["sample", "run", "--n", "1", "--infill", "q_é", "--out", "s.txt"]) == 2
     assert "'é' (first at position" in capsys.readouterr().err
+
+
+# --- block diffusion --------------------------------------------------------------------------
+def tiny_bd3(block_size: int, vocab: str = "abc", context: int = 4, **kw) -> BD3LM:
+    torch.manual_seed(0)
+    cfg = BD3LMConfig(context=context, hidden=16, depth=2, heads=2, block_size=block_size, **kw)
+    model = BD3LM.from_config(cfg, (), vocab=vocab).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0 if p.dim() > 1 else 1.0)
+    return model
+
+
+def test_the_two_copy_mask_lets_a_noised_block_see_itself_and_earlier_clean_blocks_only():
+    model = tiny_bd3(2, vocab="abcd", context=6)
+    L, S = 6, 2
+    z = torch.randint(0, 5, (1, L), generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, 4, (1, L), generator=torch.Generator().manual_seed(1))
+    base = model.pair_logits(z, x)[0]
+    for copy in ("noised", "clean"):
+        for p in range(L):
+            z2, x2 = z.clone(), x.clone()
+            if copy == "noised":
+                z2[0, p] = (z2[0, p] + 1) % 5
+            else:
+                x2[0, p] = (x2[0, p] + 1) % 4
+            changed = (model.pair_logits(z2, x2)[0] - base).abs().amax(-1) > 1e-12  # (L,)
+            for i in range(L):
+                may = i // S == p // S if copy == "noised" else p // S < i // S
+                assert bool(changed[i]) == may, (copy, p, i)
+
+
+def test_block_size_one_is_an_autoregressive_model():
+    model = tiny_bd3(1, vocab="abc", context=4)
+    xs = every(3, 4)
+    lp = model.log_prob(xs, elbo_samples=3)
+    assert (lp.stderr == 0).all()  # one character per block, always masked: no randomness
+    hand = torch.zeros(len(xs), dtype=torch.float64)
+    for l in range(4):  # log p(x_l | x_<l): the prefix clean (causal), then a mask at l
+        inp = torch.cat([xs[:, :l], torch.full((len(xs), 1), model.mask_id)], 1)
+        out = model.net(inp, mask=torch.ones(l + 1, l + 1, dtype=torch.bool).tril())[:, -1]
+        hand += out.log_softmax(-1).gather(-1, xs[:, l : l + 1])[:, 0]
+    torch.testing.assert_close(lp.value, hand, rtol=0, atol=1e-10)
+    assert float(lp.value.logsumexp(0)) == pytest.approx(0.0, abs=1e-10)  # sums to one
+    assert lp.value.max() < -0.5
+
+
+def test_one_block_of_the_whole_window_is_mdlm_on_the_same_weights():
+    bd3 = tiny_bd3(4, vocab="abc", context=4)
+    mdlm = MDLM.from_config(MDLMConfig(context=4, hidden=16, depth=2, heads=2), (), vocab="abc")
+    mdlm = mdlm.double().eval()
+    mdlm.load_state_dict(bd3.state_dict())
+    xs = every(3, 4)
+    torch.testing.assert_close(bd3.continuous_elbo_exact(xs), mdlm.continuous_elbo_exact(xs))
+    torch.testing.assert_close(bd3.discrete_elbo(xs, 5), mdlm.discrete_elbo(xs, 5))
+    a, b = (m.log_prob(xs, elbo_samples=6, generator=torch.Generator().manual_seed(2)).value
+            for m in (bd3, mdlm))  # fmt: skip
+    torch.testing.assert_close(a, b)
+    batch = mdlm.prepare(Batch(xs[:16]), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(bd3.loss(batch), mdlm.loss(batch))
+
+
+def test_the_held_out_estimate_in_blocks_is_unbiased():
+    # the estimate of a window in blocks is the sum of per-block MDLM estimates, unbiased:
+    # against the enumerated bound, within 4 standard errors, for two block sizes
+    for S in (2, 4):
+        model = tiny_bd3(S, vocab="abc", context=8)
+        x = torch.randint(0, 3, (3, 8), generator=torch.Generator().manual_seed(S))
+        exact = model.continuous_elbo_exact(x)
+        lp = model.log_prob(x, elbo_samples=2000, generator=torch.Generator().manual_seed(0))
+        assert ((lp.value - exact) / lp.stderr).abs().max() < 4
+
+
+@pytest.mark.parametrize(
+    "S, opts",
+    [(1, {"length": 9}), (2, {"length": 15, "prompt": "ab"}), (4, {"infill": "a_b__c__a_____b"}),
+     (2, {"length": 3})],
+)  # fmt: skip
+def test_the_kv_cache_draws_the_same_tokens_as_recomputing(S, opts):
+    model = tiny_bd3(S, vocab="abc", context=8)
+    runs = [model.sample(3, generator=torch.Generator().manual_seed(5), steps=12, cache=c, **opts)
+            for c in (True, False)]  # fmt: skip
+    assert torch.equal(runs[0].x, runs[1].x)
+    assert runs[0].nfe < runs[1].nfe
+    x = runs[0].x
+    assert int(x.max()) < model.vocab_size  # no mask token, at any length
+    if "infill" in opts:
+        t = opts["infill"]
+        assert x.shape[1] == len(t)
+        assert all(decode(r, "abc")[i] == c for r in x for i, c in enumerate(t) if c != "_")
+    else:
+        P = len(opts.get("prompt", ""))
+        assert x.shape[1] == P + opts["length"]  # past the context of 8: the window slides
+        assert all(decode(r, "abc").startswith(opts.get("prompt", "")) for r in x)
+
+
+def test_a_block_size_must_divide_the_context():
+    with pytest.raises(ConfigError, match="divisor of model.context=8"):
+        BD3LM.from_config(BD3LMConfig(context=8, block_size=3), (), vocab="ab")

@@ -20,6 +20,12 @@ pays for one position per new token instead of the whole context (causal models 
 bidirectional attention, earlier keys change when later tokens arrive). Learned absolute positions
 cannot be shifted: a caller that slides its window past ``context`` clears the cache and feeds the
 cropped window again.
+
+Block diffusion (BD3-LM) uses two more things: ``mask``, a boolean attention mask ``(T, S)`` (True:
+may attend) instead of the causal rule, with ``positions`` given explicitly (its two copies of a
+window share positions); and, on a bidirectional transformer, a cache of clean blocks
+(``new_cache(batch, blocks=True)``) that a noised block reads without being written into it
+(``commit=False``).
 """
 
 from __future__ import annotations
@@ -63,20 +69,30 @@ class SelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
+        commit: bool = True,
     ) -> torch.Tensor:
         """``x`` ``(B, T, C)`` at positions ``start .. start + T - 1``; with ``kv`` (a layer of a
-        :class:`KVCache`), the new keys and values are written at those positions and the queries
-        attend to positions ``0 .. start + T - 1``."""
+        :class:`KVCache`), the new keys and values are written at those positions (``commit``;
+        otherwise only read beside the cached ones) and the queries attend to positions
+        ``0 .. start + T - 1``. ``mask`` ``(T, start + T)``, True where a query may attend,
+        replaces the causal rule."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
-        if kv is not None:  # (B, H, T, D) into the cache; attend to everything cached
+        if kv is not None and commit:  # (B, H, T, D) into the cache; attend to everything cached
             kv[0][:, :, start : start + T] = k
             kv[1][:, :, start : start + T] = v
             k, v = kv[0][:, :, : start + T], kv[1][:, :, : start + T]  # (B, H, start + T, D)
-        mask, is_causal = None, False
-        if self.causal and T > 1:
+        elif kv is not None:  # read the cache, leave it as it was
+            k = torch.cat([kv[0][:, :, :start], k], dim=2)
+            v = torch.cat([kv[1][:, :, :start], v], dim=2)
+        is_causal = False
+        if mask is None and self.causal and T > 1:
             if start == 0:
                 is_causal = True
             else:  # query i (position start + i) sees keys 0 .. start + i
@@ -105,9 +121,14 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
+        commit: bool = True,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), kv, start)
+        x = x + self.attn(self.ln1(x), kv, start, mask, commit)
         return x + self.mlp(self.ln2(x))
 
 
@@ -165,11 +186,12 @@ class Transformer(nn.Module):
             for proj in (b.attn.proj, b.mlp[2]):
                 nn.init.normal_(proj.weight, 0.0, 0.02 / math.sqrt(2 * self.depth))
 
-    def new_cache(self, batch: int) -> KVCache:
+    def new_cache(self, batch: int, blocks: bool = False) -> KVCache:
         """An empty :class:`KVCache` for ``batch`` sequences, in the weights' dtype and device.
         Causal models only: with bidirectional attention the keys of earlier positions change
-        when later tokens arrive."""
-        if not self.causal:
+        when later tokens arrive; unless (``blocks``) the caller feeds whole clean blocks that
+        later positions never change (block diffusion)."""
+        if not self.causal and not blocks:
             raise ValueError(
                 "a KV cache needs causal attention (this transformer is bidirectional)"
             )
@@ -182,25 +204,35 @@ class Transformer(nn.Module):
         *,
         cache: KVCache | None = None,
         embeddings: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        commit: bool = True,
     ) -> torch.Tensor:
         """Logits ``(B, T, outputs)`` for token ids ``idx`` ``(B, T)`` at positions ``start ..
         start + T - 1``, ``start`` being ``cache.length`` (0 without a cache). ``embeddings``
         ``(B, T, hidden)``: token embeddings given directly instead of ``idx`` (positions are
-        still added). With a cache, the positions are appended to it."""
+        still added). With a cache, the positions are appended to it (``commit=False``: read
+        only). ``mask`` ``(T, start + T)`` bool: who attends to whom (True: may), instead of the
+        causal rule; ``positions`` ``(T,)``: the positions' ids, instead of ``start ..``."""
         if (idx is None) == (embeddings is None):
             raise ValueError("give token ids or embeddings, not both")
         x = self.tok(idx) if embeddings is None else embeddings  # (B, T, C)
         T = x.shape[1]
         start = 0 if cache is None else cache.length
-        if start + T > self.context:
+        if (positions is None or cache is not None) and start + T > self.context:
             raise ValueError(
                 f"positions {start}..{start + T - 1} run past the context of {self.context}"
             )
-        positions = torch.arange(start, start + T, device=x.device)
+        if positions is None:
+            positions = torch.arange(start, start + T, device=x.device)
+        elif int(positions.max()) >= self.context:
+            raise ValueError(
+                f"position {int(positions.max())} is past the context of {self.context}"
+            )
         x = self.drop(x + self.pos(positions))  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, None if cache is None else cache.layers[i], start)
-        if cache is not None:
+            x = block(x, None if cache is None else cache.layers[i], start, mask, commit)
+        if cache is not None and commit:
             cache.length = start + T
         x = self.ln(x)
         return F.linear(x, self.tok.weight[: self.outputs])  # (B, T, outputs), tied to the input

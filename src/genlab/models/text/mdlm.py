@@ -228,30 +228,45 @@ class MDLM(GenerativeModel):
         """The network's logits over the ``V`` characters ``(B, L, V)`` for partly masked ``z``."""
         return self.net(z)
 
+    def block(self, L: int) -> int:
+        """Characters per diffusion block of a window of ``L``: MDLM diffuses the whole window
+        (one block); block diffusion overrides it."""
+        return L
+
+    def pair_logits(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, L, V)`` of the noised window ``z`` whose blocks may see the clean ``x`` of
+        the blocks before them. MDLM: one block, so ``x`` is unused."""
+        return self.logits(z)
+
     # --- training -------------------------------------------------------------------------------
     def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
-        """The randomness of one step: times ``t`` ``(B,)`` (stratified across the batch, in
-        ``[t_min, 1]``) and the masks ``aux["mask"]`` ``(B, L)``, True where masked."""
+        """The randomness of one step: times ``t`` ``(B, blocks)``, one per block of each window
+        (stratified across all of them, in ``[t_min, 1]``), and the masks ``aux["mask"]``
+        ``(B, L)``, True where masked."""
         x = batch.x
         B, L = x.shape
+        b = self.block(L)
         dev = generator.device if generator is not None else torch.device("cpu")
         tm = self.config.t_min
-        t = tm + (1.0 - tm) * stratified_times(B, generator)  # (B,) float64
+        t = tm + (1.0 - tm) * stratified_times(B * (L // b), generator).reshape(B, L // b)
         u = torch.rand((B, L), generator=generator, dtype=torch.float64, device=dev).cpu()
-        mask = u < (1.0 - self.schedule.alpha(t))[:, None]  # (B, L)
+        mask = u < (1.0 - self.schedule.alpha(t)).repeat_interleave(b, dim=1)  # (B, L)
         aux = {**batch.aux, "mask": mask.to(x.device)}
         return Batch(x, batch.y, batch.noise, t.to(x.device), aux)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The continuous-time negative ELBO (·) in nats per character, one time per window:
-        ``w(t) · Σ_{l masked} CE_l / L``, averaged over the batch."""
+        """The continuous-time negative ELBO (·) in nats per character, one time per block:
+        ``Σ_blocks w(t) · Σ_{l masked} CE_l / L``, averaged over the batch."""
         if "mask" not in batch.aux:
             batch = self.prepare(batch, generator)
         x, mask = batch.x, batch.aux["mask"]
+        L = x.shape[1]
         z = x.masked_fill(mask, self.mask_id)
-        ce = F.cross_entropy(self.logits(z).transpose(1, 2), x, reduction="none")  # (B, L)
-        w = self.schedule.weight(batch.t).to(ce.dtype)  # (B,)
-        return (w[:, None] * (ce * mask)).sum(1).mean() / x.shape[1]
+        logits = self.pair_logits(z, x)
+        ce = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (B, L)
+        w = self.schedule.weight(batch.t).to(ce.dtype)  # (B, blocks)
+        w = w.repeat_interleave(self.block(L), dim=1)  # (B, L)
+        return (w * ce * mask).sum(1).mean() / L
 
     # --- likelihood -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -286,37 +301,51 @@ class MDLM(GenerativeModel):
     def _count_terms(
         self, x: torch.Tensor, K: int, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """``(b, K)`` unbiased draws of the ELBO of each window: ``L/k · Σ_{l∈M} log x_θ`` with
-        ``k = |M|`` uniform on ``1..L`` (stratified over the ``K`` draws) and ``M`` uniform
-        among the sets of that size."""
-        b, L = x.shape
+        """``(n, K)`` unbiased draws of the ELBO of each window: the sum over its blocks (of
+        ``S`` characters) of ``S/k · Σ_{l∈M} log x_θ``, with ``k = |M|`` uniform on ``1..S``
+        (stratified over the ``K`` draws) and ``M`` uniform among the sets of that size."""
+        n, L = x.shape
+        S = self.block(L)
+        nb = L // S
         dev = generator.device if generator is not None else torch.device("cpu")
-        u = torch.rand((b, K), generator=generator, dtype=torch.float64, device=dev).cpu()
-        strata = (torch.arange(K, dtype=torch.float64) + u) / K  # (b, K) in [0, 1)
-        k = (strata * L).long().clamp(max=L - 1) + 1  # (b, K) in 1..L
-        scores = torch.rand((b, K, L), generator=generator, device=dev).cpu()
-        rank = scores.argsort(-1).argsort(-1)  # (b, K, L): a uniform random order per draw
-        mask = (rank < k[..., None]).to(x.device)  # exactly k masked
-        xs = x[:, None].expand(b, K, L)
-        z = xs.masked_fill(mask, self.mask_id).reshape(b * K, L)
-        logp = self.logits(z).double().log_softmax(-1)  # (bK, L, V)
-        lp = logp.gather(-1, xs.reshape(b * K, L, 1))[..., 0].reshape(b, K, L)
-        return (lp * mask).sum(-1) * (L / k.to(lp))
+        u = torch.rand((n, nb, K), generator=generator, dtype=torch.float64, device=dev).cpu()
+        strata = (torch.arange(K, dtype=torch.float64) + u) / K  # (n, nb, K) in [0, 1)
+        k = ((strata * S).long().clamp(max=S - 1) + 1).transpose(1, 2)  # (n, K, nb) in 1..S
+        scores = torch.rand((n, K, nb, S), generator=generator, device=dev).cpu()
+        rank = scores.argsort(-1).argsort(-1)  # a uniform random order within each block
+        mask = (rank < k[..., None]).reshape(n, K, L).to(x.device)  # exactly k per block
+        xs = x[:, None].expand(n, K, L).reshape(n * K, L)
+        z = xs.masked_fill(mask.reshape(n * K, L), self.mask_id)
+        logp = self.pair_logits(z, xs).double().log_softmax(-1)  # (nK, L, V)
+        lp = logp.gather(-1, xs[..., None])[..., 0].reshape(n, K, L)
+        weight = (S / k.to(lp)).repeat_interleave(S, dim=-1)  # (n, K, L)
+        return (lp * mask * weight).sum(-1)
+
+    def _block_masks(self, L: int, device: torch.device) -> torch.Tensor:
+        """Every non-empty mask lying within one block ``(M, L)`` (enumeration: ``S <= 12``)."""
+        S = self.block(L)
+        if S > 12:
+            raise ValueError("the exact bounds enumerate 2^S masks per block: S <= 12 only")
+        within = [[(m >> j) & 1 for j in range(S)] for m in range(1, 2**S)]
+        out = []
+        for blk in range(L // S):
+            for w in within:
+                row = [0] * L
+                row[blk * S : (blk + 1) * S] = w
+                out.append(row)
+        return torch.tensor(out, dtype=torch.bool, device=device)
 
     @torch.no_grad()
     def discrete_elbo(self, x: torch.Tensor, steps: int) -> torch.Tensor:
-        """The ELBO ``(B,)`` in nats of the ``steps``-step chain the sampler draws from, exact
-        (every mask of the window enumerated: short windows only, ``L <= 12``); see the module
+        """The ELBO ``(B,)`` in nats of the ``steps``-step chain the sampler draws from (in each
+        block), exact: every mask of each block enumerated (blocks of at most 12); see the module
         docstring."""
         x = self._check_ids(x)
         B, L = x.shape
-        if L > 12:
-            raise ValueError("discrete_elbo enumerates 2^L masks: L <= 12 only")
-        masks = torch.tensor(
-            [[(m >> j) & 1 for j in range(L)] for m in range(1, 2**L)], dtype=torch.bool
-        ).to(x.device)  # (2^L − 1, L), every non-empty mask
+        masks = self._block_masks(L, x.device)  # (M, L)
         lp = self._masked_log_probs(x, masks)  # (B, M): Σ_{l∈M} log x_θ
         k = masks.sum(1).double()
+        L = self.block(L)  # a mask's probability is over its block
         grid = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
         alpha = self.schedule.alpha(grid)
         total = torch.zeros(B, dtype=torch.float64, device=x.device)
@@ -329,15 +358,11 @@ class MDLM(GenerativeModel):
 
     @torch.no_grad()
     def continuous_elbo_exact(self, x: torch.Tensor) -> torch.Tensor:
-        """The continuous-time ELBO ``(B,)`` in nats with every mask enumerated (``L <= 12``):
-        ``Σ_M (|M| − 1)! (L − |M|)! / L! · Σ_{l∈M} log x_θ``."""
+        """The continuous-time ELBO ``(B,)`` in nats with every mask of each block (of ``S``
+        characters, at most 12) enumerated: ``Σ_M (|M| − 1)! (S − |M|)! / S! · Σ_{l∈M} log x_θ``."""
         x = self._check_ids(x)
-        L = x.shape[1]
-        if L > 12:
-            raise ValueError("continuous_elbo_exact enumerates 2^L masks: L <= 12 only")
-        masks = torch.tensor(
-            [[(m >> j) & 1 for j in range(L)] for m in range(1, 2**L)], dtype=torch.bool
-        ).to(x.device)
+        masks = self._block_masks(x.shape[1], x.device)
+        L = self.block(x.shape[1])
         k = masks.sum(1).tolist()
         w = torch.tensor(
             [math.factorial(j - 1) * math.factorial(L - j) / math.factorial(L) for j in k],
@@ -351,7 +376,7 @@ class MDLM(GenerativeModel):
         M = len(masks)
         xs = x[:, None].expand(B, M, L)
         z = xs.masked_fill(masks[None], self.mask_id).reshape(B * M, L)
-        logp = self.logits(z).double().log_softmax(-1)
+        logp = self.pair_logits(z, xs.reshape(B * M, L)).double().log_softmax(-1)
         lp = logp.gather(-1, xs.reshape(B * M, L, 1))[..., 0].reshape(B, M, L)
         return (lp * masks[None]).sum(-1)
 
