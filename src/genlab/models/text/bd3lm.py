@@ -18,9 +18,12 @@ once. One time per block (all stratified across the batch) and the masks are dra
 **Limits, on the same weights.** ``S = 1``: each block is one character, masked at every time,
 so the bound is exactly ``Σ_l log p(x_l | x_{<l})``, an autoregressive model (its probabilities
 sum to one: a test). ``S = L``: one block, no clean prefix, the MDLM bound of the same network.
-In between the bound is, per block, an average over the orders in which a block's characters are
-revealed, so for a model of text (where left to right is the easiest order) it loosens as ``S``
-grows.
+In between, the bound of each block is an average, over the orders in which its characters are
+revealed, of the log-likelihood of an any-order autoregressive model; the larger the block, the
+more orders other than left to right. For one network this is not monotone in ``S`` by any
+theorem; for a model of text, where left to right is the easy order, it is expected to loosen as
+``S`` grows, and it is measured (``genlab eval RUN --option block_size=16``: the same weights
+scored with other blocks; bench/text.py, docs/text.md).
 
 **Sampling** (Arriola et al. 2025, Algorithm 2): block after block, each by the MDLM ancestral
 sampler with ``steps`` steps (reusing the network's output on steps where no character changes).
@@ -47,7 +50,7 @@ from typing import ClassVar
 import torch
 
 from genlab.errors import ConfigError, DataError
-from genlab.models.base import ModelSpec, SampleResult
+from genlab.models.base import FROM_CONFIG, ModelSpec, SampleOption, SampleResult
 from genlab.models.text.mdlm import MDLM, MDLMConfig
 from genlab.nets.transformer import KVCache
 from genlab.registry import MODELS
@@ -84,6 +87,12 @@ class BD3LM(MDLM):
     family: ClassVar[str] = "bd3lm"
     Config: ClassVar[type] = BD3LMConfig
 
+    likelihood_options = (
+        *MDLM.likelihood_options,
+        SampleOption("block_size", "blocks of the held-out bound (default: the model's; the "
+                     "same weights with other blocks: 1 is autoregressive)", int, FROM_CONFIG),
+    )  # fmt: skip
+
     def __init__(self, config: BD3LMConfig, spec: ModelSpec) -> None:
         if config.block_size < 1 or config.context % config.block_size:
             raise ConfigError(
@@ -92,18 +101,21 @@ class BD3LM(MDLM):
             )
         super().__init__(config, spec)
 
-    def block(self, L: int) -> int:
-        S = self.config.block_size
-        if L % S:
+    def block(self, L: int, size: int | None = None) -> int:
+        """``size`` (default ``model.block_size``), a divisor of ``L``."""
+        S = size or self.config.block_size
+        if S < 1 or L % S:
             raise DataError(f"windows of {L} characters do not split into blocks of {S}")
         return S
 
-    def pair_logits(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def pair_logits(
+        self, z: torch.Tensor, x: torch.Tensor, size: int | None = None
+    ) -> torch.Tensor:
         """The noised copy's logits ``(B, L, V)`` from one pass over ``[z, x]`` under
-        :func:`two_copy_mask`."""
+        :func:`two_copy_mask` with blocks of ``size`` (default: the model's)."""
         L = z.shape[1]
         pos = torch.arange(L, device=z.device).repeat(2)
-        mask = two_copy_mask(L, self.block(L), z.device)
+        mask = two_copy_mask(L, self.block(L, size), z.device)
         return self.net(torch.cat([z, x], dim=1), mask=mask, positions=pos)[:, :L]
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:

@@ -228,14 +228,19 @@ class MDLM(GenerativeModel):
         """The network's logits over the ``V`` characters ``(B, L, V)`` for partly masked ``z``."""
         return self.net(z)
 
-    def block(self, L: int) -> int:
-        """Characters per diffusion block of a window of ``L``: MDLM diffuses the whole window
-        (one block); block diffusion overrides it."""
+    def block(self, L: int, size: int | None = None) -> int:
+        """Characters per diffusion block of a window of ``L`` (``size``: another block size than
+        the model's, for block diffusion): MDLM diffuses the whole window, one block."""
+        if size not in (None, L):
+            raise ConfigError(f"a {self.family} model diffuses whole windows: no block size")
         return L
 
-    def pair_logits(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, L, V)`` of the noised window ``z`` whose blocks may see the clean ``x`` of
-        the blocks before them. MDLM: one block, so ``x`` is unused."""
+    def pair_logits(
+        self, z: torch.Tensor, x: torch.Tensor, size: int | None = None
+    ) -> torch.Tensor:
+        """Logits ``(B, L, V)`` of the noised window ``z`` whose blocks (of ``size``) may see the
+        clean ``x`` of the blocks before them. MDLM: one block, so ``x`` is unused."""
+        self.block(z.shape[1], size)
         return self.logits(z)
 
     # --- training -------------------------------------------------------------------------------
@@ -277,35 +282,40 @@ class MDLM(GenerativeModel):
         elbo_samples: int | None = None,
         generator: torch.Generator | None = None,
         chunk: int = 256,
+        block_size: int | None = None,
     ) -> LogProb:
         """The continuous-time ELBO ``≤ log p(x)`` in nats per window ``x`` ``(B, L)``, estimated
         with ``elbo_samples`` mask draws per window (their sizes stratified; see the module
-        docstring), with each window's standard error. ``chunk``: sequences per pass."""
+        docstring), with each window's standard error. ``chunk``: sequences per pass.
+        ``block_size``: block diffusion's blocks (default: the model's; MDLM takes none)."""
         x = self._check_ids(x)
+        S = self.block(x.shape[1], block_size)
         K = int(elbo_samples or self.config.elbo_samples)
         if K < 1:
             raise ConfigError(f"elbo_samples must be at least 1, got {K}")
         B, L = x.shape
         values, errors = [], []
         for part in x.split(max(1, chunk // K)):
-            terms = self._count_terms(part, K, generator)  # (b, K)
+            terms = self._count_terms(part, K, generator, S)  # (b, K)
             values.append(terms.mean(1))
             errors.append(terms.std(1) / math.sqrt(K) if K > 1 else torch.zeros(len(part)))
         note = (
-            f"continuous-time ELBO (masked diffusion), {K} mask draws per window of {L} "
-            "characters, their sizes stratified; the standard error ignores the stratification "
-            "(conservative)"
+            f"continuous-time ELBO (masked diffusion{self._blocks_note(L, S)}), {K} mask draws per "
+            f"window of {L} characters, their sizes stratified; the standard error ignores the "
+            "stratification (conservative)"
         )
         return LogProb(torch.cat(values), "elbo", nfe=K, stderr=torch.cat(errors), note=note)
 
+    def _blocks_note(self, L: int, S: int) -> str:
+        return "" if S == L else f" in blocks of {S}"
+
     def _count_terms(
-        self, x: torch.Tensor, K: int, generator: torch.Generator | None
+        self, x: torch.Tensor, K: int, generator: torch.Generator | None, S: int
     ) -> torch.Tensor:
         """``(n, K)`` unbiased draws of the ELBO of each window: the sum over its blocks (of
         ``S`` characters) of ``S/k · Σ_{l∈M} log x_θ``, with ``k = |M|`` uniform on ``1..S``
         (stratified over the ``K`` draws) and ``M`` uniform among the sets of that size."""
         n, L = x.shape
-        S = self.block(L)
         nb = L // S
         dev = generator.device if generator is not None else torch.device("cpu")
         u = torch.rand((n, nb, K), generator=generator, dtype=torch.float64, device=dev).cpu()
@@ -316,14 +326,13 @@ class MDLM(GenerativeModel):
         mask = (rank < k[..., None]).reshape(n, K, L).to(x.device)  # exactly k per block
         xs = x[:, None].expand(n, K, L).reshape(n * K, L)
         z = xs.masked_fill(mask.reshape(n * K, L), self.mask_id)
-        logp = self.pair_logits(z, xs).double().log_softmax(-1)  # (nK, L, V)
+        logp = self.pair_logits(z, xs, S).double().log_softmax(-1)  # (nK, L, V)
         lp = logp.gather(-1, xs[..., None])[..., 0].reshape(n, K, L)
         weight = (S / k.to(lp)).repeat_interleave(S, dim=-1)  # (n, K, L)
         return (lp * mask * weight).sum(-1)
 
-    def _block_masks(self, L: int, device: torch.device) -> torch.Tensor:
-        """Every non-empty mask lying within one block ``(M, L)`` (enumeration: ``S <= 12``)."""
-        S = self.block(L)
+    def _block_masks(self, L: int, S: int, device: torch.device) -> torch.Tensor:
+        """Every non-empty mask lying within one block of ``S`` ``(M, L)`` (``S <= 12``)."""
         if S > 12:
             raise ValueError("the exact bounds enumerate 2^S masks per block: S <= 12 only")
         within = [[(m >> j) & 1 for j in range(S)] for m in range(1, 2**S)]
@@ -336,16 +345,19 @@ class MDLM(GenerativeModel):
         return torch.tensor(out, dtype=torch.bool, device=device)
 
     @torch.no_grad()
-    def discrete_elbo(self, x: torch.Tensor, steps: int) -> torch.Tensor:
+    def discrete_elbo(
+        self, x: torch.Tensor, steps: int, block_size: int | None = None
+    ) -> torch.Tensor:
         """The ELBO ``(B,)`` in nats of the ``steps``-step chain the sampler draws from (in each
         block), exact: every mask of each block enumerated (blocks of at most 12); see the module
         docstring."""
         x = self._check_ids(x)
         B, L = x.shape
-        masks = self._block_masks(L, x.device)  # (M, L)
-        lp = self._masked_log_probs(x, masks)  # (B, M): Σ_{l∈M} log x_θ
+        S = self.block(L, block_size)
+        masks = self._block_masks(L, S, x.device)  # (M, L)
+        lp = self._masked_log_probs(x, masks, S)  # (B, M): Σ_{l∈M} log x_θ
         k = masks.sum(1).double()
-        L = self.block(L)  # a mask's probability is over its block
+        L = S  # a mask's probability is over its block
         grid = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
         alpha = self.schedule.alpha(grid)
         total = torch.zeros(B, dtype=torch.float64, device=x.device)
@@ -357,26 +369,26 @@ class MDLM(GenerativeModel):
         return total
 
     @torch.no_grad()
-    def continuous_elbo_exact(self, x: torch.Tensor) -> torch.Tensor:
+    def continuous_elbo_exact(self, x: torch.Tensor, block_size: int | None = None) -> torch.Tensor:
         """The continuous-time ELBO ``(B,)`` in nats with every mask of each block (of ``S``
         characters, at most 12) enumerated: ``Σ_M (|M| − 1)! (S − |M|)! / S! · Σ_{l∈M} log x_θ``."""
         x = self._check_ids(x)
-        masks = self._block_masks(x.shape[1], x.device)
-        L = self.block(x.shape[1])
+        L = self.block(x.shape[1], block_size)
+        masks = self._block_masks(x.shape[1], L, x.device)
         k = masks.sum(1).tolist()
         w = torch.tensor(
             [math.factorial(j - 1) * math.factorial(L - j) / math.factorial(L) for j in k],
             dtype=torch.float64,
         )
-        return (self._masked_log_probs(x, masks) * w.to(x.device)).sum(1)
+        return (self._masked_log_probs(x, masks, L) * w.to(x.device)).sum(1)
 
-    def _masked_log_probs(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def _masked_log_probs(self, x: torch.Tensor, masks: torch.Tensor, S: int) -> torch.Tensor:
         """``Σ_{l∈M} log x_θ(x with M masked)_l[x_l]`` ``(B, M)`` for every mask of ``masks``."""
         B, L = x.shape
         M = len(masks)
         xs = x[:, None].expand(B, M, L)
         z = xs.masked_fill(masks[None], self.mask_id).reshape(B * M, L)
-        logp = self.pair_logits(z, xs.reshape(B * M, L)).double().log_softmax(-1)
+        logp = self.pair_logits(z, xs.reshape(B * M, L), S).double().log_softmax(-1)
         lp = logp.gather(-1, xs.reshape(B * M, L, 1))[..., 0].reshape(B, M, L)
         return (lp * masks[None]).sum(-1)
 
