@@ -86,8 +86,34 @@ def test_the_loss_is_the_weighted_cross_entropy_of_the_masked_characters():
         z = x[i].masked_fill(m, model.mask_id)
         logp = model.net(z[None])[0].log_softmax(-1)
         ce = -sum(float(logp[j, x[i, j]].detach()) for j in range(5) if m[j])
-        total += float(model.schedule.weight(batch.t[i])) * ce / 5
+        w = float(model.schedule.weight(batch.t[i])) * (1 - model.config.t_min)
+        total += w * ce / 5
     assert float(model.loss(batch).detach()) == pytest.approx(total / 4, rel=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ["time", "count"])
+def test_the_training_loss_is_an_unbiased_estimate_of_the_bound(estimator):
+    # E[loss] = −ELBO/L, the time estimator's ELBO truncated at t_min: enumerated masks, with
+    # the integral over t by quadrature (the count estimator: t integrated out, no truncation)
+    model = tiny_mdlm(vocab="abc", context=3, estimator=estimator, t_min=0.05)
+    x = torch.tensor([[0, 2, 1]])
+    masks = model._block_masks(3, 3, x.device)
+    f = model._masked_log_probs(x, masks, 3)[0]  # (7,)
+    k = masks.sum(1).double()
+    if estimator == "time":
+        t = torch.linspace(0.05, 1, 200_001, dtype=torch.float64)[:, None]  # log-linear: s = t
+        integrand = t ** (k - 1) * (1 - t) ** (3 - k)  # (1/t) · P(exactly this mask | t)
+        w = torch.trapezoid(integrand, t[:, 0], dim=0)
+    else:
+        w = torch.tensor([math.factorial(int(j) - 1) * math.factorial(3 - int(j)) / 6 for j in k])
+    expect = -float((w * f).sum()) / 3
+    with torch.no_grad():
+        losses = [float(model.loss(model.prepare(Batch(x.repeat(2000, 1)),
+                                                 torch.Generator().manual_seed(i))))
+                  for i in range(20)]  # fmt: skip
+    mean, se = sum(losses) / 20, torch.tensor(losses).std().item() / math.sqrt(20)
+    assert abs(mean - expect) < 4 * se + 1e-9, (mean, expect, se)
+    assert se < 0.02 * expect
 
 
 # --- the bound, against the enumerated chain --------------------------------------------------

@@ -19,10 +19,17 @@ unnecessary), and it makes the continuous-time bound independent of the schedule
     log p(x) ≥ ∫_0^1 α'(t) / (1 − α(t)) · E_q[ Σ_{l masked in z_t} −log x_θ(z_t)_l[x_l] ] dt ... (·)
 
 i.e. ``−∫ w(t) E[Σ_masked CE]`` with ``w(t) = −α'(t) / (1 − α(t))`` (``1/t`` log-linear,
-``(π/2) sin(πt/2) / (1 − cos(πt/2))`` cosine). Training minimises it per character: time ``t``
-drawn low-discrepancy across the batch (``t_i = (u + i) / B``, one uniform ``u``, then mapped
-into ``[t_min, 1]``), the masks of each row, and nothing else random, all drawn in
-:meth:`MDLM.prepare` from the step's generator (exact resume; one process trains like two).
+``(π/2) sin(πt/2) / (1 − cos(πt/2))`` cosine). Training minimises it per character
+(``model.estimator=time``, MDLM's form): a time ``t`` per window drawn low-discrepancy across the
+batch (``t_i = (u + i) / B``, one uniform ``u``, mapped into ``[t_min, 1]``), each character
+masked with probability ``1 − α(t)``, the masked cross-entropies weighted by
+``(1 − t_min) · w(t)``: an unbiased estimate of the bound truncated at ``t_min``. The weight is
+unbounded (``w ≈ 1/t``), so with few windows per step the gradient is noisy;
+``model.estimator=count`` draws instead the number ``k`` of masked characters, uniform on
+``1..L`` (stratified across the batch), masks ``k`` of them chosen uniformly and weights each by
+``L/k``: the same bound with ``t`` integrated out (below), not truncated, with bounded weights.
+Every random choice (times or counts, masks) is drawn in :meth:`MDLM.prepare` from the step's
+generator (exact resume; one process trains like two).
 
 *Held-out*: substituting ``s = 1 − α(t)`` (the masking probability) turns (·) into
 ``∫_0^1 (1/s) E_{mask w.p. s}[Σ_{l∈M} log x_θ]ds``; for a mask set of ``k`` characters the
@@ -34,9 +41,9 @@ the same for every schedule (the network does not see ``t``). :meth:`MDLM.log_pr
 with ``elbo_samples`` draws per window, their ``k`` stratified over ``1..L``: unbiased, with
 finite variance (sampling ``t`` uniformly instead gives an estimator of infinite variance: a
 mask drawn at ``t ≈ 0`` carries the weight ``1/t``). The standard error from the draws' spread
-ignores the stratification, so it is conservative. The training loss truncates ``t`` at
-``t_min`` (MDLM's ``ε``; the dropped slice is about ``t_min · L · CE`` nats per window); the
-held-out figure is the whole integral, a true lower bound.
+ignores the stratification, so it is conservative. The time estimator of training truncates
+``t`` at ``t_min`` (MDLM's ``ε``; the dropped slice is about ``t_min · L · CE`` nats per window);
+the held-out figure is the whole integral, a true lower bound.
 
 **Sampling** (ancestral, Sahoo et al. 2024, sec. 3.3 and eq. 7): ``steps`` = T on the grid
 ``t_i = i/T``; from ``s = t_i`` to ``r = t_{i−1}`` each masked character stays masked with
@@ -118,6 +125,7 @@ class Schedule:
 
 
 SCHEDULES = ("loglinear", "cosine")
+ESTIMATORS = ("time", "count")
 
 
 def stratified_times(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -138,6 +146,7 @@ class MDLMConfig:
     bias: bool = False
     schedule: str = "loglinear"  # loglinear: α = 1 − t; cosine: α = cos(πt/2)
     t_min: float = 1e-3  # training: times drawn in [t_min, 1] (MDLM's ε)
+    estimator: str = "time"  # training: time (t, weight w(t)) or count (mask size k, weight S/k)
     steps: int = 256  # sampling: steps of the ancestral sampler
     length: int = 0  # sampling: characters after the prompt (0: up to the context)
     elbo_samples: int = 64  # held-out bound: mask draws per window
@@ -178,6 +187,10 @@ class MDLM(GenerativeModel):
         if c.schedule not in SCHEDULES:
             raise ConfigError(
                 f"model.schedule must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}"
+            )
+        if c.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"model.estimator must be one of {', '.join(ESTIMATORS)}, got {c.estimator!r}"
             )
         if not 0.0 <= c.t_min < 1.0:
             raise ConfigError(f"model.t_min must be in [0, 1), got {c.t_min}")
@@ -245,23 +258,41 @@ class MDLM(GenerativeModel):
 
     # --- training -------------------------------------------------------------------------------
     def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
-        """The randomness of one step: times ``t`` ``(B, blocks)``, one per block of each window
-        (stratified across all of them, in ``[t_min, 1]``), and the masks ``aux["mask"]``
-        ``(B, L)``, True where masked."""
+        """The randomness of one step, one draw per block of each window (MDLM: per window),
+        stratified across all of them: the masks ``aux["mask"]`` ``(B, L)`` (True: masked) and
+        each block's weight per masked character ``aux["weight"]`` ``(B, blocks)``.
+
+        ``model.estimator=time``: a time ``t`` in ``[t_min, 1]`` (also in ``batch.t``), each
+        character masked with probability ``1 − α(t)``, weight ``(1 − t_min) · w(t)``,
+        ``w(t) = −α'(t)/(1 − α(t))`` (the bound truncated at ``t_min``).
+        ``count``: the number ``k`` of masked characters, uniform on ``1..S`` (``S``: the block),
+        ``k`` of them chosen uniformly, weight ``S/k``: the same bound with ``t`` integrated out
+        (see the module docstring), bounded weights and so a less noisy gradient."""
         x = batch.x
         B, L = x.shape
-        b = self.block(L)
+        S = self.block(L)
+        nb = L // S
         dev = generator.device if generator is not None else torch.device("cpu")
-        tm = self.config.t_min
-        t = tm + (1.0 - tm) * stratified_times(B * (L // b), generator).reshape(B, L // b)
+        strata = stratified_times(B * nb, generator).reshape(B, nb)  # (B, nb) in [0, 1)
         u = torch.rand((B, L), generator=generator, dtype=torch.float64, device=dev).cpu()
-        mask = u < (1.0 - self.schedule.alpha(t)).repeat_interleave(b, dim=1)  # (B, L)
-        aux = {**batch.aux, "mask": mask.to(x.device)}
-        return Batch(x, batch.y, batch.noise, t.to(x.device), aux)
+        t = None
+        if self.config.estimator == "time":
+            t = self.config.t_min + (1.0 - self.config.t_min) * strata
+            mask = u < (1.0 - self.schedule.alpha(t)).repeat_interleave(S, dim=1)  # (B, L)
+            # ∫_{t_min}^1 = (1 − t_min) · E over t uniform on [t_min, 1]
+            weight = self.schedule.weight(t) * (1.0 - self.config.t_min)
+            t = t.to(x.device)
+        else:
+            k = (strata * S).long().clamp(max=S - 1) + 1  # (B, nb) in 1..S
+            rank = u.reshape(B, nb, S).argsort(-1).argsort(-1)  # a random order per block
+            mask = (rank < k[..., None]).reshape(B, L)
+            weight = S / k.double()
+        aux = {**batch.aux, "mask": mask.to(x.device), "weight": weight.to(x.device)}
+        return Batch(x, batch.y, batch.noise, t, aux)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The continuous-time negative ELBO (·) in nats per character, one time per block:
-        ``Σ_blocks w(t) · Σ_{l masked} CE_l / L``, averaged over the batch."""
+        """The continuous-time negative ELBO (·) in nats per character:
+        ``Σ_blocks weight · Σ_{l masked} CE_l / L``, averaged over the batch."""
         if "mask" not in batch.aux:
             batch = self.prepare(batch, generator)
         x, mask = batch.x, batch.aux["mask"]
@@ -269,8 +300,7 @@ class MDLM(GenerativeModel):
         z = x.masked_fill(mask, self.mask_id)
         logits = self.pair_logits(z, x)
         ce = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (B, L)
-        w = self.schedule.weight(batch.t).to(ce.dtype)  # (B, blocks)
-        w = w.repeat_interleave(self.block(L), dim=1)  # (B, L)
+        w = batch.aux["weight"].to(ce.dtype).repeat_interleave(self.block(L), dim=1)  # (B, L)
         return (w * ce * mask).sum(1).mean() / L
 
     # --- likelihood -------------------------------------------------------------------------------
