@@ -453,3 +453,56 @@ def test_cli_block_diffusion_trains_evaluates_and_samples_any_length(tmp_path, c
     assert main(["sample", "run", "--n", "2", "--option", "length=100", "--out", "s.txt"]) == 0
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
     assert [len(t) for t in texts.split(TEXT_SEPARATOR)] == [100, 100]  # past the context of 32
+
+
+@torch.no_grad()
+def block_chain_probabilities(model: BD3LM, L: int, steps: int) -> dict[tuple[int, ...], float]:
+    """The law of BD3-LM's sampler, every path summed: block after block, each an MDLM chain
+    whose denoiser is the training pass (``pair_logits``) with the clean prefix."""
+    V, m, S = model.vocab_size, model.mask_id, model.config.block_size
+    alpha = model.schedule.alpha(torch.linspace(0, 1, steps + 1, dtype=torch.float64))
+    law = {(): 1.0}
+    for j in range(L // S):
+        nxt_law: dict[tuple[int, ...], float] = {}
+        for prefix, pp in law.items():
+            blk = {(m,) * S: 1.0}
+            for i in range(steps, 0, -1):
+                move = float((alpha[i - 1] - alpha[i]) / (1 - alpha[i]))
+                nxt: dict[tuple[int, ...], float] = {}
+                for z, pz in blk.items():
+                    full_z = torch.tensor([[*prefix, *z] + [0] * (L - len(prefix) - S)])
+                    full_x = torch.tensor([[*prefix] + [0] * (L - len(prefix))])
+                    probs = model.pair_logits(full_z, full_x)[0, j * S : (j + 1) * S].softmax(-1)
+                    choices = []
+                    for a in range(S):
+                        if z[a] != m:
+                            choices.append([(z[a], 1.0)])
+                        else:
+                            opts = [(c, move * float(probs[a, c])) for c in range(V)]
+                            choices.append([*opts, (m, 1.0 - move)])
+                    for combo in itertools.product(*choices):
+                        p = pz * math.prod(q for _, q in combo)
+                        if p > 0:
+                            key = tuple(c for c, _ in combo)
+                            nxt[key] = nxt.get(key, 0.0) + p
+                blk = nxt
+            for b, pb in blk.items():
+                nxt_law[(*prefix, *b)] = nxt_law.get((*prefix, *b), 0.0) + pp * pb
+        law = nxt_law
+    return law
+
+
+def test_block_diffusion_t_step_bound_and_sampler_against_the_enumerated_chain():
+    model = tiny_bd3(2, vocab="ab", context=4)
+    law = block_chain_probabilities(model, 4, 3)
+    xs = every(2, 4)
+    assert sum(law.values()) == pytest.approx(1.0, abs=1e-12)
+    assert all(model.mask_id not in key for key in law)
+    logp = torch.tensor([math.log(law[tuple(x.tolist())]) for x in xs], dtype=torch.float64)
+    gap = logp - model.discrete_elbo(xs, 3)
+    assert (gap >= -1e-12).all() and gap.max() > 1e-4  # a bound, strictly below somewhere
+    n = 20_000
+    x = model.sample(n, generator=torch.Generator().manual_seed(0), steps=3).x  # KV cache
+    codes = (x * torch.tensor([8, 4, 2, 1])).sum(1)
+    freq = torch.bincount(codes, minlength=16).double() / n
+    assert (freq - logp.exp()).abs().max() < 4 * math.sqrt(0.25 / n)
