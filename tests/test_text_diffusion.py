@@ -506,3 +506,16 @@ def test_block_diffusion_t_step_bound_and_sampler_against_the_enumerated_chain()
     codes = (x * torch.tensor([8, 4, 2, 1])).sum(1)
     freq = torch.bincount(codes, minlength=16).double() / n
     assert (freq - logp.exp()).abs().max() < 4 * math.sqrt(0.25 / n)
+
+
+def test_rotary_positions_make_attention_depend_on_relative_positions_only():
+    from genlab.nets.transformer import Transformer
+
+    idx = torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(0))
+    shifted = torch.arange(6) + 3
+    for rope in (True, False):
+        torch.manual_seed(0)
+        net = Transformer(5, 5, 12, hidden=16, depth=2, heads=2, causal=False, rope=rope)
+        net = net.double().eval()
+        same = torch.allclose(net(idx), net(idx, positions=shifted), rtol=0, atol=1e-12)
+        assert same == rope  # learned absolute positions change with the shift

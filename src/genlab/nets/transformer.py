@@ -26,6 +26,12 @@ may attend) instead of the causal rule, with ``positions`` given explicitly (its
 window share positions); and, on a bidirectional transformer, a cache of clean blocks
 (``new_cache(batch, blocks=True)``) that a noised block reads without being written into it
 (``commit=False``).
+
+``rope=True`` replaces the learned positional embedding with rotary position embeddings (Su et
+al. 2021, "RoFormer"): queries and keys are rotated by angles proportional to their positions, so
+attention scores depend on relative positions only. A masked position then finds its neighbours
+with one attention pattern for every offset, which a bidirectional denoiser needs (its query
+holds only a mask token); MDLM's backbone uses it too (Sahoo et al. 2024, appendix).
 """
 
 from __future__ import annotations
@@ -58,6 +64,20 @@ class KVCache:
         self.length = 0
 
 
+def rotary(positions: torch.Tensor, dim: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``cos, sin`` ``(T, dim / 2)`` of the rotary angles ``position · 10000^(−2i/dim)``."""
+    i = torch.arange(dim // 2, device=like.device, dtype=torch.float64)
+    angles = positions.to(torch.float64)[:, None] * 10000.0 ** (-2.0 * i / dim)
+    return angles.cos().to(like.dtype), angles.sin().to(like.dtype)
+
+
+def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``x`` ``(B, H, T, D)`` with each pair ``(x_i, x_{i + D/2})`` rotated by its angle."""
+    cos, sin = rope
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention (Vaswani et al. 2017, sec. 3.2)."""
 
@@ -75,8 +95,10 @@ class SelfAttention(nn.Module):
         start: int = 0,
         mask: torch.Tensor | None = None,
         commit: bool = True,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``x`` ``(B, T, C)`` at positions ``start .. start + T - 1``; with ``kv`` (a layer of a
+        """``x`` ``(B, T, C)`` at positions ``start .. start + T - 1`` (``rope``: their rotary
+        ``cos, sin``, applied to the new queries and keys before caching); with ``kv`` (a layer of a
         :class:`KVCache`), the new keys and values are written at those positions (``commit``;
         otherwise only read beside the cached ones) and the queries attend to positions
         ``0 .. start + T - 1``. ``mask`` ``(T, start + T)``, True where a query may attend,
@@ -84,6 +106,8 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
         if kv is not None and commit:  # (B, H, T, D) into the cache; attend to everything cached
             kv[0][:, :, start : start + T] = k
             kv[1][:, :, start : start + T] = v
@@ -127,8 +151,9 @@ class Block(nn.Module):
         start: int = 0,
         mask: torch.Tensor | None = None,
         commit: bool = True,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), kv, start, mask, commit)
+        x = x + self.attn(self.ln1(x), kv, start, mask, commit, rope)
         return x + self.mlp(self.ln2(x))
 
 
@@ -150,6 +175,7 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         causal: bool = True,
+        rope: bool = False,
     ) -> None:
         super().__init__()
         for name, v in (("tokens", tokens), ("context", context), ("hidden", hidden),
@@ -160,12 +186,15 @@ class Transformer(nn.Module):
             raise ConfigError(f"transformer outputs must be in [1, tokens={tokens}], got {outputs}")
         if hidden % heads:
             raise ConfigError(f"model.hidden={hidden} must be a multiple of model.heads={heads}")
+        if rope and (hidden // heads) % 2:
+            raise ConfigError(f"rotary positions need an even head width, got {hidden // heads}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
         self.tokens, self.outputs, self.context = tokens, outputs, context
         self.hidden, self.depth, self.heads, self.causal = hidden, depth, heads, causal
         self.tok = nn.Embedding(tokens, hidden)
-        self.pos = nn.Embedding(context, hidden)
+        self.rope = rope
+        self.pos = None if rope else nn.Embedding(context, hidden)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(hidden, heads, dropout, bias, causal) for _ in range(depth)
@@ -229,9 +258,14 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"position {int(positions.max())} is past the context of {self.context}"
             )
-        x = self.drop(x + self.pos(positions))  # (B, T, C)
+        rope = None
+        if self.rope:
+            rope = rotary(positions, self.hidden // self.heads, x)
+        else:
+            x = x + self.pos(positions)
+        x = self.drop(x)  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, None if cache is None else cache.layers[i], start, mask, commit)
+            x = block(x, None if cache is None else cache.layers[i], start, mask, commit, rope)
         if cache is not None and commit:
             cache.length = start + T
         x = self.ln(x)

@@ -144,6 +144,7 @@ class MDLMConfig:
     heads: int = 4  # attention heads (a divisor of hidden)
     dropout: float = 0.0
     bias: bool = False
+    rope: bool = True  # rotary positions (relative; False: learned absolute positions, as the GPT)
     schedule: str = "loglinear"  # loglinear: α = 1 − t; cosine: α = cos(πt/2)
     t_min: float = 1e-3  # training: times drawn in [t_min, 1] (MDLM's ε)
     estimator: str = "time"  # training: time (t, weight w(t)) or count (mask size k, weight S/k)
@@ -206,7 +207,7 @@ class MDLM(GenerativeModel):
         return Transformer(
             tokens=self.vocab_size + 1, outputs=self.vocab_size, context=c.context,
             hidden=c.hidden, depth=c.depth, heads=c.heads, dropout=c.dropout, bias=c.bias,
-            causal=False,
+            causal=False, rope=c.rope,
         )  # fmt: skip
 
     @classmethod
