@@ -519,3 +519,18 @@ def test_rotary_positions_make_attention_depend_on_relative_positions_only():
         net = net.double().eval()
         same = torch.allclose(net(idx), net(idx, positions=shifted), rtol=0, atol=1e-12)
         assert same == rope  # learned absolute positions change with the shift
+
+
+def test_a_gpt_with_rotary_positions_caches_exactly_and_sums_to_one():
+    # the AR baseline on the diffusion models' backbone (bench/text.py): keys are rotated before
+    # they are cached, and the sliding window re-feeds from position 0
+    from genlab.models.autoregressive.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(context=4, hidden=16, depth=2, heads=2, dropout=0.0, rope=True)
+    gpt = GPT.from_config(cfg, (), vocab="abc").double().eval()
+    assert gpt.net.pos is None
+    runs = [gpt.sample(3, generator=torch.Generator().manual_seed(1), length=11, cache=c).x
+            for c in (True, False)]  # fmt: skip
+    assert torch.equal(runs[0], runs[1])
+    assert float(gpt.log_prob(every(3, 5)).value.logsumexp(0)) == pytest.approx(0.0, abs=1e-12)
