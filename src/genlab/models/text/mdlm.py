@@ -81,7 +81,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from genlab.data.base import Batch
 from genlab.data.text import encode, unknown_characters
@@ -242,6 +241,19 @@ class MDLM(GenerativeModel):
         """The network's logits over the ``V`` characters ``(B, L, V)`` for partly masked ``z``."""
         return self.net(z)
 
+    def log_terms(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log x_θ(z)_l[x_l]`` ``(B, L)``: the per-character term of the bound, weighted and
+        summed over the masked characters (SEDD replaces it by its score entropy)."""
+        return logits.log_softmax(-1).gather(-1, x[..., None])[..., 0]
+
+    def fill_probs(self, logits: torch.Tensor, alpha: torch.Tensor, i: int) -> torch.Tensor:
+        """The categorical ``(n, L, V + 1)`` (unnormalized; the last entry: stay masked) of a
+        masked character from ``t_i`` to ``t_{i−1}`` on the grid whose ``α`` is ``alpha``."""
+        a_s, a_r = float(alpha[i]), float(alpha[i - 1])
+        move = (a_r - a_s) / (1.0 - a_s)  # P(a mask is filled at this step)
+        probs = logits.double().softmax(-1)
+        return torch.cat([probs * move, probs.new_full((*probs.shape[:2], 1), 1.0 - move)], -1)
+
     def block(self, L: int, size: int | None = None) -> int:
         """Characters per diffusion block of a window of ``L`` (``size``: another block size than
         the model's, for block diffusion): MDLM diffuses the whole window, one block."""
@@ -300,7 +312,7 @@ class MDLM(GenerativeModel):
         L = x.shape[1]
         z = x.masked_fill(mask, self.mask_id)
         logits = self.pair_logits(z, x)
-        ce = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (B, L)
+        ce = -self.log_terms(logits, x)  # (B, L)
         w = batch.aux["weight"].to(ce.dtype).repeat_interleave(self.block(L), dim=1)  # (B, L)
         return (w * ce * mask).sum(1).mean() / L
 
@@ -357,8 +369,7 @@ class MDLM(GenerativeModel):
         mask = (rank < k[..., None]).reshape(n, K, L).to(x.device)  # exactly k per block
         xs = x[:, None].expand(n, K, L).reshape(n * K, L)
         z = xs.masked_fill(mask.reshape(n * K, L), self.mask_id)
-        logp = self.pair_logits(z, xs, S).double().log_softmax(-1)  # (nK, L, V)
-        lp = logp.gather(-1, xs[..., None])[..., 0].reshape(n, K, L)
+        lp = self.log_terms(self.pair_logits(z, xs, S).double(), xs).reshape(n, K, L)
         weight = (S / k.to(lp)).repeat_interleave(S, dim=-1)  # (n, K, L)
         return (lp * mask * weight).sum(-1)
 
@@ -419,8 +430,8 @@ class MDLM(GenerativeModel):
         M = len(masks)
         xs = x[:, None].expand(B, M, L)
         z = xs.masked_fill(masks[None], self.mask_id).reshape(B * M, L)
-        logp = self.pair_logits(z, xs.reshape(B * M, L), S).double().log_softmax(-1)
-        lp = logp.gather(-1, xs.reshape(B * M, L, 1))[..., 0].reshape(B, M, L)
+        logits = self.pair_logits(z, xs.reshape(B * M, L), S).double()
+        lp = self.log_terms(logits, xs.reshape(B * M, L)).reshape(B, M, L)
         return (lp * masks[None]).sum(-1)
 
     def _check_ids(self, x: torch.Tensor) -> torch.Tensor:
@@ -520,19 +531,17 @@ class MDLM(GenerativeModel):
         alpha = self.schedule.alpha(torch.linspace(0, 1, steps + 1, dtype=torch.float64))
         n, L = z.shape
         V = self.vocab_size
-        probs, nfe = None, 0
+        logits, nfe = None, 0
         for i in range(steps, 0, -1):  # from t_i to t_{i-1}
             masked = z == self.mask_id  # (n, L)
-            if probs is None or not cache:
-                probs = logits_fn(z).double().softmax(-1)  # (n, L, V)
+            if logits is None or not cache:
+                logits = logits_fn(z)  # (n, L, V)
                 nfe += 1
-            a_s, a_r = float(alpha[i]), float(alpha[i - 1])
-            move = (a_r - a_s) / (1.0 - a_s)  # P(a mask is filled at this step)
-            cat = torch.cat([probs * move, probs.new_full((n, L, 1), 1.0 - move)], -1)
+            cat = self.fill_probs(logits, alpha, i)  # (n, L, V + 1)
             draw = draw_categorical(cat.reshape(n * L, V + 1), generator).reshape(n, L)
             new = torch.where(masked & (draw < V), draw.to(z.device), z)
             if not torch.equal(new, z):
-                probs = None  # a character changed: the next step needs a new pass
+                logits = None  # a character changed: the next step needs a new pass
             z = new
         if bool((z == self.mask_id).any()):  # the last step fills every mask (α_0 = 1)
             raise RuntimeError("the sampler left a mask token (a bug)")
