@@ -116,4 +116,17 @@ TINY: dict[str, Tiny] = {
         ],  # fmt: skip
         400,
     ),
+    "sedd": Tiny(
+        "sedd-shakespeare.yaml",
+        [
+            "data.n=2000",
+            "trainer.batch_size=64",
+            "model.depth=2",
+            "model.context=8",
+            "model.hidden=16",
+            "model.heads=2",
+            "model.transition=uniform",
+        ],  # fmt: skip
+        400,
+    ),
 }

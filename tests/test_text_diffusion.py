@@ -23,6 +23,7 @@ from genlab.data.text import decode
 from genlab.errors import ConfigError, DataError, GenlabError
 from genlab.models.text.bd3lm import BD3LM, BD3LMConfig
 from genlab.models.text.mdlm import MDLM, MDLMConfig, Schedule, stratified_times
+from genlab.models.text.sedd import SEDD, SEDDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "configs" / "mdlm-shakespeare.yaml")
@@ -534,3 +535,176 @@ def test_a_gpt_with_rotary_positions_caches_exactly_and_sums_to_one():
             for c in (True, False)]  # fmt: skip
     assert torch.equal(runs[0], runs[1])
     assert float(gpt.log_prob(every(3, 5)).value.logsumexp(0)) == pytest.approx(0.0, abs=1e-12)
+
+
+# --- score entropy (SEDD) ---------------------------------------------------------------------
+def tiny_sedd(
+    transition: str, vocab: str = "ab", context: int = 2, scale: float = 2.0, **kw
+) -> SEDD:
+    torch.manual_seed(0)
+    cfg = SEDDConfig(context=context, hidden=16, depth=2, heads=2, transition=transition, **kw)
+    model = SEDD.from_config(cfg, (), vocab=vocab).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale if p.dim() > 1 else 1.0)
+    return model
+
+
+@torch.no_grad()
+def reverse_chain_law(model: SEDD, L: int, t_end: float, grid: int = 200) -> torch.Tensor:
+    """The law at ``t_end`` of the model's reverse CTMC over every window (absorb: over the states
+    with masks too), solved with a matrix exponential per step of a fine grid (dense near 0)."""
+    V, uniform = model.vocab_size, model.uniform
+    symbols = list(range(V)) + ([] if uniform else [model.mask_id])
+    states = list(itertools.product(symbols, repeat=L))
+    index = {s: i for i, s in enumerate(states)}
+    zs = torch.tensor(states)
+    T = model.config.t_max if uniform else 1.0
+    q = torch.zeros(len(states), dtype=torch.float64)
+    if uniform:
+        q[:] = 1.0 / len(states)
+    else:
+        q[index[(model.mask_id,) * L]] = 1.0
+    u = torch.linspace(math.sqrt(T), math.sqrt(t_end), grid + 1, dtype=torch.float64)
+    ts = u**2  # from T down to t_end, dense near 0
+    for k in range(grid):
+        t = 0.5 * (ts[k] + ts[k + 1])
+        dt = float(ts[k] - ts[k + 1])
+        G = torch.zeros(len(states), len(states), dtype=torch.float64)
+        if uniform:
+            a = model.schedule.alpha(t)
+            rate = float(model.schedule.weight(t) * (1 - a) / a) / V  # σ(t)/N
+            s = model.scores(zs, t.expand(len(states))).exp()  # (S, L, V)
+        else:
+            rate = float(model.schedule.weight(t))  # σ(t) α/(1 − α): the scaled scores
+            s = model.logits(zs).exp()
+        for i, x in enumerate(states):
+            for pos in range(L):
+                if not uniform and x[pos] != model.mask_id:
+                    continue
+                for b in range(V):
+                    if b == x[pos]:
+                        continue
+                    y = list(x)
+                    y[pos] = b
+                    G[i, index[tuple(y)]] += rate * float(s[i, pos, b])
+        G -= torch.diag(G.sum(1))
+        q = q @ torch.linalg.matrix_exp(G * dt)
+    return torch.stack([q[index[tuple(x.tolist())]] for x in every(V, L)])
+
+
+@torch.no_grad()
+def uniform_bound_exact(model: SEDD, x: torch.Tensor, grid: int = 200) -> torch.Tensor:
+    """The uniform bound of each window ``(B,)`` by quadrature in t (``t = T u²``) with every
+    noised window enumerated."""
+    V, L = model.vocab_size, x.shape[1]
+    T = model.config.t_max
+    zs = every(V, L)
+    u = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    out = []
+    for row in x:
+        total = 0.0
+        for uk in u:
+            t = T * uk**2
+            a = float(model.schedule.alpha(t))
+            same = a + (1 - a) / V
+            prob = torch.where(zs == row, same, (1 - a) / V).prod(1)  # p_{t|0}(z | x)
+            terms = model._uniform_terms(row.expand(len(zs), L), zs, t.expand(len(zs))).sum(1)
+            total += float((prob * terms).sum()) * 2 * T * float(uk) / grid
+        out.append(-(total + model._prior_kl(L)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_uniform_score_entropy_bounds_the_exact_log_likelihood_of_its_reverse_chain():
+    model = tiny_sedd("uniform")
+    p = reverse_chain_law(model, 2, 0.0)
+    assert float(p.sum()) == pytest.approx(1.0, abs=1e-9)
+    bound = uniform_bound_exact(model, every(2, 2))
+    gap = p.log() - bound  # 0.04 to 0.08 nats; both grids are within 0.003 of 15x finer ones
+    assert (gap > 0.02).all(), gap
+    # the Monte-Carlo held-out estimate agrees with the quadrature
+    lp = model.log_prob(every(2, 2), elbo_samples=1000, generator=torch.Generator().manual_seed(0))
+    assert ((lp.value - bound).abs() < 4 * lp.stderr + 0.005).all()
+
+
+def test_absorbing_score_entropy_bounds_its_reverse_chain_and_is_mdlm_when_normalised():
+    model = tiny_sedd("absorb")
+    xs = every(2, 2)
+    p = reverse_chain_law(model, 2, 1e-7)
+    assert float(p.sum()) == pytest.approx(1.0, abs=1e-5)  # masks left at t = 1e-7: negligible
+    bound = model.continuous_elbo_exact(xs)
+    assert ((p.log() - bound) > 0).all()
+    # the same network read as MDLM (softmax of its outputs): a tighter bound, equal when the
+    # scores are normalised (outputs shifted by their log-sum-exp)
+    mdlm = MDLM.from_config(MDLMConfig(context=2, hidden=16, depth=2, heads=2), (), vocab="ab")
+    mdlm = mdlm.double().eval()
+    mdlm.load_state_dict(model.state_dict())
+    assert (mdlm.continuous_elbo_exact(xs) > bound).all()
+    logits = torch.randn(3, 2, 2, dtype=torch.float64)
+    x = torch.tensor([[0, 1], [1, 1], [0, 0]])
+    torch.testing.assert_close(model.log_terms(logits.log_softmax(-1), x),
+                               mdlm.log_terms(logits, x))  # fmt: skip
+
+
+def test_uniform_score_entropy_is_tight_for_the_stationary_chain():
+    # scores ≡ 1: the reverse chain has the forward rates and stays uniform, so log p = −L log N,
+    # and the bound equals it (by hand for N = 2: ∫_0^1 ½ log((2 − t)/t) dt = log 2)
+    model = tiny_sedd("uniform", vocab="abc", t_max=1 - 1e-9)
+    model.scores = lambda z, t: torch.zeros(*z.shape, 3, dtype=torch.float64)
+    bound = uniform_bound_exact(model, torch.tensor([[0, 2], [1, 1]]), grid=400)
+    torch.testing.assert_close(bound, torch.full((2,), -2 * math.log(3), dtype=torch.float64),
+                               rtol=0, atol=2e-3)  # fmt: skip
+
+
+@pytest.mark.parametrize("transition", ["absorb", "uniform"])
+@pytest.mark.parametrize("sampler", ["tweedie", "euler"])
+def test_sedd_samplers_follow_the_reverse_chain(transition, sampler):
+    model = tiny_sedd(transition, scale=3.0)
+    if transition == "absorb":  # a fixed random score table over the 9 states: a sharper law
+        table = 1.5 * torch.randn(9, 2, 2, generator=torch.Generator().manual_seed(0)).double()
+        model.logits = lambda z: table[z[:, 0] * 3 + z[:, 1]]
+    p = reverse_chain_law(model, 2, 0.0 if transition == "uniform" else 1e-7, grid=100)
+    assert (p - 0.25).abs().max() > 0.08  # far from uniform: a wrong sampler shows
+    n, steps = 6000, 400 if transition == "absorb" else 25  # discretization error < 0.01
+    g = torch.Generator().manual_seed(0)
+    x = model.sample(n, generator=g, steps=steps, sampler=sampler).x
+    assert int(x.max()) < model.vocab_size and int(x.min()) >= 0  # no mask token
+    freq = torch.bincount(x[:, 0] * 2 + x[:, 1], minlength=4).double() / n
+    assert (freq - p).abs().max() < 4 * math.sqrt(0.25 / n) + 0.01, (freq, p)
+
+
+@pytest.mark.parametrize("transition", ["absorb", "uniform"])
+def test_sedd_keeps_prompts_and_templates_and_the_absorbing_cache_is_exact(transition):
+    model = tiny_sedd(transition, vocab="abc ", context=12)
+    g = torch.Generator().manual_seed(0)
+    template = "a_ b__ c_"
+    for sampler in ("tweedie", "euler"):
+        out = model.sample(8, generator=g, steps=10, sampler=sampler, infill=template).x
+        for row in out:
+            text = decode(row, "abc ")
+            assert all(c == t for c, t in zip(text, template) if t != "_")
+        out = model.sample(8, generator=g, steps=10, sampler=sampler, prompt="ab", length=6).x
+        assert out.shape == (8, 8) and all(decode(r, "abc ").startswith("ab") for r in out)
+    if transition == "absorb":
+        runs = [model.sample(3, generator=torch.Generator().manual_seed(1), steps=40, cache=c).x
+                for c in (True, False)]  # fmt: skip
+        assert torch.equal(runs[0], runs[1])
+    with pytest.raises(ConfigError, match="sampler must be one of"):
+        model.sample(1, sampler="heun")
+
+
+@pytest.mark.parametrize("transition", ["absorb", "uniform"])
+def test_cli_score_entropy_trains_evaluates_and_samples(tmp_path, capsys, monkeypatch, transition):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "book.txt").write_text(TEXT, encoding="utf-8")
+    recipe = str(ROOT / "configs" / "sedd-shakespeare.yaml")
+    args = [*BD3_TINY[:-1], f"model.transition={transition}"]
+    assert main(["train", recipe, "data.path=book.txt", *args, "--out", "run"]) == 0
+    assert "bits/char [elbo]" in capsys.readouterr().out
+    out = ["--out", "s.txt"]
+    assert main(["sample", "run", "--n", "2", "--sampler", "euler", "--steps", "6", *out]) == 0
+    assert main(["sample", "run", "--n", "2", "--infill", "the _____ fox", *out]) == 0
+    texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
+    assert all(t.startswith("the ") and t.endswith(" fox") for t in texts.split(TEXT_SEPARATOR))
+    assert main(["sample", "run", "--n", "1", "--sampler", "heun", *out]) == 2
+    assert "tweedie, euler" in capsys.readouterr().err

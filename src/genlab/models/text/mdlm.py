@@ -198,13 +198,17 @@ class MDLM(GenerativeModel):
             raise ConfigError(f"model.context must be at least 1, got {c.context}")
         self.schedule = Schedule(c.schedule)
         self.vocab_size = len(spec.vocab)
-        self.mask_id = self.vocab_size  # the mask token's id: one embedding row, no output
+        self.mask_id = self._mask_id()  # the mask token's id: one embedding row, no output
         self.net = self._make_net()
+
+    def _mask_id(self) -> int:
+        return self.vocab_size
 
     def _make_net(self) -> Transformer:
         c = self.config
         return Transformer(
-            tokens=self.vocab_size + 1, outputs=self.vocab_size, context=c.context,
+            tokens=self.vocab_size + (1 if self.mask_id >= 0 else 0), outputs=self.vocab_size,
+            context=c.context,
             hidden=c.hidden, depth=c.depth, heads=c.heads, dropout=c.dropout, bias=c.bias,
             causal=False, rope=c.rope,
         )  # fmt: skip
@@ -523,11 +527,14 @@ class MDLM(GenerativeModel):
         generator: torch.Generator | None,
         cache: bool = True,
         logits_fn=None,
+        fill=None,
     ) -> tuple[torch.Tensor, int]:
         """Run the ``steps``-step ancestral sampler from ``z`` ``(n, L)`` (masks where to draw,
         every other character kept): the filled ``z`` and the number of network passes.
-        ``logits_fn``: the denoiser (default :meth:`logits`)."""
+        ``logits_fn``: the denoiser (default :meth:`logits`); ``fill``: the step's categorical
+        (default :meth:`fill_probs`)."""
         logits_fn = logits_fn or self.logits
+        fill = fill or self.fill_probs
         alpha = self.schedule.alpha(torch.linspace(0, 1, steps + 1, dtype=torch.float64))
         n, L = z.shape
         V = self.vocab_size
@@ -537,7 +544,7 @@ class MDLM(GenerativeModel):
             if logits is None or not cache:
                 logits = logits_fn(z)  # (n, L, V)
                 nfe += 1
-            cat = self.fill_probs(logits, alpha, i)  # (n, L, V + 1)
+            cat = fill(logits, alpha, i)  # (n, L, V + 1)
             draw = draw_categorical(cat.reshape(n * L, V + 1), generator).reshape(n, L)
             new = torch.where(masked & (draw < V), draw.to(z.device), z)
             if not torch.equal(new, z):
