@@ -11,7 +11,8 @@ Run:  OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/text.py [--quick] 
     token; MDLM and BD3-LM: 16 windows of 256), learning-rate schedule of the recipes. Trained:
     ``gpt`` (configs/char-gpt-shakespeare.yaml, learned positions), ``gpt-rope`` (the same with
     rotary positions, as the diffusion models), ``mdlm`` (configs/mdlm-shakespeare.yaml),
-    ``bd3lm`` with blocks of 4, 8 and 16 (configs/bd3lm-shakespeare.yaml). Training seconds are
+    ``bd3lm`` with blocks of 4, 8 and 16 (configs/bd3lm-shakespeare.yaml), ``sedd`` with the
+    absorbing and the uniform transition (configs/sedd-shakespeare.yaml). Training seconds are
     recorded too: a BD3-LM step runs the transformer over two copies of its window, about twice
     an MDLM step. Held-out: the first ``--nll-chars`` characters of the validation split in
     consecutive windows of each model's context; the GPT's NLL is exact, the diffusion models'
@@ -19,15 +20,17 @@ Run:  OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/text.py [--quick] 
     standard error. The gap to AR is ``(NLL − NLL_AR) / NLL_AR`` in nats, against the better of
     the two GPTs (the issue's published
     gaps: text8 SEDD-absorb +13%, MD4 +11%; OpenWebText MDLM +9.4%, BD3-LM(4) +5.8%; LM1B
-    MDLM +10.6%, BD3-LM(4) +6.8%). Bars: MDLM and BD3-LM(4) within +12%; AR <= BD3-LM(4) <= MDLM.
+    MDLM +10.6%, BD3-LM(4) +6.8%). Bars: MDLM, SEDD-absorb and BD3-LM(4) within +12%;
+    AR <= BD3-LM(4) <= MDLM.
 (b) The BD3-LM(4) weights scored with blocks of 1 (an exact autoregressive likelihood), 4, 8, 16
     and the whole window (the MDLM bound of the same network): the bound loosens with the block.
 (c) Samples per second against the number of steps: MDLM, ``length`` = its context, n = 1, with and
     without reusing the network's output on steps where nothing changed (the same samples,
     checked); BD3-LM(4) with and without its KV cache (the same samples, checked). Bar: MDLM at
     1,000 steps >= 2x faster with the reuse.
-(d) Generative perplexity: ``--samples`` samples of 256 characters of each model (MDLM with
-    ``--sample-steps`` steps, BD3-LM 16 steps per block, the GPT at temperature 1) scored by the
+(d) Generative perplexity: ``--samples`` samples of 256 characters of each model (MDLM and SEDD
+    with ``--sample-steps`` steps, SEDD with its Tweedie and its Euler sampler, BD3-LM 16 steps
+    per block, the GPT at temperature 1) scored by the
     better trained GPT (``exp`` of its nats per character), always beside the samples' mean unigram
     entropy in bits (a low-entropy sampler scores deceptively well), and the same two figures
     for held-out windows of real text.
@@ -57,6 +60,8 @@ CONFIGS = {
     "bd3lm-4": ("bd3lm-shakespeare.yaml", ["model.block_size=4"]),
     "bd3lm-8": ("bd3lm-shakespeare.yaml", ["model.block_size=8"]),
     "bd3lm-16": ("bd3lm-shakespeare.yaml", ["model.block_size=16"]),
+    "sedd-absorb": ("sedd-shakespeare.yaml", ["model.transition=absorb"]),
+    "sedd-uniform": ("sedd-shakespeare.yaml", ["model.transition=uniform"]),
 }
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
@@ -173,13 +178,13 @@ def main() -> None:
         best_ar = min(("gpt", "gpt-rope"), key=lambda n: rows[n]["nll"]["nats_per_char"])
         ar = rows[best_ar]["nll"]["nats_per_char"]
         record["ar_reference"] = best_ar
-        print(f"  {'model':<9} {'bits/char':>10} {'± s.e.':>8} {'kind':>6} {'gap to AR':>10} "
+        print(f"  {'model':<12} {'bits/char':>10} {'± s.e.':>8} {'kind':>6} {'gap to AR':>10} "
               f"{'train s':>8}")  # fmt: skip
         for name, row in rows.items():
             nll = row["nll"]
             row["gap_to_ar"] = (nll["nats_per_char"] - ar) / ar
             err = nll.get("bits_per_char_stderr") or 0.0
-            print(f"  {name:<9} {nll['bits_per_char']:>10.4f} {err:>8.4f} {nll['kind']:>6} "
+            print(f"  {name:<12} {nll['bits_per_char']:>10.4f} {err:>8.4f} {nll['kind']:>6} "
                   f"{row['gap_to_ar']:>+9.1%} {row['train_seconds']:>8.0f}")  # fmt: skip
         record["held_out"] = rows
         bd3 = runs["bd3lm-4"]["run"]
@@ -220,6 +225,10 @@ def main() -> None:
                 **{n: runs[n]["run"].model.sample(args.samples, generator=g, steps=16,
                                                   length=length).x
                    for n in ("bd3lm-4", "bd3lm-8", "bd3lm-16")},
+                **{f"{n}-{s}": runs[n]["run"].model.sample(
+                       args.samples, generator=g, steps=args.sample_steps, sampler=s,
+                       length=min(length, runs[n]["run"].model.config.context)).x
+                   for n in ("sedd-absorb", "sedd-uniform") for s in ("tweedie", "euler")},
             }  # fmt: skip
             val = runs["gpt"]["run"].dataset.val
             real = val[: len(val) // length * length].reshape(-1, length)[: args.samples]
@@ -230,9 +239,9 @@ def main() -> None:
                                  "entropy_bits": unigram_entropy_bits(x)}  # fmt: skip
             record["sample_quality"] = quality
             print(f"\n(d) {args.samples} samples of {length} characters scored by {best_ar}")
-            print(f"  {'source':<9} {'gen. perplexity':>16} {'unigram entropy (bits)':>23}")
+            print(f"  {'source':<20} {'gen. perplexity':>16} {'unigram entropy (bits)':>23}")
             for name, q in quality.items():
-                print(f"  {name:<9} {q['gen_ppl']:>16.3f} {q['entropy_bits']:>23.3f}")
+                print(f"  {name:<20} {q['gen_ppl']:>16.3f} {q['entropy_bits']:>23.3f}")
     write_results(record, out, t_start)
 
 

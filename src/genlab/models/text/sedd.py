@@ -12,8 +12,9 @@
 **The network** gives, for every position ``i`` and character ``y``, the log of a *concrete
 score* ``s_θ(x_t, t)_{i,y} ≈ p_t(x_t with x_i → y) / p_t(x_t)``, a positive ratio, not a
 distribution. ``absorb``: the scaled parameterization of the paper (sec. 3.3 and appendix),
-``s_y = exp(o_y) · α/(1 − α)`` at a masked position with the network's output ``o``, which needs no
-time input; ``uniform``: ``s_y = exp(o_y)`` from a network that also reads ``t`` (a sinusoidal time
+``s_y = exp(o_y) · α/(1 − α)`` at a masked position with the network's output ``o`` (offset by
+``−log V``, so that an untrained network starts near normalised scores), which needs no time
+input; ``uniform``: ``s_y = exp(o_y)`` from a network that also reads ``t`` (a sinusoidal time
 embedding added to the character embeddings).
 
 **The bound** (diffusion-weighted denoising score entropy, Lou et al. 2024, eq. 10 and thm. 3.6):
@@ -142,6 +143,12 @@ class SEDD(MDLM):
         super().check_options(options)
 
     # --- absorb: MDLM's machinery with the score entropy as the per-character term ----------------
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Absorb: log-scores ``o`` ``(B, L, V)`` (before the ``α/(1 − α)`` scaling), offset by
+        ``−log V`` so that an untrained network's scores sum to about one at each position (as
+        a distribution would: the score entropy then starts near MDLM's loss, not ``V`` nats)."""
+        return self.net(z) - math.log(self.vocab_size)
+
     def log_terms(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``−(Σ_y e^{o_y} − o_x − 1)`` ``(B, L)``: minus the scaled score entropy of a masked
         character (``≤ log softmax(o)_x``, equal when the scores are normalised)."""
