@@ -167,4 +167,42 @@ TINY: dict[str, Tiny] = {
             "vae-digits.yaml", ["trainer.batch_size=32", "model.channels=4", "model.latent=4"], 50
         ),
     ),
+    "mdlm": Tiny(
+        "mdlm-shakespeare.yaml",
+        [
+            "data.n=2000",
+            "trainer.batch_size=64",
+            "model.depth=2",
+            "model.context=8",
+            "model.hidden=16",
+            "model.heads=2",
+        ],  # fmt: skip
+        400,
+    ),
+    "bd3lm": Tiny(
+        "bd3lm-shakespeare.yaml",
+        [
+            "data.n=2000",
+            "trainer.batch_size=64",
+            "model.depth=2",
+            "model.context=8",
+            "model.hidden=16",
+            "model.heads=2",
+            "model.block_size=2",
+        ],  # fmt: skip
+        400,
+    ),
+    "sedd": Tiny(
+        "sedd-shakespeare.yaml",
+        [
+            "data.n=2000",
+            "trainer.batch_size=64",
+            "model.depth=2",
+            "model.context=8",
+            "model.hidden=16",
+            "model.heads=2",
+            "model.transition=uniform",
+        ],  # fmt: skip
+        400,
+    ),
 }

@@ -19,6 +19,7 @@ USAGE_EXAMPLES = """examples:
   genlab sample runs/demo --n 5000 --sampler euler --steps 10 --out samples.npy
   genlab sample runs/glow --option temperature=0.7 --out glow.png
   genlab sample runs/gpt --n 1 --prompt "ROMEO:" --option length=500 --option top_p=0.9 --out romeo.txt
+  genlab sample runs/mdlm --n 2 --infill "ROMEO: ____ my love ____." --out filled.txt   (each _ is filled)
   genlab eval runs/demo
   genlab eval runs/mine --data heldout.npy --json
   genlab eval runs/edm-digits --n 800 --option steps=10
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classifier", help="diffusion: a noise-classifier run for classifier guidance")
     s.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
     s.add_argument("--prompt", help="text models: the text to continue (the option 'prompt')")
+    s.add_argument(
+        "--infill",
+        help="text diffusion models: a template whose every '_' is one character to fill, the "
+        "other characters kept as given, e.g. \"ROMEO: ____ my love ____.\" (the option 'infill')",
+    )
     _add_sampling_flags(s)
 
     r = sub.add_parser(
@@ -240,13 +246,16 @@ def _sampling_options(args: argparse.Namespace, model) -> dict:
 
     named = {k: getattr(args, k, None) for k in ("sampler", "steps", "schedule", "guidance")}
     options = {k: v for k, v in named.items() if v is not None}
-    prompt = getattr(args, "prompt", None)
-    if prompt is not None:
-        if "prompt" not in model.options():
-            raise GenlabError(
-                f"--prompt: {model.family} models take no prompt (it is for text models, e.g. gpt)"
-            )
-        options["prompt"] = prompt
+    for flag, what in (
+        ("prompt", "text models, e.g. gpt"),
+        ("infill", "text diffusion, e.g. mdlm"),
+    ):
+        text = getattr(args, flag, None)
+        if text is None:
+            continue
+        if flag not in model.options():
+            raise GenlabError(f"--{flag}: {model.family} models take no {flag} (it is for {what})")
+        options[flag] = text
     raw: dict[str, str] = {}
     for item in args.option:
         key, sep, value = item.partition("=")

@@ -472,7 +472,7 @@ def held_out_nll(
     kinds, under ``bounds``. ``options``: the family's likelihood options."""
     opts = model.resolve_likelihood_options(options or {})
     if dataset.kind == "tokens":
-        return _text_nll(model, held_out or dataset, n)
+        return _text_nll(model, held_out or dataset, n, opts)
     src = held_out if held_out is not None else dataset
     if held_out is not None:
         pts = _all_examples(held_out)[0]
@@ -524,9 +524,12 @@ def gaussian_baseline(train: torch.Tensor, held_out: torch.Tensor) -> dict[str, 
     }
 
 
-def _text_nll(model: GenerativeModel, data: Dataset, n: int) -> dict[str, Any]:
+def _text_nll(
+    model: GenerativeModel, data: Dataset, n: int, opts: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Bits per character of the first ``n`` held-out characters, cut into consecutive windows of
-    the model's length (``spec.shape``; the whole stretch for models without one)."""
+    the model's length (``spec.shape``; the whole stretch for models without one). ``opts``: the
+    family's resolved likelihood options (a diffusion model's ``elbo_samples``)."""
     stream = data.val if len(data.val) else data.train
     stream = stream[: min(n, len(stream))]
     length = model.spec.shape[0] if model.spec.shape else len(stream)
@@ -538,7 +541,7 @@ def _text_nll(model: GenerativeModel, data: Dataset, n: int) -> dict[str, Any]:
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(LIKELIHOOD_SEED)
-        lp = model.log_prob(windows.to(model.device))
+        lp = model.log_prob(windows.to(model.device), **(opts or {}))
     return _summary(lp, len(windows), per=length, unit="bits_per_char")
 
 

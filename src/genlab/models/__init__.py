@@ -6,6 +6,7 @@ from genlab.models import (
     diffusion,  # noqa: F401
     flows,  # noqa: F401
     gan,  # noqa: F401
+    text,  # noqa: F401
     two_stage,  # noqa: F401
     vae,  # noqa: F401
     vqvae,  # noqa: F401

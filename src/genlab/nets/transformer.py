@@ -20,6 +20,18 @@ pays for one position per new token instead of the whole context (causal models 
 bidirectional attention, earlier keys change when later tokens arrive). Learned absolute positions
 cannot be shifted: a caller that slides its window past ``context`` clears the cache and feeds the
 cropped window again.
+
+Block diffusion (BD3-LM) uses two more things: ``mask``, a boolean attention mask ``(T, S)`` (True:
+may attend) instead of the causal rule, with ``positions`` given explicitly (its two copies of a
+window share positions); and, on a bidirectional transformer, a cache of clean blocks
+(``new_cache(batch, blocks=True)``) that a noised block reads without being written into it
+(``commit=False``).
+
+``rope=True`` replaces the learned positional embedding with rotary position embeddings (Su et
+al. 2021, "RoFormer"): queries and keys are rotated by angles proportional to their positions, so
+attention scores depend on relative positions only. A masked position then finds its neighbours
+with one attention pattern for every offset, which a bidirectional denoiser needs (its query
+holds only a mask token); MDLM's backbone uses it too (Sahoo et al. 2024, appendix).
 """
 
 from __future__ import annotations
@@ -52,6 +64,20 @@ class KVCache:
         self.length = 0
 
 
+def rotary(positions: torch.Tensor, dim: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``cos, sin`` ``(T, dim / 2)`` of the rotary angles ``position · 10000^(−2i/dim)``."""
+    i = torch.arange(dim // 2, device=like.device, dtype=torch.float64)
+    angles = positions.to(torch.float64)[:, None] * 10000.0 ** (-2.0 * i / dim)
+    return angles.cos().to(like.dtype), angles.sin().to(like.dtype)
+
+
+def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``x`` ``(B, H, T, D)`` with each pair ``(x_i, x_{i + D/2})`` rotated by its angle."""
+    cos, sin = rope
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention (Vaswani et al. 2017, sec. 3.2)."""
 
@@ -63,20 +89,34 @@ class SelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
+        commit: bool = True,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``x`` ``(B, T, C)`` at positions ``start .. start + T - 1``; with ``kv`` (a layer of a
-        :class:`KVCache`), the new keys and values are written at those positions and the queries
-        attend to positions ``0 .. start + T - 1``."""
+        """``x`` ``(B, T, C)`` at positions ``start .. start + T - 1`` (``rope``: their rotary
+        ``cos, sin``, applied to the new queries and keys before caching); with ``kv`` (a layer of a
+        :class:`KVCache`), the new keys and values are written at those positions (``commit``;
+        otherwise only read beside the cached ones) and the queries attend to positions
+        ``0 .. start + T - 1``. ``mask`` ``(T, start + T)``, True where a query may attend,
+        replaces the causal rule."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
-        if kv is not None:  # (B, H, T, D) into the cache; attend to everything cached
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
+        if kv is not None and commit:  # (B, H, T, D) into the cache; attend to everything cached
             kv[0][:, :, start : start + T] = k
             kv[1][:, :, start : start + T] = v
             k, v = kv[0][:, :, : start + T], kv[1][:, :, : start + T]  # (B, H, start + T, D)
-        mask, is_causal = None, False
-        if self.causal and T > 1:
+        elif kv is not None:  # read the cache, leave it as it was
+            k = torch.cat([kv[0][:, :, :start], k], dim=2)
+            v = torch.cat([kv[1][:, :, :start], v], dim=2)
+        is_causal = False
+        if mask is None and self.causal and T > 1:
             if start == 0:
                 is_causal = True
             else:  # query i (position start + i) sees keys 0 .. start + i
@@ -105,9 +145,15 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
+        commit: bool = True,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), kv, start)
+        x = x + self.attn(self.ln1(x), kv, start, mask, commit, rope)
         return x + self.mlp(self.ln2(x))
 
 
@@ -129,6 +175,7 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         causal: bool = True,
+        rope: bool = False,
     ) -> None:
         super().__init__()
         for name, v in (("tokens", tokens), ("context", context), ("hidden", hidden),
@@ -139,12 +186,15 @@ class Transformer(nn.Module):
             raise ConfigError(f"transformer outputs must be in [1, tokens={tokens}], got {outputs}")
         if hidden % heads:
             raise ConfigError(f"model.hidden={hidden} must be a multiple of model.heads={heads}")
+        if rope and (hidden // heads) % 2:
+            raise ConfigError(f"rotary positions need an even head width, got {hidden // heads}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
         self.tokens, self.outputs, self.context = tokens, outputs, context
         self.hidden, self.depth, self.heads, self.causal = hidden, depth, heads, causal
         self.tok = nn.Embedding(tokens, hidden)
-        self.pos = nn.Embedding(context, hidden)
+        self.rope = rope
+        self.pos = None if rope else nn.Embedding(context, hidden)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(hidden, heads, dropout, bias, causal) for _ in range(depth)
@@ -165,11 +215,12 @@ class Transformer(nn.Module):
             for proj in (b.attn.proj, b.mlp[2]):
                 nn.init.normal_(proj.weight, 0.0, 0.02 / math.sqrt(2 * self.depth))
 
-    def new_cache(self, batch: int) -> KVCache:
+    def new_cache(self, batch: int, blocks: bool = False) -> KVCache:
         """An empty :class:`KVCache` for ``batch`` sequences, in the weights' dtype and device.
         Causal models only: with bidirectional attention the keys of earlier positions change
-        when later tokens arrive."""
-        if not self.causal:
+        when later tokens arrive; unless (``blocks``) the caller feeds whole clean blocks that
+        later positions never change (block diffusion)."""
+        if not self.causal and not blocks:
             raise ValueError(
                 "a KV cache needs causal attention (this transformer is bidirectional)"
             )
@@ -182,25 +233,40 @@ class Transformer(nn.Module):
         *,
         cache: KVCache | None = None,
         embeddings: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        commit: bool = True,
     ) -> torch.Tensor:
         """Logits ``(B, T, outputs)`` for token ids ``idx`` ``(B, T)`` at positions ``start ..
         start + T - 1``, ``start`` being ``cache.length`` (0 without a cache). ``embeddings``
         ``(B, T, hidden)``: token embeddings given directly instead of ``idx`` (positions are
-        still added). With a cache, the positions are appended to it."""
+        still added). With a cache, the positions are appended to it (``commit=False``: read
+        only). ``mask`` ``(T, start + T)`` bool: who attends to whom (True: may), instead of the
+        causal rule; ``positions`` ``(T,)``: the positions' ids, instead of ``start ..``."""
         if (idx is None) == (embeddings is None):
             raise ValueError("give token ids or embeddings, not both")
         x = self.tok(idx) if embeddings is None else embeddings  # (B, T, C)
         T = x.shape[1]
         start = 0 if cache is None else cache.length
-        if start + T > self.context:
+        if (positions is None or cache is not None) and start + T > self.context:
             raise ValueError(
                 f"positions {start}..{start + T - 1} run past the context of {self.context}"
             )
-        positions = torch.arange(start, start + T, device=x.device)
-        x = self.drop(x + self.pos(positions))  # (B, T, C)
+        if positions is None:
+            positions = torch.arange(start, start + T, device=x.device)
+        elif int(positions.max()) >= self.context:
+            raise ValueError(
+                f"position {int(positions.max())} is past the context of {self.context}"
+            )
+        rope = None
+        if self.rope:
+            rope = rotary(positions, self.hidden // self.heads, x)
+        else:
+            x = x + self.pos(positions)
+        x = self.drop(x)  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, None if cache is None else cache.layers[i], start)
-        if cache is not None:
+            x = block(x, None if cache is None else cache.layers[i], start, mask, commit, rope)
+        if cache is not None and commit:
             cache.length = start + T
         x = self.ln(x)
         return F.linear(x, self.tok.weight[: self.outputs])  # (B, T, outputs), tied to the input

@@ -69,6 +69,7 @@ class GPTConfig:
     heads: int = 6  # attention heads (a divisor of hidden)
     dropout: float = 0.2
     bias: bool = True  # biases in the linear layers and LayerNorms
+    rope: bool = False  # rotary positions instead of learned ones (nets/transformer.py)
     length: int = 256  # sampling: characters to generate
     temperature: float = 1.0  # sampling: logits / temperature (0: greedy)
     top_k: int = 0  # sampling: keep the k most likely characters (0: all)
@@ -114,7 +115,7 @@ class GPT(GenerativeModel):
         self.net = Transformer(
             tokens=self.vocab_size + 1, outputs=self.vocab_size, context=c.context,
             hidden=c.hidden, depth=c.depth, heads=c.heads, dropout=c.dropout, bias=c.bias,
-            causal=True,
+            causal=True, rope=c.rope,
         )  # fmt: skip
 
     @classmethod

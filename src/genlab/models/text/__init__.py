@@ -1,0 +1,11 @@
+"""Discrete diffusion over text: masked diffusion (MDLM, :mod:`.mdlm`) and block diffusion
+(BD3-LM, :mod:`.bd3lm`) and score entropy (SEDD, :mod:`.sedd`). Importing this package registers the families in
+:data:`genlab.registry.MODELS`."""
+
+from genlab.models.text import bd3lm, mdlm, sedd
+from genlab.models.text.bd3lm import BD3LM, BD3LMConfig
+from genlab.models.text.mdlm import MDLM, MDLMConfig
+from genlab.models.text.sedd import SEDD, SEDDConfig
+
+__all__ = ["BD3LM", "MDLM", "SEDD", "BD3LMConfig", "MDLMConfig", "SEDDConfig", "bd3lm", "mdlm",
+           "sedd"]  # fmt: skip
