@@ -62,7 +62,8 @@ def load_data(cfg: Config) -> Dataset:
 def build_model(cfg: Config, spec_or_dataset: ModelSpec | Dataset) -> GenerativeModel:
     """A fresh model of ``cfg``'s family for the dataset's shape (or a saved spec): both carry
     ``shape`` and ``num_classes``, and for text the vocabulary. Data of a kind the family does not
-    model (text for a flow, points for a GPT) is a :class:`DataError`."""
+    model (text for a flow, points for a GPT) is a :class:`DataError`. A model built for a dataset
+    sees the whole of it once (:meth:`~genlab.models.base.GenerativeModel.attach_data`)."""
     src = spec_or_dataset
     cls = MODELS.get(cfg.family)
     if isinstance(src, Dataset):
@@ -71,10 +72,10 @@ def build_model(cfg: Config, spec_or_dataset: ModelSpec | Dataset) -> Generative
                 f"{cfg.family} models train on {' or '.join(cls.data_kinds)}, and the data "
                 f"{src.name!r} holds {src.kind}"
             )
-        vocab = src.meta.get("vocab")
-    else:
-        vocab = src.vocab
-    return cls.from_config(cfg.model, src.shape, src.num_classes, vocab)
+        model = cls.from_config(cfg.model, src.shape, src.num_classes, src.meta.get("vocab"))
+        model.attach_data(src)
+        return model
+    return cls.from_config(cfg.model, src.shape, src.num_classes, src.vocab)
 
 
 @dataclass

@@ -244,11 +244,17 @@ class GenerativeModel(nn.Module):
     def after_update(self, player: str) -> None:
         """Called after each optimizer update of ``player`` (a WGAN clips its critic's weights)."""
 
+    def attach_data(self, dataset: Any) -> None:
+        """Called once on a fresh model built for ``dataset`` (:func:`genlab.api.build_model`),
+        before training: for what a family derives from the whole data set (VQGAN's perceptual
+        network). Whatever it sets must live in the state dict, since a run is rebuilt from its
+        checkpoint without it. Default: nothing."""
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Examples -> their latent representation (a VQ-VAE's codes, a VAE's posterior means),
         for a second stage and ``genlab encode``. Families without an encoder refuse."""
-        raise ConfigError(f"{self.family} models have no encoder (genlab encode takes a vae or "
-                          "vqvae run)")  # fmt: skip
+        raise ConfigError(f"{self.family} models have no encoder (genlab encode takes a vae, "
+                          "vqvae, vqgan or kl-autoencoder run)")  # fmt: skip
 
     def latent(self) -> LatentSpec | None:
         """The autoencoder's latent (what :meth:`encode` returns and :meth:`decode` takes), or
@@ -258,8 +264,8 @@ class GenerativeModel(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (as :meth:`latent` describes) -> examples in data space. Families without a
         decoder refuse."""
-        raise ConfigError(f"{self.family} models have no decoder (a second stage needs a vae or "
-                          "vqvae run)")  # fmt: skip
+        raise ConfigError(f"{self.family} models have no decoder (a second stage needs a vae, "
+                          "vqvae, vqgan or kl-autoencoder run)")  # fmt: skip
 
     def training_stats(self) -> dict[str, float]:
         """Figures of the family's own for each training log line, over the steps since the last

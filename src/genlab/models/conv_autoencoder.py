@@ -86,7 +86,9 @@ class ConvAutoencoder(GenerativeModel):
             nn.Conv2d(width, width if i < downsample - 1 else channels, 3, padding=1)
             for i in range(downsample)
         )  # fmt: skip
-        self.dec_out = nn.Conv2d(channels if downsample else width, self.spec.shape[0], 3, padding=1)
+        self.dec_out = nn.Conv2d(
+            channels if downsample else width, self.spec.shape[0], 3, padding=1
+        )
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent maps ``(B, in_channels, h, w)`` -> images ``(B, C, H, W)``."""
