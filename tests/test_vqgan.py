@@ -232,3 +232,22 @@ def test_bad_settings_are_explained():
         make("vqgan", disc_start=-1)
     model = make("vqgan", disc_weight=0.0)  # no discriminator: one player
     assert [p.name for p in model.players()] == ["autoencoder"] and model.discriminator is None
+
+
+@pytest.mark.parametrize("family", ["vqgan", "kl-autoencoder"])
+@pytest.mark.parametrize("shape,down", [((3, 15, 9), 2), ((1, 28, 28), 2), ((2, 5, 6), 0)])
+def test_any_image_size_and_channel_count(family, shape, down):
+    torch.manual_seed(0)
+    kw = {"channels": 4, "disc_channels": 4, "disc_start": 0, "downsample": down, "disc_layers": 1}
+    model = (
+        VQGAN.from_config(VQGANConfig(codes=8, code_dim=3, **kw), shape)
+        if family == "vqgan"
+        else KLAutoencoder.from_config(KLAutoencoderConfig(latent_channels=2, **kw), shape)
+    ).double()
+    x = torch.rand(4, *shape, dtype=torch.float64) * 2 - 1
+    batch = model.prepare(Batch(x), torch.Generator().manual_seed(0))
+    for p in model.players():
+        assert torch.isfinite(model.player_loss(p.name, batch))
+    z = model.encode(x)
+    assert tuple(z.shape) == (4, *model.latent().shape)
+    assert model.decode(z).shape == x.shape and model.sample(2).x.shape == (2, *shape)
