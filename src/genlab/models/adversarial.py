@@ -213,6 +213,7 @@ class AdversarialAutoencoder:
         self.register_buffer("ae_updates", torch.zeros((), dtype=torch.long))
         # the last adaptive weight (0 before disc_start), for the log line; not checkpointed
         self.register_buffer("last_adaptive", torch.zeros(()), persistent=False)
+        self.register_buffer("last_rec", torch.zeros(()), persistent=False)  # L_rec, likewise
 
     # --- the data -------------------------------------------------------------------------------
     def attach_data(self, dataset: Any) -> None:
@@ -274,6 +275,7 @@ class AdversarialAutoencoder:
         """``L_rec + R + λ · L_adv`` (the last term from step ``disc_start`` on)."""
         xhat, reg = self._autoencode(batch, update=True)
         rec = self.reconstruction_loss(batch.x, xhat)
+        self.last_rec.copy_(rec.detach())
         loss = rec + reg
         if self.adversarial_active():
             c = self.config
@@ -299,8 +301,10 @@ class AdversarialAutoencoder:
         return self.reconstruction_loss(batch.x, xhat) + reg
 
     def training_stats(self) -> dict[str, float]:
-        """The family's figures, and the last adaptive weight once the discriminator is on."""
+        """The family's figures, the last ``L_rec`` and, once the discriminator is on, the last
+        adaptive weight."""
         out = super().training_stats()
+        out["reconstruction"] = float(self.last_rec)
         if self.discriminator is not None and int(self.ae_updates) > self.config.disc_start:
             out["adaptive_weight"] = float(self.last_adaptive)
         return out
