@@ -10,7 +10,7 @@ images): ``layers`` 4×4 convolutions of stride 2 (padding 1; widths ``channels`
 3×3 convolution to one logit per position. The original ends with two 4×4 stride-1 convolutions,
 which shrink a map by one pixel each and so need images of at least 32×32; 3×3 convolutions keep
 the size, so 8×8 digits get a 2×2 map of logits with ``layers=2`` and 28×28 MNIST a 7×7 map, each
-logit seeing a 22×22 patch.
+logit seeing a 26×26 patch (its receptive field).
 
 No normalization layer: the original's batch normalization makes the output of one example depend
 on the others in its batch, which differs between one process and two (genlab's data-parallel
