@@ -22,6 +22,8 @@ Run (pythae rows need the bench environment, bench/README.md):
     The estimator is cross-checked against pythae's own ``get_nll`` on the same weights and images
     (a subset, k=1000; the two estimates differ by their Monte-Carlo noise only).
     The FD of 1,000 VAE samples on genlab's feature network, beside the real-data floor.
+(c) Speed: ms per training step of genlab's trainer, pythae's objective in the same loop and a
+    bare hand-written step (the floor), same modules and batch, interleaved rounds, medians.
 (b) VQ-VAE (configs/vqvae-mnist.yaml: 512 codes of 16 dims on a 7x7 map, 1,500 steps): held-out
     reconstruction MSE, codebook usage (fraction of codes used on the 2,000 held-out images) and
     perplexity, with EMA + k-means init + restarts (the recipe), EMA alone, and the original
@@ -170,6 +172,84 @@ def floor_ms_per_step(name: str, rounds: int = 300) -> float:
     return 1000 * times[len(times) // 2]
 
 
+def speed_section(rounds: int, steps: int, train_k: int) -> dict:
+    """ms per training step of genlab's trainer, pythae's objective in the same loop, and the bare
+    floor, on the same modules and batch, interleaved over ``rounds`` (the machine is shared:
+    only ratios measured side by side mean something). ELBO (k = 1) and IWAE-``train_k``."""
+    out = {}
+    for kind, name in (("vae", "vae-mnist"), ("iwae", "iwae-mnist")):
+        out[kind] = _speed_one(kind, name, rounds, steps, train_k)
+    return out
+
+
+def _speed_one(kind: str, name: str, rounds: int, steps: int, train_k: int) -> dict:
+    """One family's interleaved timing (see :func:`speed_section`)."""
+    extra = (f"model.train_k={train_k}",) if kind == "iwae" else ()
+    cfg = config(name, 10**6, *extra)
+    dataset = genlab.api.load_data(cfg)
+    torch.manual_seed(0)
+    ours = genlab.api.build_model(cfg, dataset)
+    tmp = tempfile.TemporaryDirectory()
+    trainer = Trainer(ours, dataset, cfg, tmp.name)
+    torch.manual_seed(0)
+    theirs_vae = genlab.api.build_model(cfg, dataset)
+    theirs = pythae_model(theirs_vae, kind, train_k).train()
+    opt_p = torch.optim.AdamW(theirs.parameters(), lr=1e-3)
+    torch.manual_seed(0)
+    bare = genlab.api.build_model(cfg, dataset)
+    opt_b = torch.optim.AdamW(bare.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x, k = dataset.train, max(1, train_k if kind == "iwae" else 1)
+
+    def batch():
+        i = int(torch.randint(0, len(x) - 100, (1,), generator=g))
+        return bare.targets(x[i : i + 100], g)
+
+    def pythae_step():
+        loss = theirs({"data": batch()}).loss
+        opt_p.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_p.step()
+
+    def bare_step():  # the ELBO (k = 1) or IWAE-k bound written out by hand
+        t = batch()
+        mu, logvar = bare.encoder(t * 2 - 1).chunk(2, dim=-1)
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn((len(t), k, mu.shape[1]), generator=g)
+        z = mu[:, None] + std[:, None] * eps
+        logits = bare.decoder(z.reshape(len(t) * k, -1))[:, 0].reshape(len(t), k, -1)
+        rec = -torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, t.reshape(len(t), 1, -1).expand_as(logits), reduction="none"
+        ).sum(-1)
+        logw = rec - 0.5 * (z**2).sum(-1) + 0.5 * (eps**2).sum(-1) + 0.5 * logvar.sum(-1)[:, None]
+        loss = -(torch.logsumexp(logw, 1) - math.log(k)).mean()
+        opt_b.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_b.step()
+
+    fns = {"genlab": trainer.train_step, "pythae": pythae_step, "bare": bare_step}
+    times: dict[str, list[float]] = {key: [] for key in fns}
+    for fn in fns.values():  # warm-up
+        for _ in range(5):
+            fn()
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[key].append(1000 * (time.perf_counter() - t0) / steps)
+    tmp.cleanup()
+    med = {key: sorted(v)[len(v) // 2] for key, v in times.items()}
+    row = {"ms_per_step": med, "rounds": rounds, "steps_per_round": steps,
+           "genlab_over_bare": med["genlab"] / med["bare"],
+           "pythae_over_genlab": med["pythae"] / med["genlab"]}  # fmt: skip
+    print(f"  {kind:<5} ms/step (median of {rounds} interleaved rounds): genlab "
+          f"{med['genlab']:.2f}, pythae {med['pythae']:.2f}, bare {med['bare']:.2f}; "
+          f"genlab/bare {row['genlab_over_bare']:.2f}x, pythae/genlab "
+          f"{row['pythae_over_genlab']:.2f}x", flush=True)  # fmt: skip
+    return row
+
+
 def bounds(vae, dataset, k: int) -> dict:
     """genlab's ELBO and IWAE-k of the held-out images (the seeded binarization of genlab eval)."""
     g = torch.Generator().manual_seed(LIKELIHOOD_SEED)
@@ -267,11 +347,14 @@ def main() -> None:
     ap.add_argument("--eval-k", type=int, default=5000, help="held-out IWAE-k")
     ap.add_argument("--check-n", type=int, default=200, help="images of the estimator check")
     ap.add_argument("--vq-steps", type=int, default=1500)
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: vae,vq")
+    ap.add_argument("--rounds", type=int, default=7, help="speed: interleaved rounds")
+    ap.add_argument("--speed-steps", type=int, default=50, help="speed: steps per round")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: vae,speed,vq")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.eval_k, args.check_n, args.vq_steps = 50, 20, 10, 30
+        args.rounds, args.speed_steps = 2, 5
     skip = set(filter(None, args.skip.split(",")))
     t_start = time.perf_counter()
     record: dict = {
@@ -283,6 +366,9 @@ def main() -> None:
     if "vae" not in skip:
         print(f"(a) binarized MNIST, {args.steps} steps each, IWAE-{args.eval_k}", flush=True)
         record["vae"] = latent_section(args.steps, args.train_k, args.eval_k, args.check_n)
+    if "speed" not in skip and version("pythae") is not None:
+        print("(c) ms per training step, interleaved", flush=True)
+        record["speed"] = speed_section(args.rounds, args.speed_steps, args.train_k)
     if "vq" not in skip:
         print(f"(b) VQ-VAE on MNIST, {args.vq_steps} steps each", flush=True)
         record["vqvae"] = vq_section(args.vq_steps)

@@ -20,5 +20,6 @@ def _feature_cache(tmp_path_factory):
     shared.mkdir(exist_ok=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("GENLAB_CACHE", str(shared))
+    mp.setenv("GENLAB_TINY_RUNS", str(shared.parent / "genlab-tiny-runs"))  # tests/families.py
     yield shared
     mp.undo()

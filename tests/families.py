@@ -1,10 +1,18 @@
 """A tiny training recipe for every registered family, for the tests that every family must pass
 (exact resume after SIGKILL in ``test_faults.py``, one process against two in
 ``test_distributed.py``). ``test_every_family_has_a_tiny_recipe`` fails the moment a family is
-registered without one, so a new family joins those tests when it is added."""
+registered without one, so a new family joins those tests when it is added. A second stage's
+recipe names the tiny recipe of its stage 1, whose run is trained once per test session."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +36,49 @@ class Tiny:
     ddp_atol: float = 1e-5  # one process against two: weights agree to this
     why: str = ""  # the reason for a looser ddp_atol or for ddp_overrides
     ddp_overrides: tuple[str, ...] = ()  # for the 1-vs-2-process test only
+    stage1: Tiny | None = None  # a second stage: the recipe of the stage-1 run it needs
 
     @property
     def path(self) -> str:
         return str(ROOT / "configs" / self.config)
 
     def args(self, *extra: str) -> list[str]:
-        return [*COMMON, *self.overrides, *extra]
+        """The command-line overrides; a second stage's name its stage-1 run (trained on first
+        use, see :func:`stage1_run`)."""
+        stage1 = [f"model.autoencoder={stage1_run(self.stage1)}"] if self.stage1 else []
+        return [*COMMON, *self.overrides, *stage1, *extra]
+
+
+_FOLDER: list[Path] = []
+
+
+def _own_folder() -> Path:
+    """A temporary folder of this process, outside pytest (never reused: no stale runs)."""
+    if not _FOLDER:
+        _FOLDER.append(Path(tempfile.mkdtemp(prefix="genlab-tiny-")))
+    return _FOLDER[0]
+
+
+def stage1_run(tiny: Tiny) -> Path:
+    """The run directory of a tiny stage-1 recipe, trained once (``genlab train --no-eval``) into a
+    folder shared by the test workers (``GENLAB_TINY_RUNS``, set by conftest.py) under a file lock,
+    and reused by every second stage that names it."""
+    root = Path(os.environ.get("GENLAB_TINY_RUNS") or _own_folder())
+    root.mkdir(parents=True, exist_ok=True)
+    key = json.dumps([tiny.config, tiny.overrides, tiny.steps])
+    out = root / f"stage1-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+    with open(root / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "config.yaml").is_file():
+            tmp = Path(tempfile.mkdtemp(dir=root))
+            cmd = [sys.executable, "-m", "genlab", "train", tiny.path,
+                   *tiny.args(f"trainer.steps={tiny.steps}"), "--out", str(tmp / "run"),
+                   "--no-eval"]  # fmt: skip
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            (tmp / "run").rename(out)
+    return out
 
 
 # families that do not train a generative model of the data: not part of these tests
@@ -100,5 +144,37 @@ TINY: dict[str, Tiny] = {
         400,  # fmt: skip
         ddp_overrides=("model.dropout=0.0",),
         why="dropout masks come from each process's own generator (resume restores it exactly)",
+    ),
+    "vqgan-prior": Tiny(
+        "vqgan-prior-mnist.yaml",
+        [
+            "data.name=digits",
+            "data.val_fraction=0.3",
+            "trainer.batch_size=32",
+            "model.hidden=16",
+            "model.depth=1",
+            "model.heads=2",
+        ],  # fmt: skip
+        300,
+        stage1=Tiny(
+            "vqvae-digits.yaml",
+            ["trainer.batch_size=32", "model.channels=8", "model.codes=16", "model.code_dim=4"],
+            50,
+        ),
+    ),
+    "ldm": Tiny(
+        "ldm-mnist.yaml",
+        [
+            "data.name=digits",
+            "data.val_fraction=0.3",
+            "trainer.batch_size=32",
+            "model.hidden=32",
+            "model.depth=2",
+            "model.time_dim=16",
+        ],  # fmt: skip
+        300,
+        stage1=Tiny(
+            "vae-digits.yaml", ["trainer.batch_size=32", "model.channels=4", "model.latent=4"], 50
+        ),
     ),
 }

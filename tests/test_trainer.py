@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from families import TINY as RECIPES
 
 from genlab.config import Config, TrainerConfig
 from genlab.data.base import Dataset
@@ -82,6 +83,8 @@ def family_setup(tmp_path, family: str, name: str, steps: int = 12) -> Trainer:
 def test_every_family_resumes_to_the_same_weights(tmp_path, family):
     # the registry's every family, with all its players: stopped at a checkpoint and resumed, a
     # run reaches bit-identical weights, EMA, optimizer states and buffers
+    if family in RECIPES and RECIPES[family].stage1 is not None:
+        pytest.skip("a second stage needs a stage-1 run: test_faults.py resumes its tiny recipe")
     full = family_setup(tmp_path, family, "full")
     full.fit()
     family_setup(tmp_path, family, "part").fit(stop_at=8)

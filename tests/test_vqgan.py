@@ -200,7 +200,7 @@ def test_the_perceptual_network_is_not_the_evaluations(tmp_path, monkeypatch):
     )
     with pytest.raises(ConfigError, match="perceptual network was never trained"):
         model.loss(Batch(ds.train[:4]))
-    model.attach_data(ds)  # what genlab.build_model(cfg, dataset) does
+    model.initialize(ds)  # what genlab.build_model(cfg, dataset) does for a fresh run
     evaluation, _ = feats.feature_network(ds, recipe=base, cache_dir=tmp_path, verbose=False)
     perceptual, _ = feats.feature_network(
         ds, recipe=perceptual_recipe(base), cache_dir=tmp_path, verbose=False

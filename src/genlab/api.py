@@ -59,11 +59,18 @@ def load_data(cfg: Config) -> Dataset:
     )  # fmt: skip
 
 
-def build_model(cfg: Config, spec_or_dataset: ModelSpec | Dataset) -> GenerativeModel:
+def build_model(
+    cfg: Config, spec_or_dataset: ModelSpec | Dataset, *, resume: bool = False
+) -> GenerativeModel:
     """A fresh model of ``cfg``'s family for the dataset's shape (or a saved spec): both carry
     ``shape`` and ``num_classes``, and for text the vocabulary. Data of a kind the family does not
-    model (text for a flow, points for a GPT) is a :class:`DataError`. A model built for a dataset
-    sees the whole of it once (:meth:`~genlab.models.base.GenerativeModel.attach_data`)."""
+    model (text for a flow, points for a GPT) is a :class:`DataError`.
+
+    For a dataset (a model to train on it), the family first binds its config to the data
+    (:meth:`~genlab.models.base.GenerativeModel.bind`: a second stage loads and checks its stage-1
+    run), ``cfg.model`` becomes the bound config (what the run saves), and unless ``resume`` the
+    model is initialized from the data (:meth:`~genlab.models.base.GenerativeModel.initialize`).
+    A saved spec rebuilds the model from the config alone."""
     src = spec_or_dataset
     cls = MODELS.get(cfg.family)
     if isinstance(src, Dataset):
@@ -72,8 +79,10 @@ def build_model(cfg: Config, spec_or_dataset: ModelSpec | Dataset) -> Generative
                 f"{cfg.family} models train on {' or '.join(cls.data_kinds)}, and the data "
                 f"{src.name!r} holds {src.kind}"
             )
+        cfg.model = cls.bind(cfg.model, src, resume=resume)
         model = cls.from_config(cfg.model, src.shape, src.num_classes, src.meta.get("vocab"))
-        model.attach_data(src)
+        if not resume:
+            model.initialize(src)
         return model
     return cls.from_config(cfg.model, src.shape, src.num_classes, src.vocab)
 
@@ -87,6 +96,8 @@ class Run:
     model: GenerativeModel
     step: int
     _dataset: Dataset | None = field(default=None, repr=False)
+    checkpoint: Path | None = None  # the checkpoint file the weights came from
+    sha256: str | None = None  # its sha256 (hex), verified on loading
 
     @property
     def dataset(self) -> Dataset:
@@ -117,7 +128,7 @@ def train(
         raise ConfigError(f"--out {str(run_dir)!r} is a file; give a folder for the run")
     dataset = load_data(cfg)
     torch.manual_seed(cfg.trainer.seed)  # the initial weights
-    model = build_model(cfg, dataset)
+    model = build_model(cfg, dataset, resume=resume)
     if evaluate:  # fail now, not after training, if the final evaluation could not run
         check_can_evaluate(dataset, cfg.eval, model.has_log_prob)
         model.resolve_options(cfg.eval.options)
@@ -252,7 +263,10 @@ def load_run(
                 state[k[6:]] = v
     ckpt.load_state_dict_checked(model, state, f"{run_dir} step {meta['step']}")
     model.to(device).eval()
-    return Run(run_dir, cfg, model, int(meta["step"]))
+    return Run(
+        run_dir, cfg, model, int(meta["step"]), checkpoint=directory / meta["weights"],
+        sha256=meta["sha256"],
+    )  # fmt: skip
 
 
 def load_reference(path: str | Path, like: Dataset) -> Dataset:

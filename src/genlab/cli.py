@@ -136,6 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="an .npz file: codes (or latents) and labels")
     c.add_argument("--batch", type=int, default=256)
 
+    rp = sub.add_parser(
+        "report", help="one HTML page (and a markdown twin) for runs of any families"
+    )
+    rp.add_argument("runs", nargs="+", help="run directories (unfinished or broken ones get a row)")
+    rp.add_argument("--out", required=True, help="a folder: index.html, report.md and img/")
+    rp.add_argument(
+        "--no-text", action="store_true", help="text models: do not sample text for the page"
+    )
+    rp.add_argument(
+        "--no-nfe", action="store_true",
+        help="skip quality against NFE (W2 or FD at 2-32 steps of each fixed-step sampler)",
+    )  # fmt: skip
+
+    lb = sub.add_parser(
+        "leaderboard",
+        help="train every family that fits the data on an equal CPU budget, rank, report",
+    )
+    lb.add_argument("--data", required=True, help="a data set name or a file/folder of your own")
+    lb.add_argument("--budget-minutes", type=float, required=True, help="the whole CPU budget")
+    lb.add_argument("--out", required=True, help="a folder (run it again to resume)")
+    lb.add_argument("--families", help="comma-separated families (default: every one that fits)")
+
     sub.add_parser("list", help="list the datasets, models, samplers and metrics that exist")
     return p
 
@@ -364,6 +386,31 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from genlab.errors import GenlabError
+    from genlab.report import read_run, write_report
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise GenlabError(f"--out {args.out!r} is a file; give a folder for the report")
+    rows = [read_run(r, sample_text=not args.no_text, nfe=not args.no_nfe) for r in args.runs]
+    page = write_report(rows, out)
+    for row in rows:
+        note = "" if row.status == "ok" else f" [{row.status}: {'; '.join(row.problems)}]"
+        print(f"  {row.name}: {row.family} on {row.data}{note}")
+    print(f"wrote {page} and {out / 'report.md'}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from genlab.leaderboard import run
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
+    page = run(args.data, args.budget_minutes, args.out, families=families)
+    print(f"wrote {Path(args.out) / 'leaderboard.md'} and {page}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -372,6 +419,8 @@ COMMANDS = {
     "reflow": cmd_reflow,
     "features": cmd_features,
     "encode": cmd_encode,
+    "report": cmd_report,
+    "leaderboard": cmd_leaderboard,
 }
 
 

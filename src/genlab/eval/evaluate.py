@@ -8,7 +8,9 @@ classifier score and the class accuracy on learned features for images), and, be
 **real-data floor**: the same metric between as many real examples as there are samples and the
 same reference (what a perfect model would score). Then the held-out likelihood where the model has
 one: nats and bits per dimension (images, points) or per character (text), with its kind
-(``exact``, ``elbo``, ``iwae-k``, ``ode-estimate``) and standard error.
+(``exact``, ``elbo``, ``iwae-k``, ``ode-estimate``) and standard error. A second stage's likelihood
+of the stage-1 codes of the held-out examples (a prior over VQ codes) is reported in bits per code,
+marked ``"of": "codes"``: it is not a likelihood of the pixels and does not compare with one.
 
 Which real examples:
 
@@ -488,6 +490,10 @@ def held_out_nll(
         torch.manual_seed(LIKELIHOOD_SEED)
         lps = model.likelihoods(pts.to(device=model.device, dtype=dtype), **opts)
     dim = math.prod(model.spec.shape)
+    if lps[-1].of == "codes":  # a prior's likelihood of the stage-1 codes: not of the pixels
+        out = _summary(lps[-1], len(pts), per=lps[-1].dims or dim, unit="bits_per_code")
+        out["of"] = "codes"
+        return out
     out = _summary(lps[-1], len(pts), per=dim, unit="bits_per_dim")
     if len(lps) > 1:
         out["bounds"] = [_summary(lp, len(pts), per=dim, unit="bits_per_dim") for lp in lps[:-1]]
@@ -598,7 +604,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     nll = report.get("nll")
     if nll:
-        unit = "bits_per_char" if "bits_per_char" in nll else "bits_per_dim"
+        unit = next(u for u in ("bits_per_char", "bits_per_code", "bits_per_dim") if u in nll)
         err = nll.get(f"{unit}_stderr")
         pm = f" ± {err:.4f}" if err is not None else ""
         extra = f" (true law: {nll['true_nats']:.4f} nats)" if "true_nats" in nll else ""
@@ -606,7 +612,10 @@ def format_report(report: dict[str, Any]) -> str:
             extra = (
                 f" (full-covariance Gaussian on the training rows: {nll['gaussian_nats']:.4f} nats)"
             )
-        per = {"bits_per_char": "bits/char", "bits_per_dim": "bits/dim"}[unit]
+        per = {"bits_per_char": "bits/char", "bits_per_code": "bits/code",
+               "bits_per_dim": "bits/dim"}[unit]  # fmt: skip
+        if nll.get("of") == "codes":
+            extra += " (of the stage-1 codes, not of the pixels)"
         for b in nll.get("bounds", []):
             lines.append(
                 f"  {'nll':<18} {b['nats']:.4f} nats, {b[unit]:.4f} ± {b[f'{unit}_stderr']:.4f} "

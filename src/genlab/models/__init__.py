@@ -7,6 +7,7 @@ from genlab.models import (
     flows,  # noqa: F401
     gan,  # noqa: F401
     kl_autoencoder,  # noqa: F401
+    two_stage,  # noqa: F401
     vae,  # noqa: F401
     vqgan,  # noqa: F401
     vqvae,  # noqa: F401

@@ -42,7 +42,7 @@ better images (Kynkäänniemi et al. 2023, "The Role of ImageNet Classes in Fré
 Distance"); an independently trained network shares the data but not the evaluation network's
 particular features, so the metric stays an outside check (``tests/test_vqgan.py`` checks that the
 two differ). The network is trained (or loaded from the cache) when the model is built for its
-data (:meth:`attach_data`) and its weights are stored, frozen, in the run's checkpoints, so a run
+data (:meth:`initialize`, when a fresh run starts) and its weights are stored, frozen, in the run's checkpoints, so a run
 resumes and samples from its directory alone.
 """
 
@@ -190,7 +190,7 @@ class AdversarialAutoencoder:
     - ``last_layer()``: the decoder's last-layer weight,
 
     and gets the players, their losses, :meth:`loss` (the validation loss: ``L_rec + R``), the
-    perceptual network's training (:meth:`attach_data`) and the adaptive weight in the log."""
+    perceptual network's training (:meth:`initialize`) and the adaptive weight in the log."""
 
     def _build_adversary(self) -> None:
         """The discriminator (when ``disc_weight > 0``) and the perceptual network (when
@@ -216,8 +216,10 @@ class AdversarialAutoencoder:
         self.register_buffer("last_rec", torch.zeros(()), persistent=False)  # L_rec, likewise
 
     # --- the data -------------------------------------------------------------------------------
-    def attach_data(self, dataset: Any) -> None:
-        """Train (or load from the cache) the perceptual network for ``dataset``."""
+    def initialize(self, dataset: Any) -> None:
+        """Train (or load from the cache) the perceptual network for ``dataset``: when a fresh
+        training run starts (:meth:`~genlab.models.base.GenerativeModel.initialize`; on resume
+        and loading the checkpoint holds it)."""
         if self.perceptual_net is None:
             return
         net, _ = feature_network(dataset, recipe=PERCEPTUAL_RECIPE, verbose=True)

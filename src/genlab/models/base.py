@@ -50,12 +50,20 @@ class LogProb:
     nfe: int | None = None
     stderr: torch.Tensor | None = None  # (B,) standard error of an estimate
     note: str = ""
+    #: what the likelihood is of: ``"data"`` (the examples themselves) or ``"codes"`` (a second
+    #: stage's likelihood of the stage-1 codes of the examples, not of their pixels)
+    of: str = "data"
+    #: the number of variables it is spread over for bits per dimension (None: the data's; a
+    #: prior over codes: the positions of the code map)
+    dims: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("exact", "elbo", "ode-estimate") and not _IWAE.fullmatch(self.kind):
             raise ValueError(
                 f"log-likelihood kind must be one of {LOG_PROB_KINDS}, got {self.kind}"
             )
+        if self.of not in ("data", "codes"):
+            raise ValueError(f"a log-likelihood is of 'data' or 'codes', got {self.of!r}")
 
     def nll(self) -> float:
         """Mean negative log-likelihood in nats."""
@@ -226,6 +234,20 @@ class GenerativeModel(nn.Module):
         """A fresh model for data of ``shape`` (with ``num_classes`` classes; text: ``vocab``)."""
         return cls(config, ModelSpec(cls.family, tuple(shape), num_classes, vocab))
 
+    @classmethod
+    def bind(cls, config: Any, dataset: Any, *, resume: bool = False) -> Any:
+        """The config to build a model for training on ``dataset`` with, after resolving what it
+        refers to outside the run (a second stage loads its stage-1 run, checks that it fits the
+        data and records it in the config, which the run saves). ``resume``: the config is the
+        run's own saved one. Default: ``config`` unchanged."""
+        return config
+
+    def initialize(self, dataset: Any) -> None:
+        """Called once when a fresh training run starts (never on resume nor when a run is
+        loaded), after the initial weights are drawn: state taken from outside the run or measured
+        on the data (a second stage copies its frozen stage-1 weights and measures the scale of
+        its latents). Default: nothing."""
+
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training objective on one batch (a scalar). Noise comes from ``generator``."""
         raise NotImplementedError
@@ -243,12 +265,6 @@ class GenerativeModel(nn.Module):
 
     def after_update(self, player: str) -> None:
         """Called after each optimizer update of ``player`` (a WGAN clips its critic's weights)."""
-
-    def attach_data(self, dataset: Any) -> None:
-        """Called once on a fresh model built for ``dataset`` (:func:`genlab.api.build_model`),
-        before training: for what a family derives from the whole data set (VQGAN's perceptual
-        network). Whatever it sets must live in the state dict, since a run is rebuilt from its
-        checkpoint without it. Default: nothing."""
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Examples -> their latent representation (a VQ-VAE's codes, a VAE's posterior means),
