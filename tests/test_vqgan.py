@@ -7,6 +7,7 @@ evaluation's."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,3 +252,29 @@ def test_any_image_size_and_channel_count(family, shape, down):
     z = model.encode(x)
     assert tuple(z.shape) == (4, *model.latent().shape)
     assert model.decode(z).shape == x.shape and model.sample(2).x.shape == (2, *shape)
+
+
+def test_a_run_with_the_perceptual_term_resumes_bit_identically(tmp_path, monkeypatch):
+    # the perceptual network is trained when a fresh run starts and then travels in checkpoints:
+    # a run stopped at step 6 and resumed reaches the uninterrupted run's weights exactly
+    import genlab
+    from genlab.train import checkpoint as ckpt
+
+    monkeypatch.setattr(adversarial, "PERCEPTUAL_RECIPE", perceptual_recipe(quick()))
+    args = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.steps=12",
+            "trainer.batch_size=32", "trainer.checkpoint_every=6", "trainer.log_every=3",
+            "model.channels=8", "model.codes=16", "model.code_dim=4", "model.disc_channels=8",
+            "model.disc_start=4", "model.perceptual=0.5"]  # fmt: skip
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "vqgan-digits.yaml")
+    genlab.api.train(config, tmp_path / "full", overrides=args, evaluate=False, verbose=False)
+    genlab.api.train(config, tmp_path / "part", overrides=args, evaluate=False, verbose=False,
+                     stop_at=6)  # fmt: skip
+    genlab.api.train(config, tmp_path / "part", overrides=args, evaluate=False, verbose=False,
+                     resume=True)  # fmt: skip
+    a, _ = ckpt.load_latest(tmp_path / "full" / "checkpoints")
+    b, _ = ckpt.load_latest(tmp_path / "part" / "checkpoints")
+    assert a.keys() == b.keys() and any("perceptual_net" in k for k in a)
+    assert bool(a["model.perceptual_net.ready"])
+    for k in a:
+        if not k.startswith("rng."):
+            assert torch.equal(a[k], b[k]), k
