@@ -22,6 +22,10 @@ COMMON = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_ev
 POINTS = ["data.n=2000", "trainer.batch_size=64"]
 SMALL_FLOW = [*POINTS, "model.hidden=16", "model.layers=2"]
 DIGITS = ["trainer.batch_size=64", "model.hidden=16"]
+# VQGAN and the KL autoencoder: the discriminator from step 4, so the 12-step runs of the
+# 1-vs-2-process test train both players; no perceptual term (its network trains on the data)
+STAGE1 = ["trainer.batch_size=32", "model.channels=8", "model.disc_channels=8",
+          "model.disc_start=4", "model.perceptual=0"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,12 @@ TINY: dict[str, Tiny] = {
         ["trainer.batch_size=32", "model.channels=8", "model.codes=16", "model.code_dim=4"],
         200,
     ),
+    "vqgan": Tiny(
+        "vqgan-digits.yaml",
+        [*STAGE1, "model.codes=16", "model.code_dim=4"],
+        200,
+    ),
+    "kl-autoencoder": Tiny("kl-autoencoder-digits.yaml", STAGE1, 200),
     "gpt": Tiny(
         "char-gpt-shakespeare.yaml",
         [

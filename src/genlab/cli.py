@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="print the network's record as JSON")
 
     c = sub.add_parser(
-        "encode", help="encode data with a trained autoencoder run (VQ-VAE codes, VAE latents)"
+        "encode",
+        help="encode data with a trained autoencoder run (VQ-VAE/VQGAN codes, VAE/KL latents)",
     )
     c.add_argument("run", help="a vqvae or vae run directory")
     c.add_argument(

@@ -269,8 +269,8 @@ class GenerativeModel(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Examples -> their latent representation (a VQ-VAE's codes, a VAE's posterior means),
         for a second stage and ``genlab encode``. Families without an encoder refuse."""
-        raise ConfigError(f"{self.family} models have no encoder (genlab encode takes a vae or "
-                          "vqvae run)")  # fmt: skip
+        raise ConfigError(f"{self.family} models have no encoder (genlab encode takes a vae, "
+                          "vqvae, vqgan or kl-autoencoder run)")  # fmt: skip
 
     def latent(self) -> LatentSpec | None:
         """The autoencoder's latent (what :meth:`encode` returns and :meth:`decode` takes), or
@@ -280,8 +280,8 @@ class GenerativeModel(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (as :meth:`latent` describes) -> examples in data space. Families without a
         decoder refuse."""
-        raise ConfigError(f"{self.family} models have no decoder (a second stage needs a vae or "
-                          "vqvae run)")  # fmt: skip
+        raise ConfigError(f"{self.family} models have no decoder (a second stage needs a vae, "
+                          "vqvae, vqgan or kl-autoencoder run)")  # fmt: skip
 
     def training_stats(self) -> dict[str, float]:
         """Figures of the family's own for each training log line, over the steps since the last

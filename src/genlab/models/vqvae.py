@@ -29,11 +29,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, LatentSpec, ModelSpec, SampleResult
+from genlab.models.base import LatentSpec, ModelSpec, SampleResult
+from genlab.models.conv_autoencoder import ConvAutoencoder
 from genlab.nets.quantize import VectorQuantizer, code_statistics
 from genlab.registry import MODELS
 
@@ -52,63 +52,26 @@ class VQVAEConfig:
     restart_threshold: float = 1.0  # EMA cluster size below which a code is dead
 
 
-class _Residual(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.block = nn.Sequential(
-            nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
-
-
 @MODELS.register(
     "vqvae", help="VQ-VAE: quantized autoencoder, EMA codebook, restarts (van den Oord 2017)"
 )
-class VQVAE(GenerativeModel):
+class VQVAE(ConvAutoencoder):
     """See the module docstring."""
 
     family = "vqvae"
     Config: ClassVar[type] = VQVAEConfig
-    data_kinds = ("images",)
 
     def __init__(self, config: VQVAEConfig, spec: ModelSpec) -> None:
         super().__init__(config, spec)
         c = config
-        if len(spec.shape) != 3:
-            raise ConfigError(f"vqvae models images (C, H, W), got examples of shape {spec.shape}")
-        chans, h, w = spec.shape
         if c.downsample < 0 or min(c.channels, c.code_dim, c.codes) < 1:
             raise ConfigError("model.downsample must be >= 0; channels, code_dim, codes >= 1")
-        sizes = [(h, w)]
-        for _ in range(c.downsample):
-            hh, ww = sizes[-1]
-            if min(hh, ww) < 2:
-                raise ConfigError(
-                    f"model.downsample={c.downsample} halves {h}x{w} images below 1x1"
-                )
-            sizes.append(((hh + 2 - 4) // 2 + 1, (ww + 2 - 4) // 2 + 1))
-        self.sizes = sizes
-        ch = c.channels
-        enc: list[nn.Module] = [nn.Conv2d(chans, ch, 3, padding=1)]
-        width = ch
-        for i in range(c.downsample):
-            nxt = ch * (2 if i > 0 or c.downsample == 1 else 1)
-            enc += [nn.SiLU(), nn.Conv2d(width, nxt, 4, 2, 1)]
-            width = nxt
-        enc += [_Residual(width), nn.SiLU(), nn.Conv2d(width, c.code_dim, 1)]
-        self.encoder = nn.Sequential(*enc)
+        self._build_encoder(c.channels, c.downsample, c.code_dim)
         self.quantizer = VectorQuantizer(
             c.codes, c.code_dim, beta=c.beta, ema=c.ema, decay=c.decay,
             kmeans_init=c.kmeans_init, restart=c.restart, restart_threshold=c.restart_threshold,
         )  # fmt: skip
-        self.dec_in = nn.Sequential(nn.Conv2d(c.code_dim, width, 3, padding=1), _Residual(width))
-        self.ups = nn.ModuleList(
-            nn.Conv2d(width, width if i < c.downsample - 1 else ch, 3, padding=1)
-            for i in range(c.downsample)
-        )  # fmt: skip
-        self.dec_out = nn.Conv2d(ch if c.downsample else width, chans, 3, padding=1)
+        self._build_decoder(c.channels, c.downsample, c.code_dim)
         self.register_buffer("window_counts", torch.zeros(c.codes), persistent=False)
 
     # --- the autoencoder ------------------------------------------------------------------------
@@ -128,12 +91,6 @@ class VQVAE(GenerativeModel):
         """Codes ``(B, h, w)`` -> images ``(B, C, H, W)``."""
         return self._decode(self.quantizer.lookup(codes))
 
-    def _decode(self, zq: torch.Tensor) -> torch.Tensor:
-        x = self.dec_in(zq)
-        for i, conv in enumerate(self.ups):
-            x = conv(F.interpolate(F.silu(x), size=self.sizes[-2 - i], mode="nearest"))
-        return self.dec_out(F.silu(x))
-
     def reconstruct(self, x: torch.Tensor):
         q = self.quantizer(self.encoder(x))
         return self._decode(q.z_q), q
@@ -141,12 +98,14 @@ class VQVAE(GenerativeModel):
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reconstruction MSE (mean over elements) plus the quantizer's loss."""
         xhat, q = self.reconstruct(batch.x)
-        if self.training:
-            with torch.no_grad():
-                self.window_counts += torch.bincount(
-                    q.indices.flatten(), minlength=self.config.codes
-                )
+        self._count_codes(q.indices)
         return F.mse_loss(xhat, batch.x) + q.loss
+
+    @torch.no_grad()
+    def _count_codes(self, indices: torch.Tensor) -> None:
+        """In training, add the codes of a batch to the window of :meth:`training_stats`."""
+        if self.training:
+            self.window_counts += torch.bincount(indices.flatten(), minlength=self.config.codes)
 
     def training_stats(self) -> dict[str, float]:
         """Codebook usage and code perplexity since the last call (this process's batches)."""
