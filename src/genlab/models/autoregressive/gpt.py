@@ -186,26 +186,13 @@ class GPT(GenerativeModel):
         return logits.log_softmax(-1).gather(-1, x[..., None])[..., 0].sum(-1)
 
     def _check_ids(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x)
-        if x.is_floating_point() or x.dtype == torch.bool or x.dim() != 2 or x.shape[1] < 1:
-            raise DataError(
-                f"gpt log_prob takes windows of character ids (B, L), int64; got {x.dtype} "
-                f"of shape {tuple(x.shape)}"
-            )
-        if len(x) and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
-            raise DataError(f"character ids must be in [0, {self.vocab_size - 1}]")
-        return x.to(device=self.device, dtype=torch.long)
+        return check_windows(x, self.family, self.vocab_size, self.device)
 
     # --- sampling -------------------------------------------------------------------------------
     def check_options(self, options) -> None:
         if options["length"] < 1:
             raise ConfigError(f"length must be at least 1, got {options['length']}")
-        if options["temperature"] < 0:
-            raise ConfigError(f"temperature must be >= 0, got {options['temperature']}")
-        if options["top_k"] < 0:
-            raise ConfigError(f"top_k must be >= 0 (0: off), got {options['top_k']}")
-        if not 0.0 < options["top_p"] <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1] (1: off), got {options['top_p']}")
+        check_truncation(options)
         self.encode_prompt(options["prompt"])
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -287,3 +274,33 @@ def draw_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> 
 
 
 __all__ = ["GPT", "GPTConfig", "draw_categorical", "next_token_probs"]
+
+
+def check_truncation(options) -> None:
+    """``temperature``, ``top_k`` and ``top_p`` in range (the GPT's and the code prior's options)."""
+    if options["temperature"] < 0:
+        raise ConfigError(f"temperature must be >= 0, got {options['temperature']}")
+    if options["top_k"] < 0:
+        raise ConfigError(f"top_k must be >= 0 (0: off), got {options['top_k']}")
+    if not 0.0 < options["top_p"] <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1] (1: off), got {options['top_p']}")
+
+
+def check_windows(
+    x, family: str, vocab_size: int, device: torch.device, context: int | None = None
+) -> torch.Tensor:
+    """Windows of character ids ``(B, L)`` for a text family's ``log_prob``: integer, in
+    ``[0, vocab_size)``, at most ``context`` long when given; as int64 on ``device``."""
+    x = torch.as_tensor(x)
+    if x.is_floating_point() or x.dtype == torch.bool or x.dim() != 2 or x.shape[1] < 1:
+        raise DataError(
+            f"{family} log_prob takes windows of character ids (B, L), int64; got {x.dtype} "
+            f"of shape {tuple(x.shape)}"
+        )
+    if context is not None and x.shape[1] > context:
+        raise DataError(
+            f"windows of {x.shape[1]} characters are longer than the context of {context}"
+        )
+    if len(x) and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
+        raise DataError(f"character ids must be in [0, {vocab_size - 1}]")
+    return x.to(device=device, dtype=torch.long)

@@ -84,8 +84,8 @@ import torch
 
 from genlab.data.base import Batch
 from genlab.data.text import encode, unknown_characters
-from genlab.errors import ConfigError, DataError
-from genlab.models.autoregressive.gpt import draw_categorical
+from genlab.errors import ConfigError
+from genlab.models.autoregressive.gpt import check_windows, draw_categorical
 from genlab.models.base import (
     FROM_CONFIG,
     GenerativeModel,
@@ -439,20 +439,7 @@ class MDLM(GenerativeModel):
         return (lp * masks[None]).sum(-1)
 
     def _check_ids(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x)
-        if x.is_floating_point() or x.dtype == torch.bool or x.dim() != 2 or x.shape[1] < 1:
-            raise DataError(
-                f"{self.family} log_prob takes windows of character ids (B, L), int64; got "
-                f"{x.dtype} of shape {tuple(x.shape)}"
-            )
-        if x.shape[1] > self.config.context:
-            raise DataError(
-                f"windows of {x.shape[1]} characters are longer than the context of "
-                f"{self.config.context}"
-            )
-        if len(x) and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
-            raise DataError(f"character ids must be in [0, {self.vocab_size - 1}]")
-        return x.to(device=self.device, dtype=torch.long)
+        return check_windows(x, self.family, self.vocab_size, self.device, self.config.context)
 
     # --- sampling -------------------------------------------------------------------------------
     def check_options(self, options) -> None:

@@ -42,7 +42,11 @@ import torch.nn.functional as F
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError, DataError
-from genlab.models.autoregressive.gpt import draw_categorical, next_token_probs
+from genlab.models.autoregressive.gpt import (
+    check_truncation,
+    draw_categorical,
+    next_token_probs,
+)
 from genlab.models.base import (
     FROM_CONFIG,
     LogProb,
@@ -218,12 +222,7 @@ class VQGANPrior(TwoStage):
 
     # --- sampling ---------------------------------------------------------------------------------
     def check_options(self, options) -> None:
-        if options["temperature"] < 0:
-            raise ConfigError(f"temperature must be >= 0, got {options['temperature']}")
-        if options["top_k"] < 0:
-            raise ConfigError(f"top_k must be >= 0 (0: off), got {options['top_k']}")
-        if not 0.0 < options["top_p"] <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1] (1: off), got {options['top_p']}")
+        check_truncation(options)
 
     @torch.no_grad()
     def sample_codes(
