@@ -296,16 +296,15 @@ class SEDD(MDLM):
         infill: str,
         cache: bool,
     ) -> SampleResult:
+        start = self.start({"prompt": prompt, "infill": infill, "length": length})
         if not self.uniform:
-            z = self.start({"prompt": prompt, "infill": infill, "length": length})
-            z = z.to(self.device)[None].repeat(n, 1)
+            z = start.to(self.device)[None].repeat(n, 1)
 
             def fill(logits, alpha, i):
                 return self.fill_probs(logits, alpha, i, sampler)
 
             z, nfe = self.denoise(z, steps, generator, cache, fill=fill)
             return SampleResult(z, nfe)
-        start = self.start({"prompt": prompt, "infill": infill, "length": length})
         free = (start == -1).to(self.device)[None].expand(n, -1)  # (n, L): positions to draw
         dev = generator.device if generator is not None else torch.device("cpu")
         noise = torch.randint(0, self.vocab_size, (n, len(start)), generator=generator,
