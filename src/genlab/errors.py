@@ -8,6 +8,8 @@ for these.
 
 from __future__ import annotations
 
+import contextlib
+
 
 class GenlabError(Exception):
     """Base class of every error caused by input the user gave."""
@@ -30,3 +32,18 @@ class UnknownNameError(GenlabError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+@contextlib.contextmanager
+def ode_solver_errors(what: str):
+    """Turn torchdiffeq's step-size underflow (an ``AssertionError``) into a :class:`DataError`
+    that says what happened: the adaptive solver met values it cannot integrate."""
+    try:
+        yield
+    except AssertionError as e:
+        if "underflow in dt" not in str(e):
+            raise
+        raise DataError(
+            f"{what}: the adaptive ODE solver's step size underflowed (values far from anything "
+            "the model was trained on, or a diverged model); check the data for extreme values"
+        ) from e

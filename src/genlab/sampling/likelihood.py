@@ -62,6 +62,8 @@ def ode_log_prob(
     divergence when ``x[0].numel() <= exact_max_dim``."""
     from torchdiffeq import odeint
 
+    from genlab.errors import ode_solver_errors
+
     exact = x[0].numel() <= exact_max_dim if exact is None else exact
     if not exact and probes < 2:
         raise ValueError("a Hutchinson estimate with a standard error needs probes >= 2")
@@ -85,7 +87,8 @@ def ode_log_prob(
             return v.detach(), div.detach()
 
         z0 = torch.zeros((k, chunk.shape[0]), dtype=chunk.dtype, device=chunk.device)
-        xs, divs = odeint(f, (chunk, z0), ts, method="dopri5", rtol=rtol, atol=atol)
+        with ode_solver_errors("the ODE likelihood"):
+            xs, divs = odeint(f, (chunk, z0), ts, method="dopri5", rtol=rtol, atol=atol)
         logp = prior_log_prob(xs[-1])[None] + divs[-1]  # (k, B)
         values.append(logp.mean(0))
         if not exact:

@@ -386,6 +386,8 @@ def dopri5(
     The grid's inner points only set where a trajectory is recorded. NFE is counted."""
     from torchdiffeq import odeint
 
+    from genlab.errors import ode_solver_errors
+
     if process is None:
         raise ValueError("dopri5 needs the process (it integrates in t)")
     pos = [s for s in sigmas if s > 0]
@@ -405,7 +407,8 @@ def dopri5(
     if len(ts) == 1:
         out = (x * s0)[None]
     else:
-        out = odeint(drift, x * s0, grid.to(x.device), method="dopri5", rtol=rtol, atol=atol)
+        with ode_solver_errors("dopri5 sampling"):
+            out = odeint(drift, x * s0, grid.to(x.device), method="dopri5", rtol=rtol, atol=atol)
     xh = out[-1] / s1
     if sigmas[-1] == 0:
         xh, _ = den(xh, pos[-1])

@@ -205,6 +205,8 @@ class FFJORD(GenerativeModel):
         and Jacobian norm integrals ``(B,)``, ``x_1`` and the NFE."""
         from torchdiffeq import odeint, odeint_adjoint
 
+        from genlab.errors import ode_solver_errors
+
         self.ode.probe = None if exact else self._probe(x, probes, generator)
         self.ode.create_graph = train
         self.ode.nfe = 0
@@ -218,7 +220,8 @@ class FFJORD(GenerativeModel):
                 self.ode, state, ts, method="dopri5", rtol=rtol, atol=atol, adjoint_params=params
             )
         else:
-            out = odeint(self.ode, state, ts, method="dopri5", rtol=rtol, atol=atol)
+            with ode_solver_errors("FFJORD"):
+                out = odeint(self.ode, state, ts, method="dopri5", rtol=rtol, atol=atol)
         x1, div, ke, jf = (o[-1] for o in out)
         log_p1 = -0.5 * (x1**2).sum(-1) - 0.5 * self.dim * LOG_2PI  # (B,)
         return log_p1[:, None] + div, ke, jf, x1, self.ode.nfe
