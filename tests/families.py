@@ -162,20 +162,21 @@ TINY: dict[str, Tiny] = {
             50,
         ),
     ),
-    "ldm": Tiny(
-        "ldm-mnist.yaml",
+    "ldm": Tiny(  # text-conditioned (captions from the labels) on a KL autoencoder's latent maps
+        "ldm-caption-mnist.yaml",
         [
             "data.name=digits",
             "data.val_fraction=0.3",
             "trainer.batch_size=32",
-            "model.hidden=32",
-            "model.depth=2",
+            "model.channels=8",
+            "model.channel_mults=[1]",
+            "model.attention=false",
             "model.time_dim=16",
+            "model.text_hidden=16",
+            "model.text_depth=1",
         ],  # fmt: skip
-        300,
-        stage1=Tiny(
-            "vae-digits.yaml", ["trainer.batch_size=32", "model.channels=4", "model.latent=4"], 50
-        ),
+        200,
+        stage1=Tiny("kl-autoencoder-digits.yaml", [*STAGE1, "model.disc_start=1000"], 50),
     ),
     "mdlm": Tiny(
         "mdlm-shakespeare.yaml",
@@ -216,3 +217,44 @@ TINY: dict[str, Tiny] = {
         400,
     ),
 }
+
+
+# -- running every family's tiny recipe in one process (tests/train_many.py) -----------------------
+
+DRIVER = Path(__file__).resolve().with_name("train_many.py")
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def write_plan(folder: Path, runs: dict[str, tuple[Tiny, list[str]]]) -> Path:
+    """A plan for tests/train_many.py: run ``name`` is ``tiny`` with ``extra`` overrides, trained
+    into ``folder/name``; results in ``folder/results``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "runs": [
+            {
+                "name": name,
+                "config": tiny.path,
+                "args": tiny.args(*extra),
+                "out": str(folder / name),
+            }  # fmt: skip
+            for name, (tiny, extra) in runs.items()
+        ],
+        "results": str(folder / "results"),
+    }
+    path = folder / "plan.json"
+    path.write_text(json.dumps(plan, indent=1))
+    return path
+
+
+def driver_command(plan: Path, procs: int = 1) -> list[str]:
+    if procs == 1:
+        return [sys.executable, str(DRIVER), str(plan)]
+    return [str(TORCHRUN), "--standalone", f"--nproc_per_node={procs}", str(DRIVER), str(plan)]
+
+
+def result(folder: Path, name: str, rank: int = 0) -> dict:
+    """What the driver wrote for run ``name`` on ``rank`` (its return code and stderr)."""
+    path = folder / "results" / f"{name}.rank{rank}.json"
+    assert path.is_file(), f"{name}: the driver never finished this run (see the driver's log)"
+    return json.loads(path.read_text())

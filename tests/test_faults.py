@@ -3,6 +3,7 @@ bit-identical weights."""
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 from genlab.train import checkpoint as ckpt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import EXEMPT, TINY  # noqa: E402
+from families import EXEMPT, TINY, driver_command, result, write_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
@@ -71,25 +72,65 @@ def test_every_family_has_a_tiny_recipe():
         assert (tiny.ddp_atol == 1e-5 and not tiny.ddp_overrides) or tiny.why
 
 
+def kill_each_run_once(plan: Path, seed: int, timeout: float = 1500) -> dict[str, int]:
+    """Run the plan in tests/train_many.py, killing the driver with SIGKILL at a random moment of
+    each run (after its first checkpoint) and starting it again, until every run has finished.
+    Returns the last checkpoint each run had when it was killed."""
+    folder = plan.parent
+    results, rng, killed = folder / "results", random.Random(seed), {}
+    deadline = time.time() + timeout
+    while True:
+        with open(folder / "driver.log", "a") as log:
+            proc = subprocess.Popen(driver_command(plan), env=ENV, stdout=log, stderr=log)
+        victim = None
+        while victim is None and proc.poll() is None:
+            current = results / "current"
+            name = current.read_text() if current.is_file() else None
+            if (name and name not in killed and not (results / f"{name}.rank0.json").exists()
+                    and ckpt.list_checkpoints(folder / name / "checkpoints")):  # fmt: skip
+                victim = name
+            time.sleep(0.01)
+            assert time.time() < deadline, "the killed runs did not finish in time"
+        if victim is None:  # the driver finished the plan (a failed run is that run's failure)
+            return killed
+        time.sleep(rng.uniform(0.0, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (results / f"{victim}.rank0.json").exists():  # it finished first: train it again
+            (results / f"{victim}.rank0.json").unlink()
+            shutil.rmtree(folder / victim)
+        else:
+            killed[victim] = ckpt.list_checkpoints(folder / victim / "checkpoints")[-1]
+
+
+@pytest.fixture(scope="module")
+def every_family_killed(tmp_path_factory):
+    """Every family's tiny recipe trained twice by tests/train_many.py: once straight through, and
+    once killed with SIGKILL at a random moment of each run and resumed."""
+    root = tmp_path_factory.mktemp("sigkill")
+    runs = {}
+    for family, tiny in TINY.items():
+        every = max(tiny.steps // 20, 1)
+        runs[family] = (tiny, [f"trainer.steps={tiny.steps}", f"trainer.checkpoint_every={every}",
+                               f"trainer.log_every={every}"])  # fmt: skip
+    ref = write_plan(root / "ref", runs)
+    subprocess.run(driver_command(ref), env=ENV, capture_output=True, timeout=1500)
+    killed = kill_each_run_once(write_plan(root / "killed", runs), seed=os.getpid())
+    return root, killed
+
+
+@pytest.mark.xdist_group("every-family-sigkill")  # one worker trains them all, in one process
 @pytest.mark.parametrize("family", list(TINY))
-def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, family):
-    tiny = TINY[family]
-    every = max(tiny.steps // 20, 1)
-    args = tiny.args(f"trainer.steps={tiny.steps}", f"trainer.checkpoint_every={every}",
-                     f"trainer.log_every={every}")  # fmt: skip
-    subprocess.run(command(tmp_path / "ref", config=tiny.path, args=args), env=ENV, check=True,
-                   capture_output=True)  # fmt: skip
-    out = tmp_path / "killed"
-    proc = start_and_wait_for_a_checkpoint(out, command(out, config=tiny.path, args=args))
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = ckpt.list_checkpoints(out / "checkpoints")[-1]
-    res = subprocess.run(command(out, "--resume", config=tiny.path, args=args), env=ENV,
-                         capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    assert_identical(final(tmp_path / "ref", tiny.steps), final(out, tiny.steps))
-    assert 0 < killed_at <= tiny.steps
+def test_sigkill_at_a_random_step_then_resume_is_bit_identical(every_family_killed, family):
+    root, killed = every_family_killed
+    steps = TINY[family].steps
+    for part in ("ref", "killed"):
+        res = result(root / part, family)
+        assert res["rc"] == 0, res["stderr"]
+    assert family in killed, "the run finished before it could be killed"
+    assert 0 < killed[family] <= steps
+    assert result(root / "killed", family)["resumed"]
+    assert_identical(final(root / "ref" / family, steps), final(root / "killed" / family, steps))
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):

@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, help="class-conditional models: the class to sample")
     s.add_argument("--classifier", help="diffusion: a noise-classifier run for classifier guidance")
     s.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
-    s.add_argument("--prompt", help="text models: the text to continue (the option 'prompt')")
+    s.add_argument(
+        "--prompt",
+        help="text models: the text to continue; caption-conditioned image models "
+        '(model.conditioning=caption): the caption to draw, e.g. "a bold seven" (the option '
+        "'prompt')",
+    )
     s.add_argument(
         "--infill",
         help="text diffusion models: a template whose every '_' is one character to fill, the "
@@ -199,6 +204,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise GenlabError(f"--n must be at least 1, got {args.n}")
+    if args.label is not None and args.prompt is not None:
+        raise GenlabError("give --label or --prompt, not both (the prompt is the condition)")
     run = genlab.load_run(args.run, ema=not args.raw)
     options = _sampling_options(args, run.model)
     if args.classifier:
@@ -248,7 +255,7 @@ def _sampling_options(args: argparse.Namespace, model) -> dict:
     named = {k: getattr(args, k, None) for k in ("sampler", "steps", "schedule", "guidance")}
     options = {k: v for k, v in named.items() if v is not None}
     for flag, what in (
-        ("prompt", "text models, e.g. gpt"),
+        ("prompt", "text models, e.g. gpt, and caption-conditioned diffusion"),
         ("infill", "text diffusion, e.g. mdlm"),
     ):
         text = getattr(args, flag, None)

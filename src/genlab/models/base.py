@@ -169,11 +169,15 @@ class LatentSpec:
     """What an autoencoder's :meth:`GenerativeModel.encode` returns and ``decode`` takes, for a
     second stage: ``kind="codes"``: long ids of shape ``shape`` (a VQ code map ``(h, w)``) from a
     vocabulary of ``codes``; ``kind="continuous"``: float latents of shape ``shape`` (``(C, h, w)``
-    or ``(D,)``)."""
+    or ``(D,)``). A codes latent may also offer the continuous ``vectors`` behind its codes (the
+    encoder's output before quantization, ``(D, h, w)``), through ``encode_vectors`` and
+    ``decode_vectors`` (which quantizes first): latent diffusion models those (Rombach et al.
+    2022, sec. 3.1: the quantization is absorbed by the decoder)."""
 
     kind: str  # "codes" or "continuous"
     shape: tuple[int, ...]
     codes: int = 0  # vocabulary size of "codes" latents
+    vectors: tuple[int, ...] | None = None  # codes: the shape of the vectors behind them
 
 
 @dataclass

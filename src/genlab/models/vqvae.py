@@ -85,7 +85,22 @@ class VQVAE(ConvAutoencoder):
         return idx
 
     def latent(self) -> LatentSpec:
-        return LatentSpec("codes", tuple(self.sizes[-1]), self.config.codes)
+        h, w = self.sizes[-1]
+        return LatentSpec("codes", (h, w), self.config.codes, vectors=(self.config.code_dim, h, w))
+
+    def encode_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the encoder's output before quantization ``(B, code_dim, h, w)``."""
+        was = self.training
+        self.eval()
+        with torch.no_grad():
+            z = self.encoder(x)
+        self.train(was)
+        return z
+
+    def decode_vectors(self, z: torch.Tensor) -> torch.Tensor:
+        """Vectors ``(B, code_dim, h, w)`` -> each to its nearest code -> images (the decoder
+        absorbs the quantization: ``decode_vectors(encode_vectors(x)) == decode(encode(x))``)."""
+        return self.decode(self.quantizer.indices_of(z))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``(B, h, w)`` -> images ``(B, C, H, W)``."""

@@ -241,6 +241,11 @@ class VectorQuantizer(nn.Module):
         """The code vectors ``(B, dim, *spatial)`` of ``indices`` ``(B, *spatial)``."""
         return F.embedding(indices, self.embed).movedim(-1, 1)
 
+    def indices_of(self, z: torch.Tensor) -> torch.Tensor:
+        """The nearest code of each vector of ``z`` ``(B, dim, *spatial)``: ``(B, *spatial)``."""
+        idx, _ = nearest(self._flatten(z).detach().float(), self.embed.detach().float())
+        return idx.view(z.shape[0], *z.shape[2:])
+
     def _flatten(self, z_e: torch.Tensor) -> torch.Tensor:
         if z_e.dim() < 2 or z_e.shape[1] != self.dim:
             raise ValueError(

@@ -237,8 +237,24 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         commit: bool = True,
     ) -> torch.Tensor:
-        """Logits ``(B, T, outputs)`` for token ids ``idx`` ``(B, T)`` at positions ``start ..
-        start + T - 1``, ``start`` being ``cache.length`` (0 without a cache). ``embeddings``
+        """Logits ``(B, T, outputs)``: the head (tied to the token embedding) on
+        :meth:`features`, which takes the same arguments."""
+        x = self.features(idx, cache=cache, embeddings=embeddings, mask=mask,
+                          positions=positions, commit=commit)  # fmt: skip
+        return F.linear(x, self.tok.weight[: self.outputs])  # (B, T, outputs), tied to the input
+
+    def features(
+        self,
+        idx: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        embeddings: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        commit: bool = True,
+    ) -> torch.Tensor:
+        """The final hidden states ``(B, T, hidden)`` (after the last LayerNorm) for token ids
+        ``idx`` ``(B, T)`` at positions ``start .. start + T - 1``, ``start`` being ``cache.length`` (0 without a cache). ``embeddings``
         ``(B, T, hidden)``: token embeddings given directly instead of ``idx`` (positions are
         still added). With a cache, the positions are appended to it (``commit=False``: read
         only). ``mask`` ``(T, start + T)`` bool: who attends to whom (True: may), instead of the
@@ -268,8 +284,7 @@ class Transformer(nn.Module):
             x = block(x, None if cache is None else cache.layers[i], start, mask, commit, rope)
         if cache is not None and commit:
             cache.length = start + T
-        x = self.ln(x)
-        return F.linear(x, self.tok.weight[: self.outputs])  # (B, T, outputs), tied to the input
+        return self.ln(x)
 
 
 __all__ = ["Block", "KVCache", "SelfAttention", "Transformer"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.nets.embeddings import SinusoidalEmbedding
+from genlab.nets.transformer import Transformer
 from genlab.registry import NETS
 
 
@@ -86,6 +87,31 @@ class SelfAttention(nn.Module):
         return x + self.proj(h)
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention from the ``H*W`` positions to a token sequence, residual:
+    ``x + proj(attn(q = GN(x), k, v = context))`` (the U-Net's cross-attention to a text encoder's
+    tokens, Rombach et al. 2022, sec. 3.3). ``context`` is ``(B, L, context_dim)``. The output
+    projection starts at zero, so a fresh block is the identity."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int, groups: int) -> None:
+        super().__init__()
+        self.heads = _largest_divisor(channels, heads)
+        self.norm = _norm(channels, groups)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        d = C // self.heads
+        q = self.q(self.norm(x)).reshape(B, self.heads, d, H * W).transpose(-1, -2)
+        k, v = self.kv(context).reshape(B, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
+        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
 class Downsample(nn.Module):
     """Stride-2 3x3 convolution: ``(B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))``."""
 
@@ -109,16 +135,26 @@ class Upsample(nn.Module):
 
 
 class Block(nn.Module):
-    """A residual block, optionally followed by self-attention."""
+    """A residual block, optionally followed by self-attention and by cross-attention to a token
+    sequence (text conditioning)."""
 
-    def __init__(self, res: ResBlock, attn: SelfAttention | None = None) -> None:
+    def __init__(
+        self,
+        res: ResBlock,
+        attn: SelfAttention | None = None,
+        xattn: CrossAttention | None = None,
+    ) -> None:
         super().__init__()
         self.res = res
         self.attn = attn
+        self.xattn = xattn
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.res(x, emb)
-        return self.attn(h) if self.attn is not None else h
+        h = self.attn(h) if self.attn is not None else h
+        return self.xattn(h, context) if self.xattn is not None else h
 
 
 @NETS.register(
@@ -141,6 +177,13 @@ class UNet(nn.Module):
     last ends in a downsampling. The middle is ResBlock -> attention -> ResBlock (attention only when
     ``attention``), and the decoder mirrors the encoder with ``num_res_blocks + 1`` blocks per
     level, each concatenating one skip. The final GN -> SiLU -> Conv3x3 is zero-initialised.
+
+    Text conditioning (``text_tokens`` set; Rombach et al. 2022, sec. 3.3): ``y`` is then a token
+    sequence ``(B, text_length)`` (id 0 is padding; all padding, or ``y=None``, is the null
+    caption), read by a bidirectional :class:`~genlab.nets.transformer.Transformer` trained with
+    the U-Net. Every block cross-attends to its hidden states (:class:`CrossAttention`), and their
+    mean, projected, is added to the time embedding (a pooled text embedding, as in SDXL). No
+    class embedding then.
     """
 
     def __init__(
@@ -157,6 +200,10 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         time_scale: float = 1000.0,
         groups: int = 8,
+        text_tokens: int | None = None,
+        text_length: int = 48,
+        text_hidden: int = 64,
+        text_depth: int = 2,
     ) -> None:
         super().__init__()
         shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
@@ -180,11 +227,23 @@ class UNet(nn.Module):
             nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
         )
         # class index num_classes is the "null" label used by classifier-free guidance
-        self.class_embed = nn.Embedding(num_classes + 1, time_dim) if num_classes else None
+        text = text_tokens is not None
+        self.class_embed = (
+            nn.Embedding(num_classes + 1, time_dim) if num_classes and not text else None
+        )
+        self.text_length = text_length
+        self.text = None
+        if text:
+            self.text = Transformer(
+                text_tokens, text_tokens, text_length, hidden=text_hidden, depth=text_depth,
+                heads=_largest_divisor(text_hidden, 4), causal=False,
+            )  # fmt: skip
+            self.text_pool = nn.Linear(text_hidden, time_dim)
 
         def block(cin: int, cout: int, attn: bool) -> Block:
             res = ResBlock(cin, cout, time_dim, groups, dropout)
-            return Block(res, SelfAttention(cout, heads, groups) if attn else None)
+            xattn = CrossAttention(cout, text_hidden, heads, groups) if text else None
+            return Block(res, SelfAttention(cout, heads, groups) if attn else None, xattn)
 
         self.conv_in = nn.Conv2d(self.in_channels, channels, 3, padding=1)
         skip_chans = [channels]  # channels of each saved skip, in order
@@ -228,17 +287,36 @@ class UNet(nn.Module):
             emb = emb + self.class_embed(y)
         return emb
 
+    def encode_text(self, y: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The text encoder's hidden states ``(B, text_length, text_hidden)`` of tokens ``y``
+        (``None``: the null caption, all padding)."""
+        if y is None:
+            y = torch.zeros(
+                (batch, self.text_length), dtype=torch.long, device=self.conv_in.weight.device
+            )
+        if y.dim() != 2 or y.shape[1] != self.text_length:
+            raise ValueError(
+                f"a text-conditioned U-Net takes tokens (B, {self.text_length}), got {tuple(y.shape)}"
+            )
+        return self.text.features(y)
+
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        emb = self.embed(t, y, x.shape[0])  # (B, time_dim)
+        B = x.shape[0]
+        context = None
+        if self.text is not None:
+            context = self.encode_text(y, B).to(x.dtype)  # (B, L, text_hidden)
+            emb = self.embed(t, None, B) + self.text_pool(context.mean(1))  # (B, time_dim)
+        else:
+            emb = self.embed(t, y, B)  # (B, time_dim)
         h = self.conv_in(x)  # (B, channels, H, W)
         skips = [h]
         for m in self.down:
-            h = m(h) if isinstance(m, Downsample) else m(h, emb)
+            h = m(h) if isinstance(m, Downsample) else m(h, emb, context)
             skips.append(h)
         for m in self.mid:
-            h = m(h, emb)  # (B, ch_lowest, h_lowest, w_lowest)
+            h = m(h, emb, context)  # (B, ch_lowest, h_lowest, w_lowest)
         for m in self.up:
             if isinstance(m, Upsample):
                 h = m(h, size=tuple(skips[-1].shape[-2:]))
@@ -246,5 +324,5 @@ class UNet(nn.Module):
             s = skips.pop()
             if s.shape[-2:] != h.shape[-2:]:  # never with Upsample's exact resize; kept as a guard
                 h = F.interpolate(h, size=tuple(s.shape[-2:]), mode="nearest")
-            h = m(torch.cat([h, s], dim=1), emb)
+            h = m(torch.cat([h, s], dim=1), emb, context)
         return self.out(h)  # (B, out_channels, H, W)

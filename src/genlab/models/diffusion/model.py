@@ -14,6 +14,13 @@ Classifier-free guidance (Ho & Salimans 2022): with ``label_dropout > 0`` labels
 null label during training; sampling with ``guidance = w`` uses ``D_u + w (D_c − D_u)``.
 Classifier guidance (Dhariwal & Nichol 2021) adds ``scale · σ² ∇_x̂ log p(y | x̂, σ)`` to ``D``
 from a :class:`~genlab.models.diffusion.classifier.NoiseClassifier`.
+
+Text conditioning (``conditioning: caption``, the U-Net only): the condition is a caption's token
+sequence instead of a label. Captions are written from the labels and the images in
+:meth:`Diffusion.prepare` (:mod:`.captions`: "a thin seven", "the digit 3, bold"); the U-Net
+cross-attends to a text encoder trained with it; dropped captions are all padding, the null
+condition of classifier-free guidance. Sampling takes ``prompt`` (any caption), or labels, which
+become captions.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from genlab.models.base import (
     SampleResult,
 )
 from genlab.models.coupling import couple
+from genlab.models.diffusion import captions as C
 from genlab.models.diffusion import parameterization as P
 from genlab.models.diffusion.process import make_process
 from genlab.models.diffusion.samplers import (
@@ -64,6 +72,9 @@ class DiffusionConfig:
     coupling: Literal["independent", "ot", "pairs"] = "independent"  # noise-data pairing
     label_dropout: float = 0.0  # classifier-free guidance: P(label -> null) in training
     guidance: float = 1.0  # default CFG scale at sampling (1: plain conditional)
+    conditioning: Literal["label", "caption"] = "label"  # caption: text from the labels (unet)
+    text_hidden: int = 64  # caption: the text encoder's width
+    text_depth: int = 2  # caption: the text encoder's blocks
     backbone: Literal["mlp", "unet"] = "mlp"
     hidden: int = 256  # mlp: hidden width
     depth: int = 4  # mlp: hidden layers
@@ -85,11 +96,21 @@ DEFAULT_SCHEDULE = {"edm": "karras", "ve": "log-snr"}  # others: uniform in t
 
 
 def build_backbone(
-    c, spec: ModelSpec, *, out: int | None = None, num_classes: int | None = None
+    c,
+    spec: ModelSpec,
+    *,
+    out: int | None = None,
+    num_classes: int | None = None,
+    text: bool = False,
 ) -> nn.Module:
     """The network a diffusion-family config names (``backbone``: ``mlp`` for points, ``unet`` for
     images) with ``out`` outputs per example (channels for the U-Net; default: the data's) and a
-    class embedding when ``num_classes`` is set."""
+    class embedding when ``num_classes`` is set, or (``text``) a text encoder over captions."""
+    if text and c.backbone != "unet":
+        raise ConfigError(
+            "model.conditioning=caption cross-attends from the U-Net to the captions' tokens: it "
+            f"needs model.backbone=unet (images), not {c.backbone}"
+        )
     if c.backbone == "mlp":
         if len(spec.shape) != 1:
             raise ConfigError(
@@ -106,6 +127,8 @@ def build_backbone(
         shape=tuple(spec.shape), out_channels=out, channels=c.channels,
         channel_mults=tuple(c.channel_mults), num_res_blocks=c.num_res_blocks,
         attention=c.attention, time_dim=c.time_dim, num_classes=num_classes, dropout=c.dropout,
+        **({"text_tokens": C.VOCAB, "text_length": C.LENGTH, "text_hidden": c.text_hidden,
+            "text_depth": c.text_depth} if text else {}),
     )  # fmt: skip
 
 
@@ -129,7 +152,20 @@ class Diffusion(GenerativeModel):
             raise ConfigError(f"model.sigma_data must be positive, got {c.sigma_data}")
         if c.coupling == "ot" and len(spec.shape) != 1:
             raise ConfigError("model.coupling=ot needs points (N, d)")
-        self.net: nn.Module = build_backbone(c, spec, num_classes=spec.num_classes)
+        text = c.conditioning == "caption"
+        if text and spec.num_classes is None:
+            raise ConfigError(
+                "model.conditioning=caption writes captions from the data's labels; this data "
+                "has none (use labelled images, or model.conditioning=label)"
+            )
+        self.captioner = C.Captioner(spec.num_classes) if text else None
+        self.net: nn.Module = build_backbone(c, spec, num_classes=spec.num_classes, text=text)
+
+    def initialize(self, dataset) -> None:
+        """A caption model measures its captions' stroke-weight terciles on the training images
+        and keeps the class names."""
+        if self.captioner is not None:
+            self.captioner.fit(dataset.train, dataset.labels_train, dataset.meta.get("classes"))
 
     # --- the network as a denoiser -------------------------------------------------------------
     def forward_net(self, x: torch.Tensor, c: P.Coefs, y: torch.Tensor | None) -> torch.Tensor:
@@ -154,7 +190,21 @@ class Diffusion(GenerativeModel):
     # --- training -------------------------------------------------------------------------------
     @property
     def null_label(self) -> int | None:
-        return self.spec.num_classes
+        """The null condition of classifier-free guidance: label ``num_classes``, or (captions)
+        token 0 everywhere, the empty caption."""
+        return C.PAD if self.captioner is not None else self.spec.num_classes
+
+    def condition(
+        self,
+        labels: torch.Tensor | None,
+        x: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | None:
+        """What the network is conditioned on: the labels, or for a caption model the tokens of
+        captions written from them (with stroke words from images ``x`` when given)."""
+        if self.captioner is None or labels is None:
+            return labels
+        return self.captioner.tokens(labels, x, generator)
 
     @property
     def prepares_batches(self) -> bool:  # the OT assignment is worth running off the hot path
@@ -165,6 +215,10 @@ class Diffusion(GenerativeModel):
         minibatch OT, or given by the data for reflow), the times and the label dropout."""
         x0, c = batch.x, self.config
         kw = {"generator": generator, "dtype": x0.dtype, "device": x0.device}
+        y = batch.y
+        if y is not None and y.dim() == 1 and self.captioner is not None:  # labels -> captions
+            y = self.condition(y, x0, generator)
+            batch = Batch(x0, y, batch.noise, batch.t, batch.aux)
         if c.coupling == "pairs":
             if batch.noise is None:
                 raise ConfigError(
@@ -185,8 +239,9 @@ class Diffusion(GenerativeModel):
             aux["path_noise"] = torch.randn(x0.shape, **kw)
         y = batch.y
         if y is not None and c.label_dropout > 0:
-            drop = torch.rand(y.shape, **{**kw, "dtype": torch.float32}) < c.label_dropout
-            y = torch.where(drop.to(y.device), torch.full_like(y, self.null_label), y)
+            drop = torch.rand(y.shape[:1], **{**kw, "dtype": torch.float32}) < c.label_dropout
+            drop = drop.to(y.device).reshape(-1, *([1] * (y.dim() - 1)))
+            y = torch.where(drop, torch.full_like(y, self.null_label), y)
         return Batch(x0, y, eps, t, aux)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -237,6 +292,7 @@ class Diffusion(GenerativeModel):
         SampleOption("sigmas", "an explicit σ grid (overrides steps and schedule)", None),
         SampleOption("trajectory", "keep the whole path (steps + 1, n, *shape)", None, False),
         SampleOption("dtype", "the sampling dtype (default: the weights')", None),
+        SampleOption("prompt", "a caption to draw (models with model.conditioning=caption)", str),
     )
 
     def options(self, chosen=None) -> dict[str, SampleOption]:
@@ -254,6 +310,15 @@ class Diffusion(GenerativeModel):
     def check_options(self, options) -> None:
         if options["sigmas"] is None:  # builds the grid: checks steps and the schedule's name
             self.sigmas(options["steps"], options["schedule"])
+        if options["prompt"] is not None:
+            if self.captioner is None:
+                raise ConfigError(
+                    "prompt: this model is not text-conditioned (train it with "
+                    "model.conditioning=caption); give labels instead"
+                )
+            C.tokenize(options["prompt"])  # refuses unknown characters, too long
+        if options["classifier"] is not None and self.captioner is not None:
+            raise ConfigError("classifier guidance reads labels; this model reads captions")
         if options["guidance"] != 1.0 and self.spec.num_classes is None:
             raise ConfigError(
                 "classifier-free guidance needs a class-conditional model trained with "
@@ -263,6 +328,8 @@ class Diffusion(GenerativeModel):
     def label_classes(self, options) -> int | None:
         """The model's classes, or those of the classifier guiding an unconditional model."""
         clf = options.get("classifier")
+        if options.get("prompt") is not None:
+            return None  # the prompt is the condition
         return clf.spec.num_classes if clf is not None else self.spec.num_classes
 
     def _sample(
@@ -281,6 +348,7 @@ class Diffusion(GenerativeModel):
         sigmas: list[float] | None,
         trajectory: bool,
         dtype: torch.dtype | None,
+        prompt: str | None = None,
         **options: Any,
     ) -> SampleResult:
         """Any registered sampler on this model's denoiser (:func:`~.samplers.run_sampler`).
@@ -294,7 +362,11 @@ class Diffusion(GenerativeModel):
             raise ConfigError(
                 f"noise must have shape {(n, *self.spec.shape)}, got {tuple(noise.shape)}"
             )
-        den = self.denoiser(labels, guidance, classifier, classifier_scale)
+        if prompt is not None:
+            y = C.tokenize(prompt).to(self.device).expand(n, -1)
+        else:
+            y = self.condition(labels, None, generator)
+        den = self.denoiser(y, guidance, classifier, classifier_scale)
         # standard-normal noise scaled to the grid's first level (√(1 + σ_0²) in x̂ units)
         x = noise.to(device=self.device, dtype=dtype) * math.sqrt(1.0 + grid[0] ** 2)
         return run_sampler(
@@ -347,6 +419,14 @@ class Diffusion(GenerativeModel):
         return float((sq * (dt.reshape(-1, 1)).abs()).sum(0).mean() / (ts[0] - ts[-1]).abs())
 
     # --- likelihood -----------------------------------------------------------------------------
+    likelihood_options = (
+        SampleOption(
+            "rtol", "relative tolerance of the probability-flow ODE (dopri5)", float, 1e-5
+        ),
+        SampleOption("atol", "absolute tolerance of the probability-flow ODE", float, 1e-5),
+        SampleOption("probes", "Hutchinson probes of the divergence (above 16 dimensions)", int, 4),
+    )
+
     def log_prob(
         self,
         x: torch.Tensor,

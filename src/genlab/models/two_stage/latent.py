@@ -48,7 +48,8 @@ class LDMConfig(DiffusionConfig):
     stage 1 and the latent scale."""
 
     backbone: Literal["auto", "mlp", "unet"] = "auto"  # auto: unet for (C, h, w), mlp for (D,)
-    autoencoder: str | None = None  # the stage-1 run directory (continuous latents, same data)
+    autoencoder: str | None = None  # the stage-1 run (same data): continuous latents, or VQ codes
+    # (then the vectors behind them)
     stage1: dict | None = None  # written when training starts: what the stage-1 run was
     scale: float = 0.0  # latents are multiplied by this (0: 1/std measured on the training data)
     scale_examples: int = 4096  # training examples the std is measured on (the first ones)
@@ -94,6 +95,7 @@ class LatentDiffusion(TwoStage):
     def initialize(self, dataset: Dataset) -> None:
         """The stage-1 weights, then the latent scale (measured unless ``model.scale`` is set)."""
         super().initialize(dataset)
+        self.diffusion.initialize(dataset)  # a caption model measures its captions on the images
         if self.config.scale == 0:
             self.latent_scale.fill_(self.measure_scale(dataset.train[: self.config.scale_examples]))
 
@@ -115,9 +117,11 @@ class LatentDiffusion(TwoStage):
         return (self.encode_latents(x) * self.latent_scale).to(x.dtype)
 
     def prepare(self, batch: Batch, generator: torch.Generator | None) -> Batch:
-        """The batch's scaled latents, then the diffusion model's own draws on them (noise, times,
-        label dropout) from ``generator``."""
-        z = Batch(self.latents_of(batch.x), batch.y, None, None, dict(batch.aux))
+        """The batch's scaled latents and its condition (labels, or captions written from the
+        labels and the images), then the diffusion model's own draws on them (noise, times, label
+        dropout) from ``generator``."""
+        y = self.diffusion.condition(batch.y, batch.x, generator)
+        z = Batch(self.latents_of(batch.x), y, None, None, dict(batch.aux))
         return self.diffusion.prepare(z, generator)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -136,7 +140,7 @@ class LatentDiffusion(TwoStage):
         self.diffusion.check_options({**options, "classifier": None, "classifier_scale": 1.0})
 
     def label_classes(self, options) -> int | None:
-        return self.spec.num_classes
+        return self.diffusion.label_classes(options)
 
     def _sample(
         self,

@@ -19,7 +19,9 @@ stage-1 run once, when a fresh run starts (:meth:`TwoStage.initialize`), and fro
 travel in every stage-2 checkpoint (safetensors). So a stage-2 run directory samples, evaluates
 and resumes after its stage-1 directory is gone.
 
-Nothing here looks at the stage-1 family: only at ``latent().kind``.
+Nothing here looks at the stage-1 family: only at ``latent().kind``. Latent diffusion over a VQ
+stage 1 models the vectors behind its codes (``LatentSpec.vectors``: the encoder's output before
+quantization), and decodes by quantizing them first (Rombach et al. 2022, sec. 3.1).
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ class TwoStage(GenerativeModel):
             )
         self.autoencoder = build_stage1(record)
         self.latent_spec: LatentSpec = self.autoencoder.latent()
+        # continuous latents of a codes stage 1: the vectors behind its codes
+        self.via_vectors = self.latent_kind == "continuous" and self.latent_spec.kind == "codes"
+        if self.via_vectors:
+            self.latent_spec = LatentSpec("continuous", tuple(self.latent_spec.vectors))
 
     # --- binding to a stage-1 run ----------------------------------------------------------------
     @classmethod
@@ -186,7 +192,8 @@ class TwoStage(GenerativeModel):
                 f"model.autoencoder={path} is a {run.config.family} run, not an autoencoder (its "
                 "model has no latent to encode to); give a stage-1 run such as vqvae or vae"
             )
-        if latent.kind != cls.latent_kind:
+        vectors = cls.latent_kind == "continuous" and latent.vectors is not None
+        if latent.kind != cls.latent_kind and not vectors:
             what = {"codes": "discrete codes", "continuous": "continuous latents"}
             raise ConfigError(
                 f"{cls.family} models need a stage 1 with {what[cls.latent_kind]}; "
@@ -238,12 +245,14 @@ class TwoStage(GenerativeModel):
     @torch.no_grad()
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         """Examples -> stage-1 latents (``latent_spec``), deterministic."""
+        if self.via_vectors:
+            return self.autoencoder.encode_vectors(x.to(self.device))
         return self.autoencoder.encode(x.to(self.device))
 
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Stage-1 latents -> examples in data space; images are clamped to their range [-1, 1]."""
-        x = self.autoencoder.decode(z)
+        x = self.autoencoder.decode_vectors(z) if self.via_vectors else self.autoencoder.decode(z)
         return x.clamp(-1.0, 1.0) if len(self.spec.shape) == 3 else x
 
 
