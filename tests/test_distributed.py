@@ -1,6 +1,7 @@
 """Data parallelism through torchrun on CPU (gloo): N processes follow one process's trajectory, and
 checkpoints move between world sizes."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -76,11 +77,11 @@ def every_family_on_one_and_two(tmp_path_factory):
     for procs, part in ((1, "one"), (2, "two")):
         plan = write_plan(root / part, runs)
         with open(root / part / "driver.log", "w") as log:
-            try:  # a run that fails on one rank may leave the other waiting in a collective
+            # a run that fails on one rank may leave the other waiting in a collective: the runs
+            # it did not finish then fail with "the driver never finished this run"
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 subprocess.run(driver_command(plan, procs), stdout=log, stderr=log, timeout=900,
                                env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
-            except subprocess.TimeoutExpired:
-                pass  # the runs it did not finish fail with "the driver never finished this run"
     return root
 
 
