@@ -76,11 +76,11 @@ def every_family_on_one_and_two(tmp_path_factory):
             for family, tiny in TINY.items()}  # fmt: skip
     for procs, part in ((1, "one"), (2, "two")):
         plan = write_plan(root / part, runs)
-        with open(root / part / "driver.log", "w") as log:
-            # a run that fails on one rank may leave the other waiting in a collective: the runs
-            # it did not finish then fail with "the driver never finished this run"
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                subprocess.run(driver_command(plan, procs), stdout=log, stderr=log, timeout=900,
+        # a run that fails on one rank may leave the other waiting in a collective: the runs it
+        # did not finish then fail with "the driver never finished this run"
+        log_file = root / part / "driver.log"
+        with open(log_file, "w") as log, contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(driver_command(plan, procs), stdout=log, stderr=log, timeout=900,
                                env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
     return root
 
