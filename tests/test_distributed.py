@@ -81,7 +81,7 @@ def every_family_on_one_and_two(tmp_path_factory):
         log_file = root / part / "driver.log"
         with open(log_file, "w") as log, contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(driver_command(plan, procs), stdout=log, stderr=log, timeout=900,
-                               env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
     return root
 
 
