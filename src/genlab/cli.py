@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-nll", action="store_true", help="skip the held-out likelihood")
     e.add_argument("--features", help="images: a feature-network folder (default: genlab's cache)")
     e.add_argument(
+        "--scorer",
+        help="text: an autoregressive genlab run on the same text (e.g. gpt) that scores --n "
+        "samples: their generative perplexity, beside their unigram entropy (eval.scorer)",
+    )
+    e.add_argument(
         "--inception",
         help="images: also torchmetrics' FID with this local Inception weights file (a pickle: it "
         "can run code, so only name a file you trust; needs torchmetrics and torch-fidelity)",
@@ -305,7 +310,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None and getattr(args, k) < 1:
             raise genlab.GenlabError(f"--{k} must be at least 1, got {getattr(args, k)}")
     run = genlab.load_run(args.run, ema=not args.raw)
-    changes = {k: getattr(args, k) for k in ("n", "seeds", "features") if getattr(args, k)}
+    changes = {
+        k: getattr(args, k) for k in ("n", "seeds", "features", "scorer") if getattr(args, k)
+    }
     if args.metrics:
         changes["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.no_floor:

@@ -88,6 +88,8 @@ class EvalConfig:
     # iwae_k); `genlab eval --option` routes them here
     features: str | None = None  # images: a feature-network folder (default: genlab's own, trained
     # on the data and cached by its content hash)
+    scorer: str | None = None  # text: an autoregressive run on the same text that scores `n`
+    # samples (generative perplexity, with their unigram entropy); unset: text samples are not drawn
 
 
 @dataclass

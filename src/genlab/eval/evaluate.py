@@ -170,6 +170,10 @@ def evaluate(
         fnet, finfo = features if features is not None else _feature_network(dataset, cfg)
         report["features"] = _describe_features(finfo)
     available = _available(model, opts, fnet, finfo)
+    score = None
+    if cfg.scorer:
+        score = _scorer(cfg.scorer, model, kind)
+        available.add("scorer")
     if dataset.modes() is not None:
         available.add("modes")  # a Gaussian mixture: modes covered, high quality, reverse KL
     names = cfg.metrics if cfg.metrics is not None else metrics_for(kind, available)
@@ -193,7 +197,7 @@ def evaluate(
         )
     first = None
     if records or (keep_samples and kind != "tokens" and n > 0):  # (samples for plots)
-        first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report)
+        first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report, score)
     if cfg.nll and model.has_log_prob:
         report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n, cfg.nll_options)
     for name, entry in model.report(ref_data).items():
@@ -216,9 +220,10 @@ def _sample_metrics(
     n: int,
     fnet: Any,
     report: dict[str, Any],
+    score: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample, score and fill ``report`` (metrics with floors, NFE, timings); returns the first
-    seed's samples and reference."""
+    seed's samples and reference. ``score``: text, the scorer's log-likelihood of each row."""
     images = fnet is not None
     seconds = {"sampling": 0.0, "features": 0.0, "metrics": 0.0}
     values: dict[str, list[float]] = {r.name: [] for r in records}
@@ -234,7 +239,7 @@ def _sample_metrics(
         x, nfe, labels = _draw(model, n, labels, g, opts, IMAGE_BATCH if images else n)
         seconds["sampling"] += time.perf_counter() - t0
         nfes.append(nfe)
-        ref, floor, floor_i = _real_draws(dataset, real, n, seed, cfg.floor)
+        ref, floor, floor_i = _real_draws(dataset, real, n, seed, cfg.floor, x.shape[-1])
         seen = model.observed(ref, torch.Generator().manual_seed(REFERENCE_SEED + seed))
         if seen is not ref and seed == 0:  # a binary model sees binarized images, say
             report["reference"] += (
@@ -247,14 +252,17 @@ def _sample_metrics(
             first = (x, ref)
         if not records:
             continue
-        sample_c = Comparison(x, ref, _metric_generator(seed), labels_x=labels, modes=modes)
+        sample_c = Comparison(
+            x, ref, _metric_generator(seed), labels_x=labels, modes=modes, score=score
+        )
         floor_c = None
         if floor is not None:
             has = real is not None and real.floor_labels is not None
             floor_labels = real.floor_labels[floor_i] if has else None
             floor_c = Comparison(
-                floor, ref, _metric_generator(seed), labels_x=floor_labels, modes=modes
-            )
+                floor, ref, _metric_generator(seed), labels_x=floor_labels, modes=modes,
+                score=score,
+            )  # fmt: skip
         if images:
             t0 = time.perf_counter()
             sample_c.fx, sample_c.px = _features(fnet, x)
@@ -320,10 +328,11 @@ def _metric_generator(seed: int) -> torch.Generator:
 
 
 def _real_draws(
-    dataset: Dataset, real: RealSets | None, n: int, seed: int, floor: bool
+    dataset: Dataset, real: RealSets | None, n: int, seed: int, floor: bool, length: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Seed ``seed``'s reference set and floor set (``n`` examples each) and the floor's indices
-    into ``real.floor``; fresh draws for a known law."""
+    into ``real.floor``; fresh draws for a known law; for text, windows of ``length`` characters
+    (the samples' length) at random offsets of the held-out and the training text."""
     if real is None:
         other = None
         if floor:
@@ -331,6 +340,12 @@ def _real_draws(
             other = dataset.true.sample(n, generator=g).double()
         return reference_draws(dataset, n, seed), other, None
     g = torch.Generator()
+    if real.reference.dim() == 1:  # text: token streams
+        ref = _windows(real.reference, n, length, g.manual_seed(REFERENCE_SEED + seed), "held-out")
+        other = None
+        if floor:
+            other = _windows(real.floor, n, length, g.manual_seed(FLOOR_SEED + seed), "training")
+        return ref, other, None
     ref_i = torch.randperm(len(real.reference), generator=g.manual_seed(REFERENCE_SEED + seed))
     floor_i = None
     if floor:
@@ -338,6 +353,53 @@ def _real_draws(
     cast = (lambda t: t.double()) if real.reference.dim() == 2 else (lambda t: t)
     other = None if floor_i is None else cast(real.floor[floor_i])
     return cast(real.reference[ref_i[:n]]), other, floor_i
+
+
+def _windows(stream: torch.Tensor, n: int, length: int, g: torch.Generator, what: str):
+    """``n`` windows ``(n, length)`` of a token stream at offsets drawn from ``g``."""
+    if len(stream) < length:
+        raise DataError(
+            f"the {what} text has {len(stream)} characters, fewer than the samples' {length}: "
+            "sample shorter texts (--option length=...) or give more text"
+        )
+    starts = torch.randint(0, len(stream) - length + 1, (n,), generator=g)
+    return stream[starts[:, None] + torch.arange(length)]
+
+
+def _scorer(path: str, model: GenerativeModel, kind: str):
+    """``eval.scorer``: the log-likelihood (nats per row) of token rows under an autoregressive
+    run on the same text, refused with the reason when it cannot score this model's samples."""
+    from genlab.api import load_run
+    from genlab.errors import CheckpointError
+
+    if kind != "tokens":
+        raise DataError(f"eval.scorer scores text samples; this run's data holds {kind}")
+    try:
+        run = load_run(path)
+    except CheckpointError as e:
+        raise DataError(f"eval.scorer={path}: {e}") from None
+    scorer = run.model.eval()
+    if scorer.spec.vocab != model.spec.vocab:
+        raise DataError(
+            f"eval.scorer={path} was trained on text of another alphabet "
+            f"({len(scorer.spec.vocab or '')} characters, this model's has "
+            f"{len(model.spec.vocab or '')}): score with an autoregressive run on the same text"
+        )
+    refused = DataError(
+        f"eval.scorer={path} is a {scorer.family} run: generative perplexity needs an exact "
+        "likelihood (an autoregressive model such as gpt)"
+    )
+    if not scorer.has_log_prob:
+        raise refused
+
+    @torch.no_grad()
+    def score(x: torch.Tensor) -> torch.Tensor:
+        lp = scorer.log_prob(x.to(scorer.device))
+        if lp.kind != "exact":
+            raise refused
+        return lp.value.cpu()
+
+    return score
 
 
 def reference_draws(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
@@ -391,7 +453,8 @@ def _draw(
             f"{int(bad.sum())} of {n} samples of the {model.family} model hold NaN or inf (has "
             "training diverged? see skipped_steps in metrics.jsonl)"
         )
-    x = x.double() if x.dim() == 2 else x.float().clamp(-1.0, 1.0)
+    if x.is_floating_point():  # (text: token ids, kept)
+        x = x.double() if x.dim() == 2 else x.float().clamp(-1.0, 1.0)
     return x, statistics.mean(nfes), (torch.cat(ys) if ys else None)
 
 

@@ -78,6 +78,7 @@ class Comparison:
     px: torch.Tensor | None = None
     labels_x: torch.Tensor | None = None
     modes: tuple[torch.Tensor, float] | None = None
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None  # text: log p of each row (nats)
     cache: dict[str, Any] = field(default_factory=dict)
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -93,6 +94,7 @@ NEEDS = {
     "classes": "a feature network that classifies (labelled data)",
     "labels": "samples drawn for given classes (a class-conditional model)",
     "modes": "a Gaussian-mixture law with known modes (e.g. the data sets ring, grid)",
+    "scorer": "an autoregressive run on the same text that scores the samples (eval.scorer)",
 }
 
 
@@ -539,6 +541,46 @@ _register(
         "the feature classifier's accuracy on samples drawn for given classes",
         _IMG,
         ("features", "classes", "labels"),
+        lower_is_better=False,
+    ),
+)
+
+
+def generative_perplexity(x: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """``exp`` of the scorer's mean negative log-likelihood per character of the rows of ``x``
+    ``(n, L)`` (token ids): how likely an autoregressive model of the same text finds them."""
+    return math.exp(-float(score(x).double().sum()) / x.numel())
+
+
+def unigram_entropy(x: torch.Tensor) -> float:
+    """The mean over rows of ``x`` ``(n, L)`` of the entropy, in bits, of the row's character
+    frequencies. A sampler that repeats itself scores a deceptively good generative perplexity and
+    a low entropy; real text of the same length sets the floor."""
+    out = []
+    for row in x.long():
+        p = torch.bincount(row).double()
+        p = p[p > 0] / len(row)
+        out.append(float(-(p * p.log2()).sum()))
+    return sum(out) / len(out)
+
+
+_TEXT = ("tokens",)
+_register(
+    Metric(
+        "gen_ppl",
+        lambda c: generative_perplexity(c.x, c.score),
+        "perplexity per character",
+        "generative perplexity: exp of an autoregressive scorer's nats per character of the samples",
+        _TEXT,
+        ("scorer",),
+    ),
+    Metric(
+        "unigram_entropy",
+        lambda c: unigram_entropy(c.x),
+        "bits",
+        "entropy of each sample's character frequencies (read beside gen_ppl; the floor is real text)",
+        _TEXT,
+        ("scorer",),  # drawn with gen_ppl: text is sampled only when there is a scorer
         lower_is_better=False,
     ),
 )
