@@ -226,6 +226,28 @@ def test_the_cache_changes_the_passes_not_the_samples(opts):
     assert len({tuple(r.tolist()) for r in runs[0].x}) > 1
 
 
+def test_the_cache_passes_only_the_rows_that_changed(monkeypatch):
+    model = tiny_mdlm(vocab="abc", context=8)
+    rows, logits = [], model.logits
+
+    def counting(z):
+        rows.append(len(z))
+        return logits(z)
+
+    monkeypatch.setattr(model, "logits", counting)
+    runs, passed = [], []
+    for c in (True, False):
+        rows.clear()
+        runs.append(model.sample(16, generator=torch.Generator().manual_seed(2), steps=100,
+                                 cache=c).x)  # fmt: skip
+        passed.append(sum(rows))
+    assert torch.equal(runs[0], runs[1])
+    # without the cache every step passes all 16 rows; with it, a row is passed once at the start
+    # and then at most once per step at which one of its 8 characters was filled
+    assert passed[1] == 16 * 100
+    assert 16 < passed[0] <= 16 * (1 + 8)
+
+
 @pytest.mark.parametrize("steps", [1, 7, 500])
 def test_samples_never_hold_the_mask_token(steps):
     model = tiny_mdlm(vocab="abcd", context=12, schedule="cosine")

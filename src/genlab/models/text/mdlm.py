@@ -519,23 +519,37 @@ class MDLM(GenerativeModel):
         """Run the ``steps``-step ancestral sampler from ``z`` ``(n, L)`` (masks where to draw,
         every other character kept): the filled ``z`` and the number of network passes.
         ``logits_fn``: the denoiser (default :meth:`logits`); ``fill``: the step's categorical
-        (default :meth:`fill_probs`)."""
+        (default :meth:`fill_probs`).
+
+        With ``cache``, a row's output is reused until one of its characters changes; with the
+        default denoiser (rows independent) only the rows that changed are passed through the
+        network again (a pass over some rows counts as one), otherwise the whole batch is, once
+        any row changed."""
+        rowwise = logits_fn is None
         logits_fn = logits_fn or self.logits
         fill = fill or self.fill_probs
         alpha = self.schedule.alpha(torch.linspace(0, 1, steps + 1, dtype=torch.float64))
         n, L = z.shape
         V = self.vocab_size
-        logits, nfe = None, 0
+        logits, nfe, stale = None, 0, None
         for i in range(steps, 0, -1):  # from t_i to t_{i-1}
             masked = z == self.mask_id  # (n, L)
             if logits is None or not cache:
                 logits = logits_fn(z)  # (n, L, V)
                 nfe += 1
+            elif stale is not None:  # the rows that changed at the last step
+                logits[stale] = logits_fn(z[stale])
+                nfe += 1
             cat = fill(logits, alpha, i)  # (n, L, V + 1)
             draw = draw_categorical(cat.reshape(n * L, V + 1), generator).reshape(n, L)
             new = torch.where(masked & (draw < V), draw.to(z.device), z)
-            if not torch.equal(new, z):
-                logits = None  # a character changed: the next step needs a new pass
+            changed = (new != z).any(dim=1)  # (n,)
+            stale = None
+            if bool(changed.any()):  # the next step needs a new pass for these rows
+                if rowwise:
+                    stale = changed
+                else:
+                    logits = None
             z = new
         if bool((z == self.mask_id).any()):  # the last step fills every mask (α_0 = 1)
             raise RuntimeError("the sampler left a mask token (a bug)")
