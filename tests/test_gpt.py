@@ -310,8 +310,16 @@ def test_prompt_is_refused_for_a_family_without_one(tmp_path, capsys):
     args = ["train", flow, "data.n=200", "model.hidden=8", "model.depth=1", "trainer.steps=2",
             "trainer.progress=false", "trainer.tensorboard=false", "--out", str(out), "--no-eval"]  # fmt: skip
     assert main(args) == 0
+    # a diffusion-family model takes a prompt only when it was trained on captions
     assert main(["sample", str(out), "--prompt", "hi", "--out", str(tmp_path / "s.npy")]) == 2
-    assert "--prompt: flow-matching models take no prompt" in capsys.readouterr().err
+    assert "prompt: this model is not text-conditioned" in capsys.readouterr().err
+    gan = str(ROOT / "configs" / "gan-8gaussians.yaml")
+    args = ["train", gan, "data.n=200", "model.hidden=8", "model.depth=1", "trainer.steps=2",
+            "trainer.progress=false", "trainer.tensorboard=false", "--out", str(tmp_path / "gan"),
+            "--no-eval"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["sample", str(tmp_path / "gan"), "--prompt", "hi", "--out", "s.npy"]) == 2
+    assert "--prompt: gan models take no prompt" in capsys.readouterr().err
 
 
 def test_a_run_samples_the_same_after_loading(tmp_path):
