@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Pass TORCH=... to install another build (e.g. a CUDA one on a GPU machine).
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.genlab-installed
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=25
 
 .PHONY: install demo test test-fast lint format bench bench-env clean browser
 
