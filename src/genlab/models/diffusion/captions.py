@@ -6,7 +6,7 @@ nothing, so it writes captions itself from what the data has: the class label an
 attribute of the image. The attribute is stroke weight: an image's ink (its mean intensity,
 mapped to [0, 1]) against the terciles of its class's ink on the training data, giving "thin",
 no word, or "bold". The templates vary the wording ("a thin seven", "the digit 3, bold", "7",
-"a picture of a heavy nine"), so the text encoder (:class:`genlab.nets.transformer.Transformer`,
+"a picture of a heavy nine"; "the digit" and "the number" for digit names only), so the text encoder (:class:`genlab.nets.transformer.Transformer`,
 trained jointly with the U-Net) has to read the words, not a fixed slot.
 
 Tokens are characters of a fixed alphabet (:data:`ALPHABET`, lower case) padded with id 0 to
@@ -33,9 +33,10 @@ NAME_LENGTH = 24  # characters of a class name kept
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 THIN = ["thin", "light", "skinny"]
 BOLD = ["bold", "thick", "heavy"]
-PLAIN = ["{name}", "a {name}", "the digit {name}", "the number {name}", "a picture of a {name}"]
-WITH_ADJ = ["a {adj} {name}", "the digit {name}, {adj}", "{adj} {name}", "a {name}, {adj}",
-            "a picture of a {adj} {name}"]  # fmt: skip
+PLAIN = ["{name}", "a {name}", "a picture of a {name}"]
+WITH_ADJ = ["a {adj} {name}", "{adj} {name}", "a {name}, {adj}", "a picture of a {adj} {name}"]
+DIGIT_PLAIN = [*PLAIN, "the digit {name}", "the number {name}"]  # digit names ("7") also get these
+DIGIT_WITH_ADJ = [*WITH_ADJ, "the digit {name}, {adj}"]
 _INDEX = {ch: i + 1 for i, ch in enumerate(ALPHABET)}
 
 
@@ -120,7 +121,9 @@ class Captioner(nn.Module):
                 w = float(weights[i])
                 pick = min(int(u[i][1] * 3), 2)
                 adj = THIN[pick] if w < lo else BOLD[pick] if w > hi else None
-            templates = WITH_ADJ if adj else PLAIN
+            digit = self.name(k).isdigit()
+            templates = (DIGIT_WITH_ADJ if digit else WITH_ADJ) if adj else (
+                DIGIT_PLAIN if digit else PLAIN)  # fmt: skip
             out.append(templates[min(int(u[i][2] * len(templates)), len(templates) - 1)].format(
                 name=name, adj=adj))  # fmt: skip
         return out
