@@ -66,7 +66,7 @@ def assert_close(a: dict, b: dict, atol: float) -> None:
         assert torch.allclose(a[k].double(), b[k].double(), atol=atol, rtol=0), k
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, whatever order xdist sends the tests in
 def every_family_on_one_and_two(tmp_path_factory):
     """Every family's tiny recipe (tests/families.py) for 12 steps, all in one process, then all in
     one torchrun group of two (tests/train_many.py: one start-up each, not one per family)."""

@@ -103,7 +103,7 @@ def kill_each_run_once(plan: Path, seed: int, timeout: float = 1500) -> dict[str
             killed[victim] = ckpt.list_checkpoints(folder / victim / "checkpoints")[-1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, whatever order xdist sends the tests in
 def every_family_killed(tmp_path_factory):
     """Every family's tiny recipe trained twice by tests/train_many.py: once straight through, and
     once killed with SIGKILL at a random moment of each run and resumed."""
