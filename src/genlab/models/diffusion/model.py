@@ -217,8 +217,7 @@ class Diffusion(GenerativeModel):
         kw = {"generator": generator, "dtype": x0.dtype, "device": x0.device}
         y = batch.y
         if y is not None and y.dim() == 1 and self.captioner is not None:  # labels -> captions
-            y = self.condition(y, x0, generator)
-            batch = Batch(x0, y, batch.noise, batch.t, batch.aux)
+            y = self.condition(y, x0, generator)  # first: latent diffusion draws them first too
         if c.coupling == "pairs":
             if batch.noise is None:
                 raise ConfigError(
@@ -237,7 +236,6 @@ class Diffusion(GenerativeModel):
         aux = dict(batch.aux)
         if getattr(c, "sigma", 0.0) > 0:  # flow matching's Gaussian path width (torchcfm's σ)
             aux["path_noise"] = torch.randn(x0.shape, **kw)
-        y = batch.y
         if y is not None and c.label_dropout > 0:
             drop = torch.rand(y.shape[:1], **{**kw, "dtype": torch.float32}) < c.label_dropout
             drop = drop.to(y.device).reshape(-1, *([1] * (y.dim() - 1)))
