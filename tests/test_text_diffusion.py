@@ -26,7 +26,6 @@ from genlab.models.text.mdlm import MDLM, MDLMConfig, Schedule, stratified_times
 from genlab.models.text.sedd import SEDD, SEDDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = str(ROOT / "configs" / "mdlm-shakespeare.yaml")
 
 
 def tiny_mdlm(vocab: str = "ab", context: int = 3, schedule: str = "loglinear", **kw) -> MDLM:
@@ -313,12 +312,28 @@ TINY = ["model.context=32", "model.hidden=16", "model.depth=1", "model.heads=2",
         "eval.nll_n=2000"]  # fmt: skip
 
 
-def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        ["mdlm-shakespeare.yaml"],
+        ["bd3lm-shakespeare.yaml", "model.block_size=4", "model.steps=4"],
+        ["sedd-shakespeare.yaml", "model.transition=absorb"],
+        ["sedd-shakespeare.yaml", "model.transition=uniform", "--sampler", "euler"],
+    ],
+    ids=["mdlm", "bd3lm-4", "sedd-absorb", "sedd-uniform"],
+)
+def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(
+    tmp_path, capsys, monkeypatch, recipe
+):
     monkeypatch.chdir(tmp_path)
+    config, *over = recipe
+    sampler = over[-2:] if "--sampler" in over else []
+    over = [o for o in over if o not in sampler]
     # the held-out part holds characters ("Z", "!") the training part lacks
     book = tmp_path / "book.txt"
     book.write_text(TEXT + "Zebra!" * 40, encoding="utf-8")
-    assert main(["train", RECIPE, "data.path=book.txt", *TINY, "--out", "run"]) == 0
+    cmd = ["train", str(ROOT / "configs" / config), "data.path=book.txt", *TINY, *over]
+    assert main([*cmd, "--out", "run"]) == 0
     out = capsys.readouterr().out
     assert "bits/char [elbo]" in out and " ± " in out
     assert main(["eval", "run", "--json", "--option", "elbo_samples=8"]) == 0
@@ -327,7 +342,8 @@ def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(tmp_path, cap
     assert 0 < nll["bits_per_char"] < 8
     book.unlink()  # sampling: the run directory alone
     template = "the ____ brown ___ Z"
-    assert main(["sample", "run", "--n", "3", "--infill", template, "--out", "f.txt"]) == 0
+    args = ["sample", "run", "--n", "3", "--infill", template, *sampler, "--out", "f.txt"]
+    assert main(args) == 0
     texts = (tmp_path / "f.txt").read_text(encoding="utf-8").removesuffix("\n")
     texts = texts.split(TEXT_SEPARATOR)
     assert len(texts) == 3
@@ -335,7 +351,7 @@ def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(tmp_path, cap
         assert len(text) == len(template)
         assert all(c == t for c, t in zip(text, template) if t != "_")
     args = ["sample", "run", "--n", "2", "--prompt", "the", "--steps", "8", "--option",
-            "length=20", "--out", "s.txt"]  # fmt: skip
+            "length=20", *sampler, "--out", "s.txt"]  # fmt: skip
     assert main(args) == 0
     assert "NFE" in capsys.readouterr().out
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
