@@ -42,7 +42,6 @@ backbone and a few steps that measures nothing, written to $TMPDIR).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import tempfile
@@ -121,22 +120,15 @@ def time_sampling(model, steps_list: list[int], n: int, repeats: int, **kw) -> l
     return rows
 
 
-# --- (d) generative perplexity and entropy -----------------------------------------------------------
-def unigram_entropy_bits(x: torch.Tensor) -> float:
-    """The mean over rows of ``x`` ``(n, L)`` of the entropy of the row's character frequencies."""
-    out = []
-    for row in x:
-        p = torch.bincount(row).double()
-        p = p[p > 0] / len(row)
-        out.append(float(-(p * p.log2()).sum()))
-    return statistics.fmean(out)
-
-
+# --- (d) generative perplexity and entropy: genlab's own metrics (genlab.eval.metrics) ----------
 @torch.no_grad()
-def gen_perplexity(scorer, x: torch.Tensor) -> float:
-    """``exp`` of the scoring GPT's nats per character of ``x`` (exact; windows slide)."""
-    lp = scorer.log_prob(x.to(scorer.device)).value
-    return math.exp(float(-lp.sum()) / x.numel())
+def quality(scorer, x: torch.Tensor) -> dict:
+    """The scoring GPT's generative perplexity of ``x`` and the rows' mean unigram entropy."""
+    from genlab.eval.metrics import generative_perplexity, unigram_entropy
+
+    x = x.to(scorer.device)
+    return {"gen_ppl": generative_perplexity(x, lambda t: scorer.log_prob(t).value),
+            "entropy_bits": unigram_entropy(x)}  # fmt: skip
 
 
 def main() -> None:
@@ -247,15 +239,12 @@ def main() -> None:
                                                             sampler=s, **kw).x  # fmt: skip
             val = runs[best_ar]["run"].dataset.val
             real = val[: len(val) // length * length].reshape(-1, length)[: args.samples]
-            quality = {"real": {"gen_ppl": gen_perplexity(scorer, real),
-                                "entropy_bits": unigram_entropy_bits(real)}}  # fmt: skip
-            for name, x in draws.items():
-                quality[name] = {"gen_ppl": gen_perplexity(scorer, x),
-                                 "entropy_bits": unigram_entropy_bits(x)}  # fmt: skip
-            record["sample_quality"] = quality
+            scores = {"real": quality(scorer, real)}
+            scores.update({name: quality(scorer, x) for name, x in draws.items()})
+            record["sample_quality"] = scores
             print(f"\n(d) {args.samples} samples of {length} characters scored by {best_ar}")
             print(f"  {'source':<20} {'gen. perplexity':>16} {'unigram entropy (bits)':>23}")
-            for name, q in quality.items():
+            for name, q in scores.items():
                 print(f"  {name:<20} {q['gen_ppl']:>16.3f} {q['entropy_bits']:>23.3f}")
     write_results(record, out, t_start)
 

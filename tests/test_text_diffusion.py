@@ -313,22 +313,19 @@ TINY = ["model.context=32", "model.hidden=16", "model.depth=1", "model.heads=2",
 
 
 @pytest.mark.parametrize(
-    "recipe",
+    ("config", "over", "sampler"),
     [
-        ["mdlm-shakespeare.yaml"],
-        ["bd3lm-shakespeare.yaml", "model.block_size=4", "model.steps=4"],
-        ["sedd-shakespeare.yaml", "model.transition=absorb"],
-        ["sedd-shakespeare.yaml", "model.transition=uniform", "--sampler", "euler"],
+        ("mdlm-shakespeare.yaml", [], []),
+        ("bd3lm-shakespeare.yaml", ["model.block_size=4", "model.steps=4"], []),
+        ("sedd-shakespeare.yaml", ["model.transition=absorb"], []),
+        ("sedd-shakespeare.yaml", ["model.transition=uniform"], ["--sampler", "euler"]),
     ],
     ids=["mdlm", "bd3lm-4", "sedd-absorb", "sedd-uniform"],
 )
 def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(
-    tmp_path, capsys, monkeypatch, recipe
+    tmp_path, capsys, monkeypatch, config, over, sampler
 ):
     monkeypatch.chdir(tmp_path)
-    config, *over = recipe
-    sampler = over[-2:] if "--sampler" in over else []
-    over = [o for o in over if o not in sampler]
     # the held-out part holds characters ("Z", "!") the training part lacks
     book = tmp_path / "book.txt"
     book.write_text(TEXT + "Zebra!" * 40, encoding="utf-8")
