@@ -37,6 +37,12 @@ Run:  OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/text.py [--quick] 
 
 Prints a table and writes ``bench/results/text.json`` (``--quick``: a smoke test with a tiny
 backbone and a few steps that measures nothing, written to $TMPDIR).
+
+``--runs DIR --reuse`` loads the models already trained in ``DIR/NAME`` (by an earlier invocation,
+or by ``genlab train`` with the overrides this script would use; a different config is refused)
+instead of training them, their training seconds taken from the JSON being updated or else from
+the run's log. ``--update`` merges into the existing JSON: its held-out rows of other models and
+the parts this invocation skips are kept, and the earlier invocations' machine records listed.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
 
 
 # --- (a) training and the held-out figure ----------------------------------------------------------
-def train_all(names: list[str], steps: int, extra: list[str], root: Path) -> dict:
+def train_all(names: list[str], steps: int, extra: list[str], root: Path, reuse: bool) -> dict:
+    """Train each model into ``root/NAME`` (``reuse``: load a finished run there instead, one
+    trained with the same config, e.g. by ``genlab train`` beforehand)."""
     import genlab
 
     runs = {}
@@ -79,12 +87,34 @@ def train_all(names: list[str], steps: int, extra: list[str], root: Path) -> dic
             ctx = next(int(o.split("=")[1]) for o in extra if o.startswith("model.context="))
             overrides = [*overrides, f"model.context={ctx // 2}", "trainer.batch_size=32"]
         cfg = genlab.load_config(ROOT / "configs" / config, overrides)
-        t0 = time.perf_counter()
-        run = genlab.train(cfg, root / name, evaluate=False, verbose=False)
-        runs[name] = {"run": run, "train_seconds": time.perf_counter() - t0,
-                      "overrides": overrides, "config": f"configs/{config}"}  # fmt: skip
-        print(f"  trained {name} in {runs[name]['train_seconds']:.0f} s", flush=True)
+        row = {"overrides": overrides, "config": f"configs/{config}"}
+        if reuse and (root / name / "checkpoints" / f"step_{steps:07d}.safetensors").exists():
+            run = genlab.load_run(root / name)
+            if run.step != steps or run.config != cfg:
+                raise SystemExit(f"--reuse: {root / name} was trained with another config")
+            row |= {"train_seconds": logged_seconds(root / name / "metrics.jsonl"),
+                    "trained": "reused (seconds from its log)"}  # fmt: skip
+            print(f"  reused {name} ({row['train_seconds']:.0f} s in its log)", flush=True)
+        else:
+            t0 = time.perf_counter()
+            run = genlab.train(cfg, root / name, evaluate=False, verbose=False)
+            row |= {"train_seconds": time.perf_counter() - t0, "trained": "here"}
+            print(f"  trained {name} in {row['train_seconds']:.0f} s", flush=True)
+        runs[name] = {"run": run, **row}
     return runs
+
+
+def logged_seconds(metrics: Path) -> float:
+    """A run's training seconds from the rates in its log (steps between rows / steps per s)."""
+    import json
+
+    seconds, last = 0.0, 0
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line)
+        if "steps_per_s" in row and row["steps_per_s"] > 0:
+            seconds += (row["step"] - last) / row["steps_per_s"]
+            last = row["step"]
+    return seconds
 
 
 def held_out(run, n: int, options: dict | None = None) -> dict:
@@ -146,6 +176,14 @@ def main() -> None:
         help="comma-separated models to train (parts b, c, d use those present)",
     )
     ap.add_argument("--runs", type=Path, help="keep the trained runs here (default: a temp dir)")
+    ap.add_argument(
+        "--reuse", action="store_true",
+        help="load the runs already trained in --runs (same config and steps) instead of training",
+    )  # fmt: skip
+    ap.add_argument(
+        "--update", action="store_true",
+        help="merge into the existing JSON: keep its rows and parts this invocation does not measure",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, help=f"JSON output (default {RESULTS})")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -164,20 +202,39 @@ def main() -> None:
         extra = [*TINY, "model.context=32", "data.n=20000"]
         step_grid, speed_repeats, length = [4, 16], 1, 32
         out = args.out or Path(tempfile.gettempdir()) / "text-quick.json"
+    previous: dict = {}
+    if args.update and out.exists():
+        import json
+
+        previous = json.loads(out.read_text())
+        if previous.get("steps") != args.steps or previous.get("quick") != args.quick:
+            ap.error(f"--update: {out} measured another budget ({previous.get('steps')} steps)")
     t_start = time.perf_counter()
     record: dict = {"machine": {**machine_info(), "loadavg_before": list(os.getloadavg())},
                     "quick": args.quick, "threads": torch.get_num_threads(),
                     "steps": args.steps}  # fmt: skip
+    if previous:  # --update: the parts this invocation skips stay as measured before
+        for key in ("one_model_block_sizes", "sampling", "sample_quality"):
+            if key in previous:
+                record[key] = previous[key]
+        earlier = {k: previous.get(k) for k in ("machine", "seconds", "threads")}
+        record["earlier"] = [*previous.get("earlier", []), earlier]
     print(f"torch threads: {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.runs or Path(tmp)
         print(f"\n(a) training {', '.join(names)} for {args.steps} steps each")
-        runs = train_all(names, args.steps, extra, root)
-        rows = {}
+        runs = train_all(names, args.steps, extra, root, args.reuse)
+        rows = dict(previous.get("held_out", {}))  # --update: the models not measured now too
         for name, r in runs.items():
             opts = {} if name.startswith("gpt") else {"elbo_samples": args.elbo_samples}
             nll = held_out(r["run"], args.nll_chars, opts)
-            rows[name] = {k: r[k] for k in ("config", "overrides", "train_seconds")} | {"nll": nll}
+            keep = ("config", "overrides", "train_seconds", "trained")
+            rows[name] = {k: r[k] for k in keep} | {"nll": nll}
+            before = previous.get("held_out", {}).get(name, {})
+            if r["trained"] != "here" and "train_seconds" in before:
+                # reused and timed before: the seconds measured then, not the log's estimate
+                rows[name] |= {"train_seconds": before["train_seconds"],
+                               "trained": before.get("trained", "here")}  # fmt: skip
         best_ar = min((n for n in rows if n.startswith("gpt")),
                       key=lambda n: rows[n]["nll"]["nats_per_char"])  # fmt: skip
         ar = rows[best_ar]["nll"]["nats_per_char"]
@@ -193,6 +250,8 @@ def main() -> None:
         record["held_out"] = rows
         write_results(record, out, t_start)  # kept if a later part fails
         bd3 = runs["bd3lm-4"]["run"] if "bd3lm-4" in runs else None
+        if "b" not in skip and bd3 is None:
+            print("\n(b) skipped: it scores the bd3lm-4 weights, not in --models")
         if "b" not in skip and bd3 is not None:
             ctx = bd3.model.config.context
             print("\n(b) the bd3lm-4 weights scored with other blocks (bits/char)")
@@ -205,19 +264,26 @@ def main() -> None:
                 err = nll.get("bits_per_char_stderr") or 0.0
                 print(f"  block {S:>4}: {nll['bits_per_char']:.4f} ± {err:.4f}")
             record["one_model_block_sizes"] = loosen
-        if "c" not in skip and "mdlm" in runs and bd3 is not None:
-            mdlm = runs["mdlm"]["run"].model.eval()
-            print(f"\n(c) samples per second, n = 1, {mdlm.config.context} characters")
-            speed = time_sampling(mdlm, step_grid, 1, speed_repeats)
-            batch = time_sampling(mdlm, step_grid[-1:], 16, 1)  # rows reused apart
-            bd3_speed = time_sampling(bd3.model.eval(), [16], 1, speed_repeats, length=length)
-            record["sampling"] = {"mdlm": speed, "mdlm-batch-16": batch, "bd3lm-4": bd3_speed}
-            print(f"  {'model':<13} {'steps':>6} {'reuse':>8} {'no reuse':>9} {'NFE':>10} "
+        if "c" not in skip and "mdlm" not in runs and bd3 is None:
+            print("\n(c) skipped: it times mdlm and bd3lm-4, neither in --models")
+        if "c" not in skip and ("mdlm" in runs or bd3 is not None):
+            print(f"\n(c) samples per second (mdlm: its context; bd3lm-4: {length} characters)")
+            timed = {}
+            if "mdlm" in runs:
+                mdlm = runs["mdlm"]["run"].model.eval()
+                timed["mdlm"] = time_sampling(mdlm, step_grid, 1, speed_repeats)
+                timed["mdlm-batch-16"] = time_sampling(mdlm, step_grid[-1:], 16, 1)  # rows apart
+            if bd3 is not None:
+                timed["bd3lm-4"] = time_sampling(bd3.model.eval(), [16], 1, speed_repeats,
+                                                 length=length)  # fmt: skip
+            record["sampling"] = timed
+            print(f"  {'model':<15} {'steps':>6} {'reuse':>8} {'no reuse':>9} {'NFE':>10} "
                   "speed-up  same samples")  # fmt: skip
-            for name, rs in (("mdlm", speed), ("mdlm, n = 16", batch), ("bd3lm-4", bd3_speed)):
+            for name, rs in timed.items():
                 for r in rs:
                     nfe = f"{r['nfe_cache']}/{r['nfe_no_cache']}"
-                    print(f"  {name:<13} {r['steps']:>6} {r['samples_per_s_cache']:>8.3f} "
+                    label = f"{name.split('-batch')[0]}, n = {r['n']}"
+                    print(f"  {label:<15} {r['steps']:>6} {r['samples_per_s_cache']:>8.3f} "
                           f"{r['samples_per_s_no_cache']:>9.3f} {nfe:>10} {r['speedup']:>7.1f}x "
                           f" {r['same_samples']}")  # fmt: skip
         if "d" not in skip:

@@ -391,7 +391,7 @@ def test_block_size_one_is_an_autoregressive_model():
     model = tiny_bd3(1, vocab="abc", context=4)
     xs = every(3, 4)
     lp = model.log_prob(xs, elbo_samples=3)
-    assert (lp.stderr == 0).all()  # one character per block, always masked: no randomness
+    assert lp.kind == "exact" and lp.nfe == 1  # one character per block, always masked: one pass
     hand = torch.zeros(len(xs), dtype=torch.float64)
     for l in range(4):  # log p(x_l | x_<l): the prefix clean (causal), then a mask at l
         inp = torch.cat([xs[:, :l], torch.full((len(xs), 1), model.mask_id)], 1)
@@ -459,8 +459,9 @@ def test_a_block_size_must_divide_the_context():
 def test_one_set_of_weights_is_scored_with_other_block_sizes():
     model = tiny_bd3(2, vocab="abc", context=4)
     xs = every(3, 4)
-    ar = model.log_prob(xs, block_size=1).value  # exact: the autoregressive limit
-    assert float(ar.logsumexp(0)) == pytest.approx(0.0, abs=1e-10)
+    lp = model.log_prob(xs, block_size=1)  # exact: the autoregressive limit
+    assert lp.kind == "exact" and lp.stderr is None
+    assert float(lp.value.logsumexp(0)) == pytest.approx(0.0, abs=1e-10)
     whole = MDLM.from_config(MDLMConfig(context=4, hidden=16, depth=2, heads=2), (), vocab="abc")
     whole = whole.double().eval()
     whole.load_state_dict(model.state_dict())
@@ -485,7 +486,7 @@ def test_cli_block_diffusion_trains_evaluates_and_samples_any_length(tmp_path, c
     assert "bits/char [elbo]" in capsys.readouterr().out
     assert main(["eval", "run", "--json", "--option", "block_size=1"]) == 0
     nll = json.loads(capsys.readouterr().out)["nll"]
-    assert nll["kind"] == "elbo" and nll["estimator_stderr"] == 0  # block size 1: exact AR
+    assert nll["kind"] == "exact" and not nll.get("estimator_stderr")  # blocks of 1: the AR
     assert main(["sample", "run", "--n", "2", "--option", "length=100", "--out", "s.txt"]) == 0
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
     assert [len(t) for t in texts.split(TEXT_SEPARATOR)] == [100, 100]  # past the context of 32

@@ -243,7 +243,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             plot_samples(out.x, path=path, title=f"{args.n} samples, NFE {out.nfe}")
     else:
         np.save(path, x)
-    print(f"wrote {args.n} samples {tuple(x.shape[1:])} to {path} (NFE {out.nfe})")
+    what = "sample" if args.n == 1 else "samples"
+    print(f"wrote {args.n} {what} {tuple(x.shape[1:])} to {path} (NFE {out.nfe})")
     return 0
 
 
