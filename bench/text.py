@@ -73,32 +73,43 @@ TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
 
 
 # --- (a) training and the held-out figure ----------------------------------------------------------
-def train_all(names: list[str], steps: int, extra: list[str], root: Path, reuse: bool) -> dict:
-    """Train each model into ``root/NAME`` (``reuse``: load a finished run there instead, one
-    trained with the same config, e.g. by ``genlab train`` beforehand)."""
+def train_all(
+    names: list[str], steps: int, extra: list[str], root: Path, reuse: bool, every: tuple[int, int]
+) -> dict:
+    """Train each model into ``root/NAME``. ``reuse``: load a finished run there instead (one
+    trained with the same config, e.g. by ``genlab train`` beforehand), or continue an unfinished
+    one from its last checkpoint (a long budget over several sittings). ``every``: checkpoints
+    every so many steps (0: at the end only) and validation every so many (0: none; else the best
+    weights by validation loss are the ones evaluated, for every model alike)."""
     import genlab
 
     runs = {}
     for name in names:
         config, over = CONFIGS[name]
-        overrides = [*QUIET, f"trainer.steps={steps}", f"trainer.checkpoint_every={steps}",
-                     *over, *extra]  # fmt: skip
+        ckpt_every, val_every = every
+        overrides = [*QUIET, f"trainer.steps={steps}", f"trainer.checkpoint_every={ckpt_every or steps}",
+                     *([f"trainer.val_every={val_every}"] if val_every else []), *over, *extra]  # fmt: skip
         if name.startswith("gpt") and any(o.startswith("model.context=") for o in extra):
             ctx = next(int(o.split("=")[1]) for o in extra if o.startswith("model.context="))
             overrides = [*overrides, f"model.context={ctx // 2}", "trainer.batch_size=32"]
         cfg = genlab.load_config(ROOT / "configs" / config, overrides)
         row = {"overrides": overrides, "config": f"configs/{config}"}
-        if reuse and (root / name / "checkpoints" / f"step_{steps:07d}.safetensors").exists():
-            run = genlab.load_run(root / name)
-            if run.step != steps or run.config != cfg:
-                raise SystemExit(f"--reuse: {root / name} was trained with another config")
-            row |= {"train_seconds": logged_seconds(root / name / "metrics.jsonl"),
+        out = root / name
+        started = reuse and any((out / "checkpoints").glob("step_*.safetensors"))
+        if started and genlab.load_config(out / "config.yaml") != cfg:
+            raise SystemExit(f"--reuse: {out} was trained with another config; move it away")
+        if started and (out / "checkpoints" / f"step_{steps:07d}.safetensors").exists():
+            run = genlab.load_run(out)  # the best weights when validation was tracked
+            row |= {"train_seconds": logged_seconds(out / "metrics.jsonl"),
                     "trained": "reused (seconds from its log)"}  # fmt: skip
             print(f"  reused {name} ({row['train_seconds']:.0f} s in its log)", flush=True)
         else:
             t0 = time.perf_counter()
-            run = genlab.train(cfg, root / name, evaluate=False, verbose=False)
+            run = genlab.train(cfg, out, resume=started, evaluate=False, verbose=False)
             row |= {"train_seconds": time.perf_counter() - t0, "trained": "here"}
+            if started:
+                row |= {"train_seconds": logged_seconds(out / "metrics.jsonl"),
+                        "trained": "resumed (seconds from its log)"}  # fmt: skip
             print(f"  trained {name} in {row['train_seconds']:.0f} s", flush=True)
         runs[name] = {"run": run, **row}
     return runs
@@ -111,8 +122,8 @@ def logged_seconds(metrics: Path) -> float:
     seconds, last = 0.0, 0
     for line in metrics.read_text().splitlines():
         row = json.loads(line)
-        if "steps_per_s" in row and row["steps_per_s"] > 0:
-            seconds += (row["step"] - last) / row["steps_per_s"]
+        if row.get("steps_per_s", 0) > 0 and row["step"] > last:  # steps redone after a resume:
+            seconds += (row["step"] - last) / row["steps_per_s"]  # not counted twice
             last = row["step"]
     return seconds
 
@@ -180,6 +191,10 @@ def main() -> None:
         "--reuse", action="store_true",
         help="load the runs already trained in --runs (same config and steps) instead of training",
     )  # fmt: skip
+    ap.add_argument("--checkpoint-every", type=int, default=0,
+                    help="checkpoint every so many steps, so that --reuse can continue a run")  # fmt: skip
+    ap.add_argument("--val-every", type=int, default=0,
+                    help="validate every so many steps and evaluate every model's best weights")  # fmt: skip
     ap.add_argument(
         "--update", action="store_true",
         help="merge into the existing JSON: keep its rows and parts this invocation does not measure",
@@ -223,7 +238,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.runs or Path(tmp)
         print(f"\n(a) training {', '.join(names)} for {args.steps} steps each")
-        runs = train_all(names, args.steps, extra, root, args.reuse)
+        every = (args.checkpoint_every, args.val_every)
+        runs = train_all(names, args.steps, extra, root, args.reuse, every)
         rows = dict(previous.get("held_out", {}))  # --update: the models not measured now too
         for name, r in runs.items():
             opts = {} if name.startswith("gpt") else {"elbo_samples": args.elbo_samples}
