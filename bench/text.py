@@ -292,7 +292,7 @@ def main() -> None:
             if bd3 is not None:
                 timed["bd3lm-4"] = time_sampling(bd3.model.eval(), [16], 1, speed_repeats,
                                                  length=length)  # fmt: skip
-            record["sampling"] = timed
+            record["sampling"] = {**record.get("sampling", {}), **timed}  # --update: merged
             print(f"  {'model':<15} {'steps':>6} {'reuse':>8} {'no reuse':>9} {'NFE':>10} "
                   "speed-up  same samples")  # fmt: skip
             for name, rs in timed.items():
@@ -323,7 +323,7 @@ def main() -> None:
             real = val[: len(val) // length * length].reshape(-1, length)[: args.samples]
             scores = {"real": quality(scorer, real)}
             scores.update({name: quality(scorer, x) for name, x in draws.items()})
-            record["sample_quality"] = scores
+            record["sample_quality"] = {**record.get("sample_quality", {}), **scores}  # --update
             print(f"\n(d) {args.samples} samples of {length} characters scored by {best_ar}")
             print(f"  {'source':<20} {'gen. perplexity':>16} {'unigram entropy (bits)':>23}")
             for name, q in scores.items():
