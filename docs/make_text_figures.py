@@ -32,7 +32,7 @@ def bench_figure(results: dict, out: Path) -> None:
     rows, ref = results["held_out"], results["ar_reference"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    names = list(rows)
+    names = sorted(rows, key=lambda n: rows[n]["nll"]["bits_per_char"])
     bits = [rows[n]["nll"]["bits_per_char"] for n in names]
     errs = [rows[n]["nll"].get("bits_per_char_stderr") or 0.0 for n in names]
     colors = ["tab:gray" if n.startswith("gpt") else "tab:blue" for n in names]
@@ -47,7 +47,7 @@ def bench_figure(results: dict, out: Path) -> None:
     ax.set_ylabel("held-out bits/char (diffusion: bound)")
     ax.set_title(f"{results['steps']} steps each, one backbone")
     ax.legend(fontsize=8, loc="upper left")
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=8, labelrotation=30)
 
     ax = axes[1]
     sizes = results.get("one_model_block_sizes", [])
