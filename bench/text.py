@@ -106,10 +106,11 @@ def train_all(
         else:
             t0 = time.perf_counter()
             run = genlab.train(cfg, out, resume=started, evaluate=False, verbose=False)
-            row |= {"train_seconds": time.perf_counter() - t0, "trained": "here"}
-            if started:
+            if started:  # over several sittings: the log has them all
                 row |= {"train_seconds": logged_seconds(out / "metrics.jsonl"),
                         "trained": "resumed (seconds from its log)"}  # fmt: skip
+            else:
+                row |= {"train_seconds": time.perf_counter() - t0, "trained": "here"}
             print(f"  trained {name} in {row['train_seconds']:.0f} s", flush=True)
         runs[name] = {"run": run, **row}
     return runs
