@@ -66,6 +66,7 @@ def test_leaderboard_ranks_and_resumes(points, tmp_path):
     assert len(ranks) == 2 and (out / "index.html").is_file()
     w2 = [float(line.split("|")[3]) for line in ranks]
     assert w2 == sorted(w2)  # ranked by W2, lower first
+    assert "- glow: change of variables" in board  # what its nll is of; a GAN has none
     # an interruption during the second run: it resumes from its checkpoint, the first is kept
     done = out / "runs" / "glow" / "metrics.json"
     stamp = done.stat().st_mtime_ns

@@ -83,6 +83,28 @@ def test_a_metric_that_does_not_apply_is_na_not_zero(tmp_path):
     assert cells[5] == "n/a"  # fd does not apply to text
 
 
+def test_the_likelihood_says_what_it_is_of(tmp_path):
+    """A second stage's prior scores codes (bits per code, labelled), and every run's page says
+    how its data were represented, since likelihoods compare only between runs alike."""
+    prior = fake_run(tmp_path / "prior", metrics={
+        "family": "vqgan-prior", "data": {"name": "digits", "kind": "images"}, "metrics": {},
+        "nll": {"nats": 40.0, "stderr": 0.5, "bits_per_code": 3.6, "kind": "exact",
+                "of": "codes", "note": "chain rule over the 16 codes"}})  # fmt: skip
+    pixels = fake_run(tmp_path / "pixels", metrics={**EVALUATED, "nll": {
+        **EVALUATED["nll"], "note": "images binarized, seeded"}})  # fmt: skip
+    rows = {p.name: read_run(p) for p in (prior, pixels)}
+    assert rows["prior"].metrics["nll"]["per"] == 3.6
+    assert rows["prior"].metrics["nll"]["per_unit"] == "bits/code"
+    report([prior, pixels], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    prior_row = next(line for line in md.splitlines() if line.startswith("| prior "))
+    assert "(3.6 bits/code)" in prior_row and "of the stage-1 codes" in prior_row
+    pixel_row = next(line for line in md.splitlines() if line.startswith("| pixels "))
+    assert "codes" not in pixel_row and "(0.68 bits/dim)" in pixel_row
+    assert "likelihood: chain rule over the 16 codes" in md
+    assert "likelihood: images binarized, seeded" in md
+
+
 def test_cli_report(tmp_path, capsys):
     run = fake_run(tmp_path / "r", metrics=EVALUATED)
     assert (

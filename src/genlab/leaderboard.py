@@ -257,7 +257,7 @@ def run(
 
 def write(plan: Plan, out: Path) -> Path:
     """The ranking (``leaderboard.md``) and the report of every run, ranked first."""
-    from genlab.report import read_run, write_report
+    from genlab.report import likelihood_note, read_run, write_report
 
     rows = [read_run(out / "runs" / e.family) for e in plan.entries]
     metric = RANK_BY[plan.kind]
@@ -283,6 +283,11 @@ def write(plan: Plan, out: Path) -> Path:
                      f"{e.seconds / 60:.1f} | {e.status}{': ' + e.reason if e.reason else ''} |")  # fmt: skip
     for e in plan.skipped:
         lines.append(f"| — | {e.family} | — | — | — | — | skipped: {e.reason} |")
+    notes = [(plan.entries[k].family, likelihood_note(row)) for k, row in zip(order, rows)]
+    if notes := [(f, n) for f, n in notes if n]:
+        lines += ["", "What each nll is of. Likelihoods compare only between rows that represent "
+                  "the data alike (the same levels, binarized or not, pixels or codes):", ""]  # fmt: skip
+        lines += [f"- {family}: {note}" for family, note in notes]
     (out / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return page
 

@@ -180,12 +180,14 @@ def _read_metrics(row: RunRow) -> None:
             row.metrics[name] = entry
     nll = report.get("nll")
     if isinstance(nll, dict) and _number(nll.get("nats")) is not None:
-        per = "bits_per_char" if "bits_per_char" in nll else "bits_per_dim"
+        units = ("bits_per_char", "bits_per_code", "bits_per_dim")
+        per = next((u for u in units if u in nll), "bits_per_dim")
         kind = str(nll.get("kind", "exact"))
         row.metrics[_LIKELIHOOD] = {
             "value": nll["nats"], "std": nll.get("stderr"), "unit": "nats",
             "kind": "exact" if kind == "exact" else f"bound ({kind})", "better": "lower",
             "per": nll.get(per), "per_unit": per.replace("_", "/").replace("/per/", "/"),
+            "of": str(nll.get("of", "data")), "note": str(nll.get("note") or ""),
             "help": "held-out negative log-likelihood (a bound is an upper bound on it)",
         }  # fmt: skip
 
@@ -306,7 +308,18 @@ def _cell(row: RunRow, name: str, runs: list[RunRow]) -> tuple[str, float | None
         text += f" · floor {_fmt(floor)}"
     if name == _LIKELIHOOD:
         text += f" · {entry.get('kind')}"
+        if entry.get("of") == "codes":  # a second stage's prior: not a likelihood of the pixels
+            text += " · of the stage-1 codes"
     return text, value, "value"
+
+
+def likelihood_note(row: RunRow) -> str | None:
+    """What a run's held-out likelihood is of (its levels, binarization, dequantization, bound):
+    likelihoods are comparable only between runs that represent the data alike."""
+    entry = row.metrics.get(_LIKELIHOOD)
+    if entry is None or not entry.get("note"):
+        return None
+    return str(entry["note"])
 
 
 def _header(name: str, entry: dict[str, Any]) -> str:
@@ -347,6 +360,8 @@ def _html(runs, names, columns, images) -> str:
                  f"status: <b>{e(row.status)}</b></p>"]  # fmt: skip
         if row.problems:
             parts.append("<ul>" + "".join(f"<li>{e(p)}</li>" for p in row.problems) + "</ul>")
+        if note := likelihood_note(row):
+            parts.append(f"<p>likelihood: {e(note)}</p>")
         for what, alt in (("samples", "samples"), ("curves", "training curves"),
                           ("nfe", "quality against NFE")):  # fmt: skip
             if what in images[key]:
@@ -383,6 +398,8 @@ def _markdown(runs, names, columns, images) -> str:
         lines += ["", f"## {row.name}", "", f"{row.family} on {row.data} ({row.kind}); "
                   f"{_progress(row)}; status: {row.status}", ""]  # fmt: skip
         lines += [f"- {p}" for p in row.problems]
+        if note := likelihood_note(row):
+            lines += ["", f"likelihood: {note}"]
         for what in ("samples", "curves", "nfe"):
             if what in images[key]:
                 lines += ["", f"![{what} of {row.name}]({images[key][what]})"]
