@@ -91,21 +91,31 @@ def test_the_loss_is_the_weighted_cross_entropy_of_the_masked_characters():
     assert float(model.loss(batch).detach()) == pytest.approx(total / 4, rel=1e-10)
 
 
-@pytest.mark.parametrize("estimator", ["time", "count"])
-def test_the_training_loss_is_an_unbiased_estimate_of_the_bound(estimator):
+@pytest.mark.parametrize(
+    ("estimator", "schedule", "rates"),
+    [("time", "loglinear", (0.0, 1.0)), ("count", "loglinear", (0.0, 1.0)),
+     ("time", "cosine", (0.3, 0.8)), ("count", "loglinear", (0.3, 0.8))],
+)  # fmt: skip
+def test_the_training_loss_is_an_unbiased_estimate_of_the_bound(estimator, schedule, rates):
     # E[loss] = −ELBO/L, the time estimator's ELBO truncated at t_min: enumerated masks, with
-    # the integral over t by quadrature (the count estimator: t integrated out, no truncation)
-    model = tiny_mdlm(vocab="abc", context=3, estimator=estimator, t_min=0.05)
+    # the integral over the masking rate s = 1 − α(t) by quadrature (the count estimator: t
+    # integrated out, no truncation). Clipped rates [β, ω] (training only): the slice of the
+    # bound over s in [β, ω] (counts: k in [⌈βL⌉, ⌊ωL⌋]).
+    model = tiny_mdlm(vocab="abc", context=3, schedule=schedule, estimator=estimator, t_min=0.05,
+                      mask_rates=rates).train()  # fmt: skip
     x = torch.tensor([[0, 2, 1]])
     masks = model._block_masks(3, 3, x.device)
     f = model._masked_log_probs(x, masks, 3)[0].detach()  # (7,)
     k = masks.sum(1).double()
     if estimator == "time":
-        t = torch.linspace(0.05, 1, 200_001, dtype=torch.float64)[:, None]  # log-linear: s = t
-        integrand = t ** (k - 1) * (1 - t) ** (3 - k)  # (1/t) · P(exactly this mask | t)
-        w = torch.trapezoid(integrand, t[:, 0], dim=0)
+        s0 = max(1 - float(model.schedule.alpha(torch.tensor(0.05, dtype=torch.float64))), rates[0])
+        s = torch.linspace(s0, rates[1], 200_001, dtype=torch.float64)[:, None]
+        integrand = s ** (k - 1) * (1 - s) ** (3 - k)  # (1/s) · P(exactly this mask | s)
+        w = torch.trapezoid(integrand, s[:, 0], dim=0)
     else:
-        w = torch.tensor([math.factorial(int(j) - 1) * math.factorial(3 - int(j)) / 6 for j in k])
+        k0, k1 = max(1, math.ceil(rates[0] * 3)), math.floor(rates[1] * 3)
+        w = torch.tensor([math.factorial(int(j) - 1) * math.factorial(3 - int(j)) / 6
+                          if k0 <= j <= k1 else 0.0 for j in k])  # fmt: skip
     expect = -float((w * f).sum()) / 3
     with torch.no_grad():
         losses = [float(model.loss(model.prepare(Batch(x.repeat(2000, 1)),
@@ -114,6 +124,31 @@ def test_the_training_loss_is_an_unbiased_estimate_of_the_bound(estimator):
     mean, se = sum(losses) / 20, torch.tensor(losses).std().item() / math.sqrt(20)
     assert abs(mean - expect) < 4 * se + 1e-9, (mean, expect, se)
     assert se < 0.02 * expect
+
+
+@pytest.mark.parametrize("estimator", ["time", "count"])
+def test_clipped_mask_rates_train_only_and_validation_sees_the_whole_range(estimator):
+    model = tiny_mdlm(vocab="ab", context=8, estimator=estimator, mask_rates=[0.45, 0.95])
+    x = torch.zeros(512, 8, dtype=torch.long)
+    model.train()
+    rates = model.prepare(Batch(x), torch.Generator().manual_seed(0))
+    if estimator == "time":
+        s = 1 - model.schedule.alpha(rates.t)
+        assert float(s.min()) >= 0.45 - 1e-12 and float(s.max()) <= 0.95 + 1e-12
+    else:  # k in [⌈0.45·8⌉, ⌊0.95·8⌋] = [4, 7] characters masked
+        assert set(rates.aux["mask"].sum(1).tolist()) == {4, 5, 6, 7}
+    model.eval()  # validation: the whole bound, as without clipping
+    whole = model.prepare(Batch(x), torch.Generator().manual_seed(0))
+    plain = tiny_mdlm(vocab="ab", context=8, estimator=estimator)
+    same = plain.prepare(Batch(x), torch.Generator().manual_seed(0))
+    assert torch.equal(whole.aux["mask"], same.aux["mask"])
+    assert torch.equal(whole.aux["weight"], same.aux["weight"])
+    for bad in ([0.5, 0.5], [0.2], [-0.1, 0.5], [0.3, 1.2]):
+        with pytest.raises(ConfigError, match="mask_rates"):
+            tiny_mdlm(mask_rates=bad)
+    with pytest.raises(ConfigError, match="absorbing"):
+        SEDD.from_config(SEDDConfig(context=4, hidden=8, depth=1, heads=1, transition="uniform",
+                                    mask_rates=[0.3, 0.8]), (), vocab="ab")  # fmt: skip
 
 
 # --- the bound, against the enumerated chain --------------------------------------------------

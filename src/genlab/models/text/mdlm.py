@@ -115,6 +115,12 @@ class Schedule:
             return 1.0 - t
         return torch.where(t >= 1.0, torch.zeros_like(t), torch.cos(0.5 * math.pi * t))
 
+    def time_of(self, rate: float) -> float:
+        """The time at which a character is masked with probability ``rate`` (``1 − α(t)``)."""
+        if self.name == "loglinear":
+            return rate
+        return 2.0 / math.pi * math.acos(1.0 - rate)
+
     def weight(self, t: torch.Tensor) -> torch.Tensor:
         """``−α'(t) / (1 − α(t))`` (``t > 0``)."""
         if self.name == "loglinear":
@@ -147,6 +153,10 @@ class MDLMConfig:
     schedule: str = "loglinear"  # loglinear: α = 1 − t; cosine: α = cos(πt/2)
     t_min: float = 1e-3  # training: times drawn in [t_min, 1] (MDLM's ε)
     estimator: str = "time"  # training: time (t, weight w(t)) or count (mask size k, weight S/k)
+    # training: the masking probabilities 1 − α(t) drawn, [β, ω] (BD3-LM's clipped schedule, e.g.
+    # [0.45, 0.95]); the loss is then the bound's slice over them, validation and the held-out
+    # bound the whole of it
+    mask_rates: tuple[float, float] = (0.0, 1.0)
     steps: int = 256  # sampling: steps of the ancestral sampler
     length: int = 0  # sampling: characters after the prompt (0: up to the context)
     elbo_samples: int = 64  # held-out bound: mask draws per window
@@ -194,6 +204,13 @@ class MDLM(GenerativeModel):
             )
         if not 0.0 <= c.t_min < 1.0:
             raise ConfigError(f"model.t_min must be in [0, 1), got {c.t_min}")
+        rates = tuple(c.mask_rates) if isinstance(c.mask_rates, (list, tuple)) else ()
+        if len(rates) != 2 or not 0.0 <= rates[0] < rates[1] <= 1.0:
+            raise ConfigError(
+                "model.mask_rates must be [low, high] with 0 <= low < high <= 1 (the masking "
+                f"probabilities drawn in training), got {c.mask_rates!r}"
+            )
+        c.mask_rates = (float(rates[0]), float(rates[1]))
         if c.context < 1:
             raise ConfigError(f"model.context must be at least 1, got {c.context}")
         self.schedule = Schedule(c.schedule)
@@ -284,7 +301,13 @@ class MDLM(GenerativeModel):
         ``w(t) = −α'(t)/(1 − α(t))`` (the bound truncated at ``t_min``).
         ``count``: the number ``k`` of masked characters, uniform on ``1..S`` (``S``: the block),
         ``k`` of them chosen uniformly, weight ``S/k``: the same bound with ``t`` integrated out
-        (see the module docstring), bounded weights and so a less noisy gradient."""
+        (see the module docstring), bounded weights and so a less noisy gradient.
+
+        ``model.mask_rates = [β, ω]`` (in training only; validation, in eval mode, draws the
+        whole range): masking probabilities in ``[β, ω]`` only, BD3-LM's clipped schedule
+        (Arriola et al. 2025, sec. 5), times ``t`` with ``1 − α(t)`` in it (and at least
+        ``t_min``) or counts ``k`` in ``[⌈βS⌉, ⌊ωS⌋]``, with the same weights times the width of
+        the range: an unbiased estimate of the bound's slice over those rates."""
         x = batch.x
         B, L = x.shape
         S = self.block(L)
@@ -292,18 +315,23 @@ class MDLM(GenerativeModel):
         dev = generator.device if generator is not None else torch.device("cpu")
         strata = stratified_times(B * nb, generator).reshape(B, nb)  # (B, nb) in [0, 1)
         u = torch.rand((B, L), generator=generator, dtype=torch.float64, device=dev).cpu()
+        low, high = self.config.mask_rates if self.training else (0.0, 1.0)
         t = None
         if self.config.estimator == "time":
-            t = self.config.t_min + (1.0 - self.config.t_min) * strata
+            t0 = max(self.config.t_min, self.schedule.time_of(low))
+            t1 = self.schedule.time_of(high)
+            t = t0 + (t1 - t0) * strata
             mask = u < (1.0 - self.schedule.alpha(t)).repeat_interleave(S, dim=1)  # (B, L)
-            # ∫_{t_min}^1 = (1 − t_min) · E over t uniform on [t_min, 1]
-            weight = self.schedule.weight(t) * (1.0 - self.config.t_min)
+            # ∫_{t0}^{t1} = (t1 − t0) · E over t uniform on [t0, t1]
+            weight = self.schedule.weight(t) * (t1 - t0)
             t = t.to(x.device)
         else:
-            k = (strata * S).long().clamp(max=S - 1) + 1  # (B, nb) in 1..S
+            k0 = max(1, math.ceil(low * S - 1e-9))
+            k1 = max(k0, math.floor(high * S + 1e-9))
+            k = (strata * (k1 - k0 + 1)).long().clamp(max=k1 - k0) + k0  # (B, nb) in k0..k1
             rank = u.reshape(B, nb, S).argsort(-1).argsort(-1)  # a random order per block
             mask = (rank < k[..., None]).reshape(B, L)
-            weight = S / k.double()
+            weight = (k1 - k0 + 1) / k.double()
         aux = {**batch.aux, "mask": mask.to(x.device), "weight": weight.to(x.device)}
         return Batch(x, batch.y, batch.noise, t, aux)
 

@@ -126,6 +126,8 @@ class SEDD(MDLM):
         self.uniform = config.transition == "uniform"
         if self.uniform and config.estimator != "time":
             raise ConfigError("model.estimator=count is for the absorbing transition only")
+        if self.uniform and tuple(config.mask_rates) != (0.0, 1.0):
+            raise ConfigError("model.mask_rates is for the absorbing transition only")
         if not 0.0 < config.t_max < 1.0:
             raise ConfigError(f"model.t_max must be in (0, 1), got {config.t_max}")
         super().__init__(config, spec)
