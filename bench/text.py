@@ -67,6 +67,16 @@ CONFIGS = {
     "bd3lm-16": ("bd3lm-shakespeare.yaml", ["model.block_size=16"]),
     "sedd-absorb": ("sedd-shakespeare.yaml", ["model.transition=absorb"]),
     "sedd-uniform": ("sedd-shakespeare.yaml", ["model.transition=uniform"]),
+    # clipped masking rates in training (BD3-LM's clipped schedule; the bound evaluated whole)
+    "mdlm-clip": ("mdlm-shakespeare.yaml", ["model.mask_rates=[0.3,0.8]"]),
+    "sedd-absorb-clip": (
+        "sedd-shakespeare.yaml",
+        ["model.transition=absorb", "model.mask_rates=[0.3,0.8]"],
+    ),
+    "bd3lm-4-clip": (
+        "bd3lm-shakespeare.yaml",
+        ["model.block_size=4", "model.mask_rates=[0.45,0.95]"],
+    ),
 }
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
@@ -112,8 +122,23 @@ def train_all(
             else:
                 row |= {"train_seconds": time.perf_counter() - t0, "trained": "here"}
             print(f"  trained {name} in {row['train_seconds']:.0f} s", flush=True)
+        if val_every:  # the validation curve: where each model stopped improving
+            row["val_curve"] = logged_validation(out / "metrics.jsonl")
         runs[name] = {"run": run, **row}
     return runs
+
+
+def logged_validation(metrics: Path) -> list[list[float]]:
+    """``[step, validation loss]`` rows of a run's log (the last one of a step redone after a
+    resume), in nats per character (the diffusion models': their training estimator's)."""
+    import json
+
+    curve: dict[int, float] = {}
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line)
+        if "val_loss" in row:
+            curve[int(row["step"])] = float(row["val_loss"])
+    return [[step, curve[step]] for step in sorted(curve)]
 
 
 def logged_seconds(metrics: Path) -> float:
@@ -245,8 +270,8 @@ def main() -> None:
         for name, r in runs.items():
             opts = {} if name.startswith("gpt") else {"elbo_samples": args.elbo_samples}
             nll = held_out(r["run"], args.nll_chars, opts)
-            keep = ("config", "overrides", "train_seconds", "trained")
-            rows[name] = {k: r[k] for k in keep} | {"nll": nll}
+            keep = ("config", "overrides", "train_seconds", "trained", "val_curve")
+            rows[name] = {k: r[k] for k in keep if k in r} | {"nll": nll}
             before = previous.get("held_out", {}).get(name, {})
             if r["trained"] != "here" and "train_seconds" in before:
                 # reused and timed before: the seconds measured then, not the log's estimate

@@ -8,7 +8,9 @@ the issue's +12% bar; (middle) the BD3-LM(4) weights scored with other block siz
 samples per second against the number of steps, with and without reusing the network's output.
 With ``--runs`` (the bench's ``--runs`` folder), also docs/figures/text-samples.png and
 docs/figures/text-samples.json: an MDLM infill and the start of a BD3-LM sample past its context,
-drawn with seed 0."""
+drawn with seed 0. With the bench's results at other budgets (``--budgets``, by default
+bench/results/text-{375,750,12000}.json where they exist), docs/figures/text-budget.png: the
+validation curves of the longest run and the held-out figures against the budget."""
 
 from __future__ import annotations
 
@@ -82,6 +84,49 @@ def bench_figure(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def budget_figure(results: list[dict], out: Path) -> None:
+    """(left) The validation loss of the longest run's models against steps, each one's best
+    marked (the weights evaluated); (right) the held-out figure of each model at every budget
+    measured, against the best autoregressive one and the +12% bar."""
+    longest = max(results, key=lambda r: r["steps"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    for name, row in longest["held_out"].items():
+        if not row.get("val_curve"):
+            continue
+        steps, vals = zip(*row["val_curve"], strict=True)
+        (line,) = ax.plot(steps, vals, "o-", ms=3, label=name)
+        best = min(range(len(vals)), key=vals.__getitem__)
+        ax.plot(steps[best], vals[best], "*", ms=14, color=line.get_color())
+    epochs = longest["steps"] * 4096 / 1.0e6  # characters seen / the training split's
+    ax.set_xlabel(f"step (4,096 characters each; {longest['steps']:,} ≈ {epochs:.0f} epochs)")
+    ax.set_ylabel("validation loss, nats/char (diffusion: bound)")
+    ax.set_title("the AR model overfits, masked diffusion still improves (★: best)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    by_model: dict[str, list[tuple[int, float, float]]] = {}
+    for r in results:
+        for name, row in r["held_out"].items():
+            nll = row["nll"]
+            by_model.setdefault(name, []).append(
+                (r["steps"], nll["bits_per_char"], nll.get("bits_per_char_stderr") or 0.0)
+            )
+    best_ar = min(b for n, pts in by_model.items() if n.startswith("gpt") for _, b, _ in pts)
+    for name, pts in sorted(by_model.items()):
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                    marker="o", capsize=3, label=name)  # fmt: skip
+    ax.axhline(best_ar * 1.12, color="tab:red", ls=":", lw=1, label="best AR + 12% (the bar)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training steps (budget)")
+    ax.set_ylabel("held-out bits/char at the best weights")
+    ax.set_title("held-out figure against the budget")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def samples_figure(runs: Path, out: Path) -> dict:
     import genlab
     from genlab.data.text import decode
@@ -121,11 +166,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "text.json")
     ap.add_argument("--runs", type=Path, help="bench/text.py's --runs folder (for the samples)")
+    ap.add_argument("--budgets", type=Path, nargs="*",
+                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 12000)],
+                    help="the bench's results at other budgets, for docs/figures/text-budget.png")  # fmt: skip
     args = ap.parse_args()
     FIGURES.mkdir(exist_ok=True)
     results = json.loads(args.results.read_text())
     bench_figure(results, FIGURES / "text.png")
     print(f"wrote {FIGURES / 'text.png'}")
+    budgets = [json.loads(p.read_text()) for p in args.budgets if p.is_file()]
+    if budgets:
+        budget_figure([results, *budgets], FIGURES / "text-budget.png")
+        print(f"wrote {FIGURES / 'text-budget.png'}")
     if args.runs:
         record = samples_figure(args.runs, FIGURES / "text-samples.png")
         (FIGURES / "text-samples.json").write_text(json.dumps(record, indent=1) + "\n")
