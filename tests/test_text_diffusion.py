@@ -146,6 +146,8 @@ def test_clipped_mask_rates_train_only_and_validation_sees_the_whole_range(estim
     for bad in ([0.5, 0.5], [0.2], [-0.1, 0.5], [0.3, 1.2]):
         with pytest.raises(ConfigError, match="mask_rates"):
             tiny_mdlm(mask_rates=bad)
+    with pytest.raises(ConfigError, match="t_min"):
+        tiny_mdlm(mask_rates=[0.0, 0.01], t_min=0.05)
     with pytest.raises(ConfigError, match="absorbing"):
         SEDD.from_config(SEDDConfig(context=4, hidden=8, depth=1, heads=1, transition="uniform",
                                     mask_rates=[0.3, 0.8]), (), vocab="ab")  # fmt: skip
