@@ -339,7 +339,7 @@ def main() -> None:
                                                length=length).x  # fmt: skip
                     continue
                 kw = {"steps": args.sample_steps, "length": min(length, model.config.context)}
-                if name == "mdlm":
+                if name.startswith("mdlm"):
                     draws[name] = model.sample(args.samples, generator=g, **kw).x
                 elif name.startswith("sedd"):
                     for s in ("tweedie", "euler"):
