@@ -138,6 +138,8 @@ def test_clipped_mask_rates_train_only_and_validation_sees_the_whole_range(estim
     else:  # k in [⌈0.45·8⌉, ⌊0.95·8⌋] = [4, 7] characters masked
         assert set(rates.aux["mask"].sum(1).tolist()) == {4, 5, 6, 7}
     model.eval()  # validation: the whole bound, as without clipping
+    # (the mode is the trainer's only while no batch is prepared ahead, in another thread)
+    assert not model.prepares_batches
     whole = model.prepare(Batch(x), torch.Generator().manual_seed(0))
     plain = tiny_mdlm(vocab="ab", context=8, estimator=estimator)
     same = plain.prepare(Batch(x), torch.Generator().manual_seed(0))

@@ -320,6 +320,9 @@ class MDLM(GenerativeModel):
         dev = generator.device if generator is not None else torch.device("cpu")
         strata = stratified_times(B * nb, generator).reshape(B, nb)  # (B, nb) in [0, 1)
         u = torch.rand((B, L), generator=generator, dtype=torch.float64, device=dev).cpu()
+        # the trainer's mode: training steps clip, validation (eval mode) draws the whole bound.
+        # Sound because prepare runs on the training thread (prepares_batches stays False: no
+        # batch is drawn ahead, while a validation has the model in eval mode)
         low, high = self.config.mask_rates if self.training else (0.0, 1.0)
         t = None
         if self.config.estimator == "time":
