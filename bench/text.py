@@ -108,46 +108,44 @@ def train_all(
         started = reuse and any((out / "checkpoints").glob("step_*.safetensors"))
         if started and genlab.load_config(out / "config.yaml") != cfg:
             raise SystemExit(f"--reuse: {out} was trained with another config; move it away")
-        if started and (out / "checkpoints" / f"step_{steps:07d}.safetensors").exists():
+        finished = started and (out / "checkpoints" / f"step_{steps:07d}.safetensors").exists()
+        t0 = time.perf_counter()
+        if finished:
             run = genlab.load_run(out)  # the best weights when validation was tracked
-            row |= {"train_seconds": logged_seconds(out / "metrics.jsonl"),
-                    "trained": "reused (seconds from its log)"}  # fmt: skip
-            print(f"  reused {name} ({row['train_seconds']:.0f} s in its log)", flush=True)
         else:
-            t0 = time.perf_counter()
             run = genlab.train(cfg, out, resume=started, evaluate=False, verbose=False)
-            if started:  # over several sittings: the log has them all
-                row |= {"train_seconds": logged_seconds(out / "metrics.jsonl"),
-                        "trained": "resumed (seconds from its log)"}  # fmt: skip
-            else:
-                row |= {"train_seconds": time.perf_counter() - t0, "trained": "here"}
-            print(f"  trained {name} in {row['train_seconds']:.0f} s", flush=True)
+        log = log_rows(out / "metrics.jsonl") if started or val_every else []
+        if started:  # reused, or continued over several sittings: the log has them all
+            row |= {"train_seconds": logged_seconds(log),
+                    "trained": f"{'reused' if finished else 'resumed'} (seconds from its log)"}  # fmt: skip
+        else:
+            row |= {"train_seconds": time.perf_counter() - t0, "trained": "here"}
+        print(f"  {'reused' if finished else 'trained'} {name}: {row['train_seconds']:.0f} s"
+              f"{' in its log' if started else ''}", flush=True)  # fmt: skip
         if val_every:  # the validation curve: where each model stopped improving
-            row["val_curve"] = logged_validation(out / "metrics.jsonl")
+            row["val_curve"] = logged_validation(log)
         runs[name] = {"run": run, **row}
     return runs
 
 
-def logged_validation(metrics: Path) -> list[list[float]]:
-    """``[step, validation loss]`` rows of a run's log (the last one of a step redone after a
-    resume), in nats per character (the diffusion models': their training estimator's)."""
+def log_rows(metrics: Path) -> list[dict]:
+    """The rows of a run's log (``metrics.jsonl``)."""
     import json
 
-    curve: dict[int, float] = {}
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
-        if "val_loss" in row:
-            curve[int(row["step"])] = float(row["val_loss"])
+    return [json.loads(line) for line in metrics.read_text().splitlines()]
+
+
+def logged_validation(log: list[dict]) -> list[list[float]]:
+    """``[step, validation loss]`` rows of a run's log (the last one of a step redone after a
+    resume), in nats per character (the diffusion models': their training estimator's)."""
+    curve = {int(r["step"]): float(r["val_loss"]) for r in log if "val_loss" in r}
     return [[step, curve[step]] for step in sorted(curve)]
 
 
-def logged_seconds(metrics: Path) -> float:
+def logged_seconds(log: list[dict]) -> float:
     """A run's training seconds from the rates in its log (steps between rows / steps per s)."""
-    import json
-
     seconds, last = 0.0, 0
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
+    for row in log:
         if row.get("steps_per_s", 0) > 0 and row["step"] > last:  # steps redone after a resume:
             seconds += (row["step"] - last) / row["steps_per_s"]  # not counted twice
             last = row["step"]

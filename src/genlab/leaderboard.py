@@ -283,8 +283,9 @@ def write(plan: Plan, out: Path) -> Path:
                      f"{e.seconds / 60:.1f} | {e.status}{': ' + e.reason if e.reason else ''} |")  # fmt: skip
     for e in plan.skipped:
         lines.append(f"| — | {e.family} | — | — | — | — | skipped: {e.reason} |")
-    notes = [(plan.entries[k].family, likelihood_note(row)) for k, row in zip(order, rows)]
-    if notes := [(f, n) for f, n in notes if n]:
+    notes = [(plan.entries[k].family, note) for k, row in zip(order, rows, strict=True)
+             if (note := likelihood_note(row))]  # fmt: skip
+    if notes:
         lines += ["", "What each nll is of. Likelihoods compare only between rows that represent "
                   "the data alike (the same levels, binarized or not, pixels or codes):", ""]  # fmt: skip
         lines += [f"- {family}: {note}" for family, note in notes]

@@ -180,13 +180,14 @@ def _read_metrics(row: RunRow) -> None:
             row.metrics[name] = entry
     nll = report.get("nll")
     if isinstance(nll, dict) and _number(nll.get("nats")) is not None:
-        units = ("bits_per_char", "bits_per_code", "bits_per_dim")
-        per = next((u for u in units if u in nll), "bits_per_dim")
+        from genlab.eval.evaluate import NLL_UNITS, nll_unit
+
+        per = nll_unit(nll) if any(u in nll for u in NLL_UNITS) else None
         kind = str(nll.get("kind", "exact"))
         row.metrics[_LIKELIHOOD] = {
             "value": nll["nats"], "std": nll.get("stderr"), "unit": "nats",
             "kind": "exact" if kind == "exact" else f"bound ({kind})", "better": "lower",
-            "per": nll.get(per), "per_unit": per.replace("_", "/").replace("/per/", "/"),
+            "per": nll.get(per) if per else None, "per_unit": NLL_UNITS.get(per, ""),
             "of": str(nll.get("of", "data")), "note": str(nll.get("note") or ""),
             "help": "held-out negative log-likelihood (a bound is an upper bound on it)",
         }  # fmt: skip

@@ -632,6 +632,15 @@ def _summary(lp: Any, count: int, *, per: int, unit: str) -> dict[str, Any]:
     return out
 
 
+#: the per-variable units a held-out likelihood is reported in, with their labels
+NLL_UNITS = {"bits_per_char": "bits/char", "bits_per_code": "bits/code", "bits_per_dim": "bits/dim"}
+
+
+def nll_unit(nll: dict[str, Any]) -> str:
+    """The per-variable unit of a held-out likelihood record (a key of :data:`NLL_UNITS`)."""
+    return next(u for u in NLL_UNITS if u in nll)
+
+
 # --- the terminal table ---------------------------------------------------------------------------
 def format_report(report: dict[str, Any]) -> str:
     """A small fixed-width table of a report, for the terminal."""
@@ -670,7 +679,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     nll = report.get("nll")
     if nll:
-        unit = next(u for u in ("bits_per_char", "bits_per_code", "bits_per_dim") if u in nll)
+        unit = nll_unit(nll)
         err = nll.get(f"{unit}_stderr")
         pm = f" ± {err:.4f}" if err is not None else ""
         extra = f" (true law: {nll['true_nats']:.4f} nats)" if "true_nats" in nll else ""
@@ -678,8 +687,7 @@ def format_report(report: dict[str, Any]) -> str:
             extra = (
                 f" (full-covariance Gaussian on the training rows: {nll['gaussian_nats']:.4f} nats)"
             )
-        per = {"bits_per_char": "bits/char", "bits_per_code": "bits/code",
-               "bits_per_dim": "bits/dim"}[unit]  # fmt: skip
+        per = NLL_UNITS[unit]
         if nll.get("of") == "codes":
             extra += " (of the stage-1 codes, not of the pixels)"
         for b in nll.get("bounds", []):

@@ -204,19 +204,18 @@ class MDLM(GenerativeModel):
             )
         if not 0.0 <= c.t_min < 1.0:
             raise ConfigError(f"model.t_min must be in [0, 1), got {c.t_min}")
-        rates = tuple(c.mask_rates) if isinstance(c.mask_rates, (list, tuple)) else ()
+        rates = c.mask_rates if isinstance(c.mask_rates, (list, tuple)) else ()
         if len(rates) != 2 or not 0.0 <= rates[0] < rates[1] <= 1.0:
             raise ConfigError(
                 "model.mask_rates must be [low, high] with 0 <= low < high <= 1 (the masking "
                 f"probabilities drawn in training), got {c.mask_rates!r}"
             )
-        c.mask_rates = (float(rates[0]), float(rates[1]))
         if c.context < 1:
             raise ConfigError(f"model.context must be at least 1, got {c.context}")
         self.schedule = Schedule(c.schedule)
         if c.estimator == "time" and self.schedule.time_of(c.mask_rates[1]) <= c.t_min:
             raise ConfigError(
-                f"model.mask_rates={list(c.mask_rates)} ends before model.t_min={c.t_min}: no "
+                f"model.mask_rates={list(rates)} ends before model.t_min={c.t_min}: no "
                 "time is left to train on"
             )
         self.vocab_size = len(spec.vocab)
@@ -311,7 +310,8 @@ class MDLM(GenerativeModel):
         ``model.mask_rates = [β, ω]`` (in training only; validation, in eval mode, draws the
         whole range): masking probabilities in ``[β, ω]`` only, BD3-LM's clipped schedule
         (Arriola et al. 2025, sec. 5), times ``t`` with ``1 − α(t)`` in it (and at least
-        ``t_min``) or counts ``k`` in ``[⌈βS⌉, ⌊ωS⌋]``, with the same weights times the width of
+        ``t_min``) or counts ``k`` in ``[⌈βS⌉, ⌊ωS⌋]`` (at least the one count ``⌈βS⌉`` when no
+        count of a block of ``S`` falls in the range), with the same weights times the width of
         the range: an unbiased estimate of the bound's slice over those rates."""
         x = batch.x
         B, L = x.shape
