@@ -45,11 +45,16 @@ or by ``genlab train`` with the overrides this script would use; a different con
 instead of training them, their training seconds taken from the JSON being updated or else from
 the run's log. ``--update`` merges into the existing JSON: its held-out rows of other models and
 the parts this invocation skips are kept, and the earlier invocations' machine records listed.
+``--ar-from JSON`` (repeatable, with ``--skip d``) takes the AR reference from the GPT rows of
+another budget's JSON (rows ``NAME@STEPS``), for a diffusion model trained longer than a GPT
+usefully trains: the GPT overfits after about 4,500 steps, and its best weights by validation
+are then no better (docs/text.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -135,8 +140,6 @@ def train_all(
 
 def log_rows(metrics: Path) -> list[dict]:
     """The rows of a run's log (``metrics.jsonl``)."""
-    import json
-
     return [json.loads(line) for line in metrics.read_text().splitlines()]
 
 
@@ -228,15 +231,27 @@ def main() -> None:
         "--update", action="store_true",
         help="merge into the existing JSON: keep its rows and parts this invocation does not measure",
     )  # fmt: skip
+    ap.add_argument("--ar-from", type=Path, action="append", default=[],
+                    help="the AR reference: the GPT rows of this bench JSON (another budget's; "
+                         "repeatable), instead of a GPT trained here; needs --skip d")  # fmt: skip
     ap.add_argument("--out", type=Path, help=f"JSON output (default {RESULTS})")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
-    if unknown or not any(n.startswith("gpt") for n in names):
+    if unknown or not (args.ar_from or any(n.startswith("gpt") for n in names)):
         ap.error(
             f"--models: unknown {unknown} or no GPT (the reference); choose from {list(CONFIGS)}"
         )
+    if args.ar_from and "d" not in skip:
+        ap.error("--ar-from: part (d) scores samples with a GPT trained here; add --skip d")
+    references = {}
+    for path in args.ar_from:  # the GPTs of other budgets, named NAME@STEPS
+        if not path.exists():
+            ap.error(f"--ar-from: no file {path}")
+        other = json.loads(path.read_text())
+        references |= {f"{n}@{other['steps']}": row | {"from": str(path)}
+                       for n, row in other.get("held_out", {}).items() if n.startswith("gpt")}  # fmt: skip
     out = args.out or RESULTS
     extra: list[str] = []
     step_grid, speed_repeats, length = [16, 64, 256, 1000], 3, 256
@@ -248,8 +263,6 @@ def main() -> None:
         out = args.out or Path(tempfile.gettempdir()) / "text-quick.json"
     previous: dict = {}
     if args.update and out.exists():
-        import json
-
         previous = json.loads(out.read_text())
         if previous.get("steps") != args.steps or previous.get("quick") != args.quick:
             ap.error(f"--update: {out} measured another budget ({previous.get('steps')} steps)")
@@ -270,6 +283,7 @@ def main() -> None:
         every = (args.checkpoint_every, args.val_every)
         runs = train_all(names, args.steps, extra, root, args.reuse, every)
         rows = dict(previous.get("held_out", {}))  # --update: the models not measured now too
+        rows |= references
         for name, r in runs.items():
             opts = {} if name.startswith("gpt") else {"elbo_samples": args.elbo_samples}
             nll = held_out(r["run"], args.nll_chars, opts)
@@ -284,13 +298,13 @@ def main() -> None:
                       key=lambda n: rows[n]["nll"]["nats_per_char"])  # fmt: skip
         ar = rows[best_ar]["nll"]["nats_per_char"]
         record["ar_reference"] = best_ar
-        print(f"  {'model':<12} {'bits/char':>10} {'± s.e.':>8} {'kind':>6} {'gap to AR':>10} "
+        print(f"  {'model':<16} {'bits/char':>10} {'± s.e.':>8} {'kind':>6} {'gap to AR':>10} "
               f"{'train s':>8}")  # fmt: skip
         for name, row in rows.items():
             nll = row["nll"]
             row["gap_to_ar"] = (nll["nats_per_char"] - ar) / ar
             err = nll.get("bits_per_char_stderr") or 0.0
-            print(f"  {name:<12} {nll['bits_per_char']:>10.4f} {err:>8.4f} {nll['kind']:>6} "
+            print(f"  {name:<16} {nll['bits_per_char']:>10.4f} {err:>8.4f} {nll['kind']:>6} "
                   f"{row['gap_to_ar']:>+9.1%} {row['train_seconds']:>8.0f}")  # fmt: skip
         record["held_out"] = rows
         write_results(record, out, t_start)  # kept if a later part fails
