@@ -9,8 +9,8 @@ samples per second against the number of steps, with and without reusing the net
 With ``--runs`` (the bench's ``--runs`` folder), also docs/figures/text-samples.png and
 docs/figures/text-samples.json: an MDLM infill and the start of a BD3-LM sample past its context,
 drawn with seed 0. With the bench's results at other budgets (``--budgets``, by default
-bench/results/text-{375,750,12000}.json where they exist), docs/figures/text-budget.png: the
-validation curves of the longest run and the held-out figures against the budget."""
+bench/results/text-{375,750,9000,12000,20000}.json where they exist), docs/figures/text-budget.png:
+the validation curves of the runs trained with validation and the held-out figures against the budget."""
 
 from __future__ import annotations
 
@@ -85,28 +85,31 @@ def bench_figure(results: dict, out: Path) -> None:
 
 
 def budget_figure(results: list[dict], out: Path) -> None:
-    """(left) The validation loss of the longest run's models against steps, each one's best
-    marked (the weights evaluated); (right) the held-out figure of each model at every budget
-    measured, against the best autoregressive one and the +12% bar."""
-    longest = max(results, key=lambda r: r["steps"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    """(left) The validation loss against steps of every model trained with validation, each
+    one's best marked (the weights evaluated); (right) the held-out figure of each model at every
+    budget measured, against the best autoregressive one and the +12% bar. Rows a JSON took from
+    another (``--ar-from``) are drawn from their own JSON only."""
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4))
     ax = axes[0]
-    for name, row in longest["held_out"].items():
-        if not row.get("val_curve"):
-            continue
-        steps, vals = zip(*row["val_curve"], strict=True)
-        (line,) = ax.plot(steps, vals, "o-", ms=3, label=name)
-        best = min(range(len(vals)), key=vals.__getitem__)
-        ax.plot(steps[best], vals[best], "*", ms=14, color=line.get_color())
-    epochs = longest["steps"] * 4096 / 1.0e6  # characters seen / the training split's
-    ax.set_xlabel(f"step (4,096 characters each; {longest['steps']:,} ≈ {epochs:.0f} epochs)")
+    for r in sorted(results, key=lambda r: r["steps"]):
+        for name, row in r["held_out"].items():
+            if not row.get("val_curve") or "from" in row:
+                continue
+            steps, vals = zip(*row["val_curve"], strict=True)
+            (line,) = ax.plot(steps, vals, "o-", ms=2, label=f"{name}, {r['steps']:,}-step budget")
+            best = min(range(len(vals)), key=vals.__getitem__)
+            ax.plot(steps[best], vals[best], "*", ms=12, color=line.get_color())
+    epochs = 1000 * 4096 / 1.0e6  # characters seen / the training split's
+    ax.set_xlabel(f"step (4,096 characters each; 1,000 steps ≈ {epochs:.0f} epochs)")
     ax.set_ylabel("validation loss, nats/char (diffusion: bound)")
     ax.set_title("the AR model overfits, masked diffusion still improves (★: best)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax = axes[1]
     by_model: dict[str, list[tuple[int, float, float]]] = {}
     for r in results:
         for name, row in r["held_out"].items():
+            if "from" in row:  # another budget's reference, drawn from its own JSON
+                continue
             nll = row["nll"]
             by_model.setdefault(name, []).append(
                 (r["steps"], nll["bits_per_char"], nll.get("bits_per_char_stderr") or 0.0)
@@ -121,7 +124,7 @@ def budget_figure(results: list[dict], out: Path) -> None:
     ax.set_xlabel("training steps (budget)")
     ax.set_ylabel("held-out bits/char at the best weights")
     ax.set_title("held-out figure against the budget")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -167,7 +170,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "text.json")
     ap.add_argument("--runs", type=Path, help="bench/text.py's --runs folder (for the samples)")
     ap.add_argument("--budgets", type=Path, nargs="*",
-                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 12000)],
+                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 9000, 12000, 20000)],
                     help="the bench's results at other budgets, for docs/figures/text-budget.png")  # fmt: skip
     args = ap.parse_args()
     FIGURES.mkdir(exist_ok=True)
