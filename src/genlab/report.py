@@ -182,7 +182,7 @@ def _read_metrics(row: RunRow) -> None:
     if isinstance(nll, dict) and _number(nll.get("nats")) is not None:
         from genlab.eval.evaluate import NLL_UNITS, nll_unit
 
-        per = nll_unit(nll) if any(u in nll for u in NLL_UNITS) else None
+        per = nll_unit(nll)
         kind = str(nll.get("kind", "exact"))
         row.metrics[_LIKELIHOOD] = {
             "value": nll["nats"], "std": nll.get("stderr"), "unit": "nats",

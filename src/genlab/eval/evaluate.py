@@ -636,9 +636,10 @@ def _summary(lp: Any, count: int, *, per: int, unit: str) -> dict[str, Any]:
 NLL_UNITS = {"bits_per_char": "bits/char", "bits_per_code": "bits/code", "bits_per_dim": "bits/dim"}
 
 
-def nll_unit(nll: dict[str, Any]) -> str:
-    """The per-variable unit of a held-out likelihood record (a key of :data:`NLL_UNITS`)."""
-    return next(u for u in NLL_UNITS if u in nll)
+def nll_unit(nll: dict[str, Any]) -> str | None:
+    """The per-variable unit of a held-out likelihood record (a key of :data:`NLL_UNITS`), or
+    ``None`` when it has none (a record written by something else)."""
+    return next((u for u in NLL_UNITS if u in nll), None)
 
 
 # --- the terminal table ---------------------------------------------------------------------------

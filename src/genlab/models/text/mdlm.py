@@ -213,7 +213,7 @@ class MDLM(GenerativeModel):
         if c.context < 1:
             raise ConfigError(f"model.context must be at least 1, got {c.context}")
         self.schedule = Schedule(c.schedule)
-        if c.estimator == "time" and self.schedule.time_of(c.mask_rates[1]) <= c.t_min:
+        if c.estimator == "time" and self.schedule.time_of(rates[1]) <= c.t_min:
             raise ConfigError(
                 f"model.mask_rates={list(rates)} ends before model.t_min={c.t_min}: no "
                 "time is left to train on"
