@@ -87,6 +87,14 @@ CONFIGS = {
         "bd3lm-shakespeare.yaml",
         ["model.block_size=4", "model.mask_rates=[0.45,0.95]"],
     ),
+    # a warm restart: mdlm-clip's best weights after 20,000 steps (train that first, with
+    # --runs runs/text-long/20000), trained on under a new cosine from half the peak learning rate,
+    # with an EMA of the weights (decay 0.999) that validation and evaluation use
+    "mdlm-clip-restart": (
+        "mdlm-shakespeare.yaml",
+        ["model.mask_rates=[0.3,0.8]", "trainer.init_from=runs/text-long/20000/mdlm-clip",
+         "trainer.lr=0.001", "trainer.ema_decay=0.999"],
+    ),
 }
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
@@ -114,6 +122,9 @@ def train_all(
             overrides = [*overrides, f"model.context={ctx // 2}", "trainer.batch_size=32"]
         cfg = genlab.load_config(ROOT / "configs" / config, overrides)
         row = {"overrides": overrides, "config": f"configs/{config}"}
+        if cfg.trainer.init_from:  # a continuation: the steps its starting weights had had
+            before = genlab.load_config(Path(cfg.trainer.init_from) / "config.yaml").trainer.steps
+            row["init_from"] = {"run": cfg.trainer.init_from, "steps": before}
         out = root / name
         started = reuse and any((out / "checkpoints").glob("step_*.safetensors"))
         if started and genlab.load_config(out / "config.yaml") != cfg:
@@ -287,7 +298,7 @@ def main() -> None:
         for name, r in runs.items():
             opts = {} if name.startswith("gpt") else {"elbo_samples": args.elbo_samples}
             nll = held_out(r["run"], args.nll_chars, opts)
-            keep = ("config", "overrides", "train_seconds", "trained", "val_curve")
+            keep = ("config", "overrides", "init_from", "train_seconds", "trained", "val_curve")
             rows[name] = {k: r[k] for k in keep if k in r} | {"nll": nll}
             before = previous.get("held_out", {}).get(name, {})
             if r["trained"] != "here" and "train_seconds" in before:

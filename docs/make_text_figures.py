@@ -9,7 +9,7 @@ samples per second against the number of steps, with and without reusing the net
 With ``--runs`` (the bench's ``--runs`` folder), also docs/figures/text-samples.png and
 docs/figures/text-samples.json: an MDLM infill and the start of a BD3-LM sample past its context,
 drawn with seed 0. With the bench's results at other budgets (``--budgets``, by default
-bench/results/text-{375,750,9000,12000,20000}.json where they exist), docs/figures/text-budget.png:
+bench/results/text-{375,750,9000,12000,20000,restart10000}.json where they exist), docs/figures/text-budget.png:
 the validation curves of the runs trained with validation and the held-out figures against the budget."""
 
 from __future__ import annotations
@@ -95,8 +95,10 @@ def budget_figure(results: list[dict], out: Path) -> None:
         for name, row in r["held_out"].items():
             if not row.get("val_curve") or "from" in row:
                 continue
-            steps, vals = zip(*row["val_curve"], strict=True)
-            (line,) = ax.plot(steps, vals, "o-", ms=2, label=f"{name}, {r['steps']:,}-step budget")
+            before = row.get("init_from", {}).get("steps", 0)  # a continuation starts there
+            steps, vals = zip(*((before + s, v) for s, v in row["val_curve"]), strict=True)
+            (line,) = ax.plot(steps, vals, "o-", ms=2,
+                              label=f"{name}, {before + r['steps']:,}-step budget")  # fmt: skip
             best = min(range(len(vals)), key=vals.__getitem__)
             ax.plot(steps[best], vals[best], "*", ms=12, color=line.get_color())
     epochs = 1000 * 4096 / 1.0e6  # characters seen / the training split's
@@ -111,8 +113,9 @@ def budget_figure(results: list[dict], out: Path) -> None:
             if "from" in row:  # another budget's reference, drawn from its own JSON
                 continue
             nll = row["nll"]
+            before = row.get("init_from", {}).get("steps", 0)
             by_model.setdefault(name, []).append(
-                (r["steps"], nll["bits_per_char"], nll.get("bits_per_char_stderr") or 0.0)
+                (before + r["steps"], nll["bits_per_char"], nll.get("bits_per_char_stderr") or 0.0)
             )
     best_ar = min(b for n, pts in by_model.items() if n.startswith("gpt") for _, b, _ in pts)
     for name, pts in sorted(by_model.items()):
@@ -170,7 +173,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "text.json")
     ap.add_argument("--runs", type=Path, help="bench/text.py's --runs folder (for the samples)")
     ap.add_argument("--budgets", type=Path, nargs="*",
-                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 9000, 12000, 20000)],
+                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 9000, 12000, 20000, "restart10000")],
                     help="the bench's results at other budgets, for docs/figures/text-budget.png")  # fmt: skip
     args = ap.parse_args()
     FIGURES.mkdir(exist_ok=True)
