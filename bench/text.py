@@ -92,8 +92,12 @@ CONFIGS = {
     # with an EMA of the weights (decay 0.999) that validation and evaluation use
     "mdlm-clip-restart": (
         "mdlm-shakespeare.yaml",
-        ["model.mask_rates=[0.3,0.8]", "trainer.init_from=runs/text-long/20000/mdlm-clip",
-         "trainer.lr=0.001", "trainer.ema_decay=0.999"],
+        [
+            "model.mask_rates=[0.3,0.8]",
+            "trainer.init_from=runs/text-long/20000/mdlm-clip",
+            "trainer.lr=0.001",
+            "trainer.ema_decay=0.999",
+        ],
     ),
 }
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
