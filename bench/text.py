@@ -99,6 +99,16 @@ CONFIGS = {
             "trainer.ema_decay=0.999",
         ],
     ),
+    "sedd-absorb-clip-restart": (  # the same, from sedd-absorb-clip's 20,000 steps
+        "sedd-shakespeare.yaml",
+        [
+            "model.transition=absorb",
+            "model.mask_rates=[0.3,0.8]",
+            "trainer.init_from=runs/text-long/20000/sedd-absorb-clip",
+            "trainer.lr=0.001",
+            "trainer.ema_decay=0.999",
+        ],
+    ),
 }
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
