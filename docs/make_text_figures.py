@@ -118,10 +118,10 @@ def budget_figure(results: list[dict], out: Path) -> None:
                 (before + r["steps"], nll["bits_per_char"], nll.get("bits_per_char_stderr") or 0.0)
             )
     best_ar = min(b for n, pts in by_model.items() if n.startswith("gpt") for _, b, _ in pts)
-    for name, pts in sorted(by_model.items()):
-        pts.sort()
+    for i, (name, pts) in enumerate(sorted(by_model.items())):
+        pts.sort()  # tab20: more models than the default cycle's ten colours
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                    marker="o", capsize=3, label=name)  # fmt: skip
+                    marker="o", capsize=3, label=name, color=plt.cm.tab20(i % 20))  # fmt: skip
     ax.axhline(best_ar * 1.12, color="tab:red", ls=":", lw=1, label="best AR + 12% (the bar)")
     ax.set_xscale("log")
     ax.set_xlabel("training steps (budget)")
