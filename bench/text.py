@@ -87,29 +87,17 @@ CONFIGS = {
         "bd3lm-shakespeare.yaml",
         ["model.block_size=4", "model.mask_rates=[0.45,0.95]"],
     ),
-    # a warm restart: mdlm-clip's best weights after 20,000 steps (train that first, with
-    # --runs runs/text-long/20000), trained on under a new cosine from half the peak learning rate,
-    # with an EMA of the weights (decay 0.999) that validation and evaluation use
-    "mdlm-clip-restart": (
-        "mdlm-shakespeare.yaml",
-        [
-            "model.mask_rates=[0.3,0.8]",
-            "trainer.init_from=runs/text-long/20000/mdlm-clip",
-            "trainer.lr=0.001",
-            "trainer.ema_decay=0.999",
-        ],
-    ),
-    "sedd-absorb-clip-restart": (  # the same, from sedd-absorb-clip's 20,000 steps
-        "sedd-shakespeare.yaml",
-        [
-            "model.transition=absorb",
-            "model.mask_rates=[0.3,0.8]",
-            "trainer.init_from=runs/text-long/20000/sedd-absorb-clip",
-            "trainer.lr=0.001",
-            "trainer.ema_decay=0.999",
-        ],
-    ),
 }
+# a warm restart: a -clip entry's best weights after 20,000 steps (train those first, with
+# --runs runs/text-long/20000), trained on under a new cosine from half the peak learning rate,
+# with an EMA of the weights (decay 0.999) that validation and evaluation use
+for _name in ("mdlm-clip", "sedd-absorb-clip"):
+    _config, _over = CONFIGS[_name]
+    CONFIGS[f"{_name}-restart"] = (
+        _config,
+        [*_over, f"trainer.init_from=runs/text-long/20000/{_name}", "trainer.lr=0.001",
+         "trainer.ema_decay=0.999"],
+    )  # fmt: skip
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
 
