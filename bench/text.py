@@ -98,8 +98,27 @@ for _name in ("mdlm-clip", "sedd-absorb-clip"):
         [*_over, f"trainer.init_from=runs/text-long/20000/{_name}", "trainer.lr=0.001",
          "trainer.ema_decay=0.999"],
     )  # fmt: skip
+# a second warm restart of SEDD-absorbing: the first restart's best weights (30,000 steps in all),
+# the same overrides over a longer cosine (train the first with --runs runs/text-long/restart10000)
+CONFIGS["sedd-absorb-clip-restart2"] = (
+    CONFIGS["sedd-absorb-clip"][0],
+    [o.replace("runs/text-long/20000/sedd-absorb-clip", "runs/text-long/restart10000/sedd-absorb-clip-restart")
+     for o in CONFIGS["sedd-absorb-clip-restart"][1]],
+)  # fmt: skip
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
+
+
+def steps_before(cfg) -> int:
+    """The training steps a continuation's starting weights had had, over a chain of
+    ``trainer.init_from`` runs (a restart of a restart counts both)."""
+    import genlab
+
+    steps = 0
+    while cfg.trainer.init_from:
+        cfg = genlab.load_config(Path(cfg.trainer.init_from) / "config.yaml")
+        steps += cfg.trainer.steps
+    return steps
 
 
 # --- (a) training and the held-out figure ----------------------------------------------------------
@@ -125,8 +144,7 @@ def train_all(
         cfg = genlab.load_config(ROOT / "configs" / config, overrides)
         row = {"overrides": overrides, "config": f"configs/{config}"}
         if cfg.trainer.init_from:  # a continuation: the steps its starting weights had had
-            before = genlab.load_config(Path(cfg.trainer.init_from) / "config.yaml").trainer.steps
-            row["init_from"] = {"run": cfg.trainer.init_from, "steps": before}
+            row["init_from"] = {"run": cfg.trainer.init_from, "steps": steps_before(cfg)}
         out = root / name
         started = reuse and any((out / "checkpoints").glob("step_*.safetensors"))
         if started and genlab.load_config(out / "config.yaml") != cfg:
