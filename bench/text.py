@@ -98,13 +98,15 @@ for _name in ("mdlm-clip", "sedd-absorb-clip"):
         [*_over, f"trainer.init_from=runs/text-long/20000/{_name}", "trainer.lr=0.001",
          "trainer.ema_decay=0.999"],
     )  # fmt: skip
-# a second warm restart of SEDD-absorbing: the first restart's best weights (30,000 steps in all),
-# the same overrides over a longer cosine (train the first with --runs runs/text-long/restart10000)
-CONFIGS["sedd-absorb-clip-restart2"] = (
-    CONFIGS["sedd-absorb-clip"][0],
-    [o.replace("runs/text-long/20000/sedd-absorb-clip", "runs/text-long/restart10000/sedd-absorb-clip-restart")
-     for o in CONFIGS["sedd-absorb-clip-restart"][1]],
-)  # fmt: skip
+# a second warm restart: the first restart's best weights (30,000 steps in all; train the first
+# with --runs runs/text-long/restart10000), the same overrides under a new cosine
+for _name in ("mdlm-clip", "sedd-absorb-clip"):
+    _config, _over = CONFIGS[f"{_name}-restart"]
+    CONFIGS[f"{_name}-restart2"] = (
+        _config,
+        [o.replace("runs/text-long/20000/", "runs/text-long/restart10000/") + ("-restart" if "init_from" in o else "")
+         for o in _over],
+    )  # fmt: skip
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
 
