@@ -107,6 +107,13 @@ for _name in ("mdlm-clip", "sedd-absorb-clip"):
         [o.replace("runs/text-long/20000/", "runs/text-long/restart10000/") + ("-restart" if "init_from" in o else "")
          for o in _over],
     )  # fmt: skip
+# a third, gentler one for SEDD-absorbing: the second's best weights (50,000 steps in all), from a
+# peak learning rate of 0.0003 (the second restart's 0.001 cost it 9,000 steps to regain its start)
+CONFIGS["sedd-absorb-clip-restart3"] = (
+    CONFIGS["sedd-absorb-clip"][0],
+    [*CONFIGS["sedd-absorb-clip"][1], "trainer.init_from=runs/text-long/restart20000/sedd-absorb-clip-restart2",
+     "trainer.lr=0.0003", "trainer.ema_decay=0.999"],
+)  # fmt: skip
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
 
