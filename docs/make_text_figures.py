@@ -9,7 +9,7 @@ samples per second against the number of steps, with and without reusing the net
 With ``--runs`` (the bench's ``--runs`` folder), also docs/figures/text-samples.png and
 docs/figures/text-samples.json: an MDLM infill and the start of a BD3-LM sample past its context,
 drawn with seed 0. With the bench's results at other budgets (``--budgets``, by default
-bench/results/text-{375,750,9000,12000,20000,restart10000}.json where they exist), docs/figures/text-budget.png:
+bench/results/text-{375,750,9000,12000,20000,restart*}.json where they exist), docs/figures/text-budget.png:
 the validation curves of the runs trained with validation and the held-out figures against the budget."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -114,10 +115,13 @@ def budget_figure(results: list[dict], out: Path) -> None:
                 continue
             nll = row["nll"]
             before = row.get("init_from", {}).get("steps", 0)
-            by_model.setdefault(name, []).append(
+            series = re.sub(r"-restart\d*$", " (+ restarts)", name) if "init_from" in row else name
+            by_model.setdefault(series, []).append(
                 (before + r["steps"], nll["bits_per_char"], nll.get("bits_per_char_stderr") or 0.0)
             )
     best_ar = min(b for n, pts in by_model.items() if n.startswith("gpt") for _, b, _ in pts)
+    for name in [n for n in by_model if n.endswith(" (+ restarts)")]:  # join the run they started from
+        by_model[name] += by_model.pop(name.removesuffix(" (+ restarts)"), [])
     for i, (name, pts) in enumerate(sorted(by_model.items())):
         pts.sort()  # tab20: more models than the default cycle's ten colours
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
@@ -173,7 +177,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "text.json")
     ap.add_argument("--runs", type=Path, help="bench/text.py's --runs folder (for the samples)")
     ap.add_argument("--budgets", type=Path, nargs="*",
-                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 9000, 12000, 20000, "restart10000")],
+                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 9000, 12000, 20000, "restart10000", "restart20000", "restart2-10000", "restart3-10000")],
                     help="the bench's results at other budgets, for docs/figures/text-budget.png")  # fmt: skip
     args = ap.parse_args()
     FIGURES.mkdir(exist_ok=True)
