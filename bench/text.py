@@ -88,34 +88,40 @@ CONFIGS = {
         ["model.block_size=4", "model.mask_rates=[0.45,0.95]"],
     ),
 }
-# a warm restart: a -clip entry's best weights after 20,000 steps (train those first, with
-# --runs runs/text-long/20000), trained on under a new cosine from half the peak learning rate,
-# with an EMA of the weights (decay 0.999) that validation and evaluation use
+
+
+def _restart(base: str, source: str, lr: str = "0.001") -> tuple[str, list[str]]:
+    """A warm restart of the entry ``base``: the best weights of the run ``source``, trained on
+    under a new cosine from the peak learning rate ``lr``, with an EMA of the weights (decay
+    0.999) that validation and evaluation use."""
+    config, over = CONFIGS[base]
+    return config, [
+        *over,
+        f"trainer.init_from={source}",
+        f"trainer.lr={lr}",
+        "trainer.ema_decay=0.999",
+    ]
+
+
+# train each source first, with the --runs folder its path names: the -clip entries 20,000 steps
+# (runs/text-long/20000), the first restarts 10,000 (restart10000), SEDD's second 20,000
+# (restart20000); the first two restarts start from half the recipes' peak learning rate
 for _name in ("mdlm-clip", "sedd-absorb-clip"):
-    _config, _over = CONFIGS[_name]
-    CONFIGS[f"{_name}-restart"] = (
-        _config,
-        [*_over, f"trainer.init_from=runs/text-long/20000/{_name}", "trainer.lr=0.001",
-         "trainer.ema_decay=0.999"],
-    )  # fmt: skip
-# a second warm restart: the first restart's best weights (30,000 steps in all; train the first
-# with --runs runs/text-long/restart10000), the same overrides under a new cosine
-for _name in ("mdlm-clip", "sedd-absorb-clip"):
-    _config, _over = CONFIGS[f"{_name}-restart"]
-    CONFIGS[f"{_name}-restart2"] = (
-        _config,
-        [o.replace("runs/text-long/20000/", "runs/text-long/restart10000/") + ("-restart" if "init_from" in o else "")
-         for o in _over],
-    )  # fmt: skip
-# a third, gentler one for SEDD-absorbing: the second's best weights (50,000 steps in all), from a
-# peak learning rate of 0.0003 (the second restart's 0.001 cost it 9,000 steps to regain its start)
-CONFIGS["sedd-absorb-clip-restart3"] = (
-    CONFIGS["sedd-absorb-clip"][0],
-    [*CONFIGS["sedd-absorb-clip"][1], "trainer.init_from=runs/text-long/restart20000/sedd-absorb-clip-restart2",
-     "trainer.lr=0.0003", "trainer.ema_decay=0.999"],
-)  # fmt: skip
+    CONFIGS[f"{_name}-restart"] = _restart(_name, f"runs/text-long/20000/{_name}")
+    CONFIGS[f"{_name}-restart2"] = _restart(_name, f"runs/text-long/restart10000/{_name}-restart")
+# a third, gentler one for SEDD-absorbing (the second's 0.001 took 8,500 steps to regain its start)
+CONFIGS["sedd-absorb-clip-restart3"] = _restart(
+    "sedd-absorb-clip", "runs/text-long/restart20000/sedd-absorb-clip-restart2", lr="0.0003"
+)
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.val_every=0"]
 TINY = ["model.hidden=16", "model.depth=1", "model.heads=2", "trainer.warmup=2"]
+
+
+def source_run(name: str) -> str | None:
+    """The run whose weights the entry ``name`` starts from (``trainer.init_from``), if any."""
+    return next(
+        (o.split("=", 1)[1] for o in CONFIGS[name][1] if o.startswith("trainer.init_from=")), None
+    )
 
 
 def steps_before(cfg) -> int:
@@ -255,8 +261,9 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: b,c,d")
     ap.add_argument(
         "--models",
-        default=",".join(CONFIGS),
-        help="comma-separated models to train (parts b, c, d use those present)",
+        default=",".join(n for n in CONFIGS if not source_run(n)),
+        help="comma-separated models to train (parts b, c, d use those present; default: all but "
+        "the warm restarts, which need their source runs)",
     )
     ap.add_argument("--runs", type=Path, help="keep the trained runs here (default: a temp dir)")
     ap.add_argument(
@@ -283,6 +290,10 @@ def main() -> None:
         ap.error(
             f"--models: unknown {unknown} or no GPT (the reference); choose from {list(CONFIGS)}"
         )
+    for name in names:
+        if (source := source_run(name)) and not (Path(source) / "config.yaml").is_file():
+            ap.error(f"--models {name} continues the run {source} (relative to the working "
+                     "directory), which is not there: train it first (the comment above CONFIGS's restarts in bench/text.py)")  # fmt: skip
     if args.ar_from and "d" not in skip:
         ap.error("--ar-from: part (d) scores samples with a GPT trained here; add --skip d")
     references = {}

@@ -109,23 +109,25 @@ def budget_figure(results: list[dict], out: Path) -> None:
     ax.legend(fontsize=7)
     ax = axes[1]
     by_model: dict[str, list[tuple[int, float, float]]] = {}
+    restarted: set[str] = set()
     for r in results:
         for name, row in r["held_out"].items():
             if "from" in row:  # another budget's reference, drawn from its own JSON
                 continue
             nll = row["nll"]
             before = row.get("init_from", {}).get("steps", 0)
-            series = re.sub(r"-restart\d*$", " (+ restarts)", name) if "init_from" in row else name
+            series = re.sub(r"-restart\d*$", "", name)  # a restart continues the run it started from
+            if "init_from" in row:
+                restarted.add(series)
             by_model.setdefault(series, []).append(
                 (before + r["steps"], nll["bits_per_char"], nll.get("bits_per_char_stderr") or 0.0)
             )
     best_ar = min(b for n, pts in by_model.items() if n.startswith("gpt") for _, b, _ in pts)
-    for name in [n for n in by_model if n.endswith(" (+ restarts)")]:  # join the run they started from
-        by_model[name] += by_model.pop(name.removesuffix(" (+ restarts)"), [])
     for i, (name, pts) in enumerate(sorted(by_model.items())):
         pts.sort()  # tab20: more models than the default cycle's ten colours
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                    marker="o", capsize=3, label=name, color=plt.cm.tab20(i % 20))  # fmt: skip
+                    marker="o", capsize=3, color=plt.cm.tab20(i % 20),
+                    label=f"{name} (+ restarts)" if name in restarted else name)  # fmt: skip
     ax.axhline(best_ar * 1.12, color="tab:red", ls=":", lw=1, label="best AR + 12% (the bar)")
     ax.set_xscale("log")
     ax.set_xlabel("training steps (budget)")
@@ -177,7 +179,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "text.json")
     ap.add_argument("--runs", type=Path, help="bench/text.py's --runs folder (for the samples)")
     ap.add_argument("--budgets", type=Path, nargs="*",
-                    default=[ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 9000, 12000, 20000, "restart10000", "restart20000", "restart2-10000", "restart3-10000")],
+                    default=[*(ROOT / "bench" / "results" / f"text-{n}.json" for n in (375, 750, 9000, 12000, 20000)),
+                             *sorted((ROOT / "bench" / "results").glob("text-restart*.json"))],
                     help="the bench's results at other budgets, for docs/figures/text-budget.png")  # fmt: skip
     args = ap.parse_args()
     FIGURES.mkdir(exist_ok=True)
