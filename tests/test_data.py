@@ -15,6 +15,7 @@ import torch
 
 from genlab.data import TOY, decode, encode, load, split
 from genlab.data.base import asset
+from genlab.data.text import SHAKESPEARE
 from genlab.data.images import read_idx
 from genlab.data.toy import Circles, Pinwheel, _NoisyCurves
 from genlab.errors import DataError, UnknownNameError
@@ -152,12 +153,29 @@ def test_toy_dataset_is_float32_split_and_carries_its_law():
 # --- split and name lookup ----------------------------------------------------------------------
 
 
-def test_split_is_deterministic_and_disjoint():
-    tr, va = split(1000, 0.2, seed=3)
-    tr2, va2 = split(1000, 0.2, seed=3)
-    assert torch.equal(tr, tr2) and torch.equal(va, va2)
-    assert len(va) == 200 and sorted(torch.cat([tr, va]).tolist()) == list(range(1000))
-    assert not torch.equal(split(1000, 0.2, seed=4)[1], va)
+def test_split_is_deterministic_disjoint_and_covers_every_index():
+    tr, va, te = split(1000, 0.2, seed=3, test_fraction=0.1)
+    tr2, va2, te2 = split(1000, 0.2, seed=3, test_fraction=0.1)
+    assert torch.equal(tr, tr2) and torch.equal(va, va2) and torch.equal(te, te2)
+    assert (len(tr), len(va), len(te)) == (700, 200, 100)
+    assert sorted(torch.cat([tr, va, te]).tolist()) == list(range(1000))
+    assert not torch.equal(split(1000, 0.2, seed=4, test_fraction=0.1)[2], te)
+
+
+def test_test_rows_do_not_depend_on_the_validation_fraction():
+    """Tuning data.val_fraction never moves a test row into training or validation; without a
+    test part the validation rows are those of the two-way split."""
+    te = split(1000, 0.2, seed=3, test_fraction=0.1)[2]
+    for v in (0.0, 0.05, 0.3):
+        assert torch.equal(split(1000, v, seed=3, test_fraction=0.1)[2], te)
+    tr, va, te0 = split(1000, 0.2, seed=3)
+    assert len(te0) == 0 and torch.equal(va, split(1000, 0.2, seed=3, test_fraction=0.1)[1])
+
+
+@pytest.mark.parametrize("val,test", [(0.5, 0.5), (0.9, 0.2), (-0.1, 0.1), (0.1, 1.0)])
+def test_fractions_that_leave_nothing_to_train_on_are_refused(val, test):
+    with pytest.raises(DataError, match="fraction"):
+        split(100, val, seed=0, test_fraction=test)
 
 
 def test_unknown_name_suggests_close_name():
@@ -194,7 +212,7 @@ def test_npy_npz_csv_load_a_5d_array_identically(tmp_path, points5):
     sets = [load(path=tmp_path / f, val_fraction=0.25, seed=1) for f in ("p.npy", "p.npz", "p.csv")]
     for ds in sets:
         assert ds.kind == "points" and ds.shape == (5,) and ds.train.dtype == torch.float32
-        assert (len(ds.train), len(ds.val)) == (30, 10)
+        assert (len(ds.train), len(ds.val), len(ds.test)) == (26, 10, 4)
         assert torch.allclose(ds.train, sets[0].train)
     assert sets[2].meta["columns"] == ["a", "b", "c", "d", "e"]
 
@@ -206,7 +224,7 @@ def test_1d_array_becomes_one_column(tmp_path):
 
 def test_csv_without_header(tmp_path):
     (tmp_path / "p.csv").write_text("1,2\n3,4\n5,6\n")
-    assert load(path=tmp_path / "p.csv", val_fraction=0.0).train.shape == (3, 2)
+    assert load(path=tmp_path / "p.csv", val_fraction=0.0, test_fraction=0).train.shape == (3, 2)
 
 
 def test_missing_file_names_path_and_suggests_sibling(tmp_path):
@@ -291,17 +309,18 @@ def test_unsupported_suffix_lists_supported(tmp_path):
 def test_digits_shape_range_and_labels():
     ds = load("digits")
     assert ds.kind == "images" and ds.shape == (1, 8, 8) and ds.num_classes == 10
-    x = torch.cat([ds.train, ds.val])
+    x = torch.cat([ds.train, ds.val, ds.test])
     assert x.min() == -1 and x.max() == 1
-    assert len(x) == 1797 and set(torch.cat([ds.labels_train, ds.labels_val]).tolist()) == set(
-        range(10)
-    )
+    labels = torch.cat([ds.labels_train, ds.labels_val, ds.labels_test])
+    assert len(x) == 1797 and set(labels.tolist()) == set(range(10))
+    assert (len(ds.val), len(ds.test)) == (180, 180)
 
 
 def test_mnist_shape_range_and_labels():
-    ds = load("mnist", val_fraction=0.1)
+    ds = load("mnist", val_fraction=0.1, test_fraction=0.2)
     assert ds.kind == "images" and ds.shape == (1, 28, 28) and ds.num_classes == 10
-    assert (len(ds.train), len(ds.val)) == (9000, 1000) and ds.meta["bits"] == 8
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (7000, 1000, 2000)
+    assert ds.meta["bits"] == 8 and len(ds.labels_test) == 2000
     assert ds.train.min() == -1 and ds.train.max() == 1 and ds.train.dtype == torch.float32
     assert ds.labels_train.dtype == torch.int64 and set(ds.labels_train.tolist()) == set(range(10))
 
@@ -318,7 +337,7 @@ def test_mnist_idx_folder_and_magic_number_check(tmp_path):
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(images.read_bytes())
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(labels.read_bytes())
     ds = load(path=tmp_path, n=100)
-    assert ds.shape == (1, 28, 28) and len(ds.train) + len(ds.val) == 100
+    assert ds.shape == (1, 28, 28) and len(ds.train) + len(ds.val) + len(ds.test) == 100
     (tmp_path / "bad-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01" + b"\x00" * 8)
     with pytest.raises(DataError, match="expected a 3-D IDX array, the header says 1-D"):
         read_idx(tmp_path / "bad-images-idx3-ubyte", 3)
@@ -345,7 +364,7 @@ def test_image_folder_with_class_subfolders(tmp_path):
             Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(
                 tmp_path / cls / f"{i}.png"
             )
-    ds = load(path=tmp_path, val_fraction=0.0)
+    ds = load(path=tmp_path, val_fraction=0.0, test_fraction=0.0)
     assert ds.shape == (3, 6, 5) and ds.meta["classes"] == ["cat", "dog"] and ds.num_classes == 2
     assert sorted(ds.labels_train.tolist()) == [0, 0, 0, 1, 1, 1]
     assert ds.train.min() >= -1 and ds.train.max() <= 1
@@ -372,7 +391,7 @@ def test_uint8_npz_images_in_every_layout(tmp_path):
     }
     for name, arr in layouts.items():
         np.savez(tmp_path / f"{name}.npz", images=arr, labels=np.arange(10) % 3)
-        ds = load(path=tmp_path / f"{name}.npz", val_fraction=0.0)
+        ds = load(path=tmp_path / f"{name}.npz", val_fraction=0.0, test_fraction=0.0)
         assert ds.kind == "images" and ds.shape[1:] == (7, 6) and ds.num_classes == 3
         expected = torch.from_numpy(hw).double().sum((1, 2)) / 127.5 - 42  # 42 = 7 * 6 pixels
         assert torch.allclose(
@@ -396,17 +415,24 @@ def test_text_encode_decode_round_trip():
 
 
 def test_shakespeare_vocab_and_contiguous_split():
-    ds = load("shakespeare", val_fraction=0.1)
+    ds = load("shakespeare", val_fraction=0.1, test_fraction=0.1)
     assert ds.kind == "tokens" and ds.meta["vocab"] == "".join(sorted(ds.meta["vocab"]))
-    assert len(ds.meta["vocab"]) == 65 and len(ds.train) + len(ds.val) == 1_115_394
+    assert len(ds.meta["vocab"]) == 65
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 1_115_394
     assert decode(ds.train[:14], ds.meta["vocab"]) == "First Citizen:"
-    assert len(ds.val) == 111_539
+    assert len(ds.val) == len(ds.test) == 111_539
+    whole = asset(*SHAKESPEARE).read_text(encoding="utf-8")  # train, val, test: in file order
+    assert decode(torch.cat([ds.train, ds.val, ds.test]), ds.meta["vocab"]) == whole
 
 
 def test_text_file_load_and_errors(tmp_path):
     (tmp_path / "book.txt").write_text("abcabcabca", encoding="utf-8")
-    ds = load(path=tmp_path / "book.txt", val_fraction=0.2)
-    assert ds.meta["vocab"] == "abc" and ds.train.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    ds = load(path=tmp_path / "book.txt", val_fraction=0.2, test_fraction=0.1)
+    assert ds.meta["vocab"] == "abc" and ds.train.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert ds.val.tolist() == [1, 2] and ds.test.tolist() == [0]
+    (tmp_path / "new.txt").write_text("aaaaaaaaab", encoding="utf-8")  # b only in the test part
+    ds = load(path=tmp_path / "new.txt", val_fraction=0.1, test_fraction=0.1)
+    assert ds.meta["vocab"] == "ab" and ds.test.tolist() == [1] and 1 not in ds.train.tolist()
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(DataError, match="empty"):
         load(path=tmp_path / "empty.txt")

@@ -256,7 +256,7 @@ def test_image_configs_build_train_a_step_and_sample(config):
     loss.backward()
     assert torch.isfinite(loss)
     if config == "classifier-digits":
-        report = model.report(data)
+        report = model.report(*data.part("test"))
         assert report and all(0 <= v["value"] <= 1 for v in report.values())
         with pytest.raises(ConfigError, match="does not generate samples"):
             model.sample(2)

@@ -283,7 +283,9 @@ def test_the_latent_scale_is_measured_on_the_training_data_and_saved(tmp_path):
     assert math.isclose(float(scaled.std()), 1.0, rel_tol=1e-5)
     tensors, _ = ckpt.load_latest(tmp_path / "ldm" / "checkpoints")
     assert torch.equal(tensors["model.latent_scale"], run.model.latent_scale.cpu())
-    assert run.model.report(data)["latent_scale"]["value"] == float(run.model.latent_scale)
+    assert run.model.report(*data.part("test"))["latent_scale"]["value"] == float(
+        run.model.latent_scale
+    )
     fixed = genlab.train(config("ldm", "trainer.steps=2", "model.scale=0.5"), tmp_path / "fixed",
                          evaluate=False, verbose=False)  # fmt: skip
     assert float(fixed.model.latent_scale) == 0.5

@@ -30,9 +30,12 @@ from genlab.train import distributed
 from genlab.train.trainer import Trainer, TrainResult
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """A :class:`Config` from a YAML file (or the defaults) and ``key=value`` overrides."""
-    return config_mod.load(path, overrides)
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, saved: bool = False
+) -> Config:
+    """A :class:`Config` from a YAML file (or the defaults) and ``key=value`` overrides
+    (``saved``: a run's own ``config.yaml``, see :func:`genlab.config.load`)."""
+    return config_mod.load(path, overrides, saved=saved)
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -40,13 +43,14 @@ def load_data(cfg: Config) -> Dataset:
     from genlab.data import load
 
     d = cfg.data
+    fractions = {"val_fraction": d.val_fraction, "test_fraction": d.test_fraction}
     if d.path is not None:
-        ds = load(path=d.path, val_fraction=d.val_fraction, seed=d.seed, **d.options)
+        ds = load(path=d.path, seed=d.seed, **fractions, **d.options)
     else:
-        ds = load(d.name, n=d.n, val_fraction=d.val_fraction, seed=d.seed, **d.options)
+        ds = load(d.name, n=d.n, seed=d.seed, **fractions, **d.options)
     if d.pairs is None:
         return ds
-    pairs = load(path=d.pairs, val_fraction=d.val_fraction, seed=d.seed)
+    pairs = load(path=d.pairs, seed=d.seed, **fractions)
     if pairs.noise_train is None:
         raise DataError(
             f"data.pairs={d.pairs!r} has no 'noise' array (write it with genlab reflow)"
@@ -54,8 +58,9 @@ def load_data(cfg: Config) -> Dataset:
     if pairs.shape != ds.shape:
         raise DataError(f"data.pairs holds examples of shape {pairs.shape}, the data {ds.shape}")
     return dataclasses.replace(
-        ds, train=pairs.train, val=pairs.val, labels_train=pairs.labels_train,
-        labels_val=pairs.labels_val, noise_train=pairs.noise_train, noise_val=pairs.noise_val,
+        ds, train=pairs.train, val=pairs.val, test=pairs.test, labels_train=pairs.labels_train,
+        labels_val=pairs.labels_val, labels_test=pairs.labels_test, noise_train=pairs.noise_train,
+        noise_val=pairs.noise_val, noise_test=pairs.noise_test,
     )  # fmt: skip
 
 
@@ -120,9 +125,10 @@ def train(
     writing ``metrics.json``, ``samples.png`` and (for 2-D data) ``trajectories.png``."""
     if not isinstance(cfg, Config):
         saved = Path(out) / "config.yaml" if out is not None else None
-        if resume and saved is not None and saved.is_file():
+        own = resume and saved is not None and saved.is_file()
+        if own:
             cfg = saved  # the run's own resolved config; overrides may extend it (more steps)
-        cfg = load_config(cfg, overrides)
+        cfg = load_config(cfg, overrides, saved=own)
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {str(run_dir)!r} is a file; give a folder for the run")
@@ -241,7 +247,7 @@ def load_run(
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise CheckpointError(f"{run_dir} is not a genlab run: it has no config.yaml")
-    cfg = load_config(cfg_path)
+    cfg = load_config(cfg_path, saved=True)
     directory = run_dir / "checkpoints"
     if checkpoint == "auto":
         has_best = ckpt.checkpoint_paths(directory, ckpt.BEST)[1].is_file()
@@ -280,7 +286,7 @@ def load_reference(path: str | Path, like: Dataset) -> Dataset:
         p = require_file(path)
         ids = encode(decode_utf8(p.read_bytes(), str(p)), like.meta["vocab"])
         return Dataset(p.stem, "tokens", ids, ids[:0], meta=dict(like.meta))
-    return load(path=str(path), val_fraction=0.0)
+    return load(path=str(path), val_fraction=0.0, test_fraction=0.0)
 
 
 def evaluate_run(

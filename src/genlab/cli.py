@@ -110,7 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--data",
         help="held-out data to compare with: .npy/.npz/.csv points, an image folder or IDX folder, "
-        "a .txt (default: the true law, or the run's validation split)",
+        "a .txt (default: fresh draws of the true law, or the run's test split)",
+    )
+    e.add_argument(
+        "--split",
+        choices=("test", "val"),
+        help="the run's held-out split to report on (default: test, which neither training nor "
+        "checkpoint selection saw; val chose the checkpoint, so it is for diagnosis only)",
     )
     e.add_argument("--n", type=int, help="samples per seed")
     e.add_argument("--seeds", type=int, help="number of sampling seeds")
@@ -310,9 +316,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for k in ("n", "seeds", "steps"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
             raise genlab.GenlabError(f"--{k} must be at least 1, got {getattr(args, k)}")
+    if args.split and args.data:
+        raise genlab.GenlabError(
+            "--split picks one of the run's own held-out splits and --data gives other held-out "
+            "data: give one of them"
+        )
     run = genlab.load_run(args.run, ema=not args.raw)
     changes = {
-        k: getattr(args, k) for k in ("n", "seeds", "features", "scorer") if getattr(args, k)
+        k: getattr(args, k)
+        for k in ("n", "seeds", "features", "scorer", "split")
+        if getattr(args, k)
     }
     if args.metrics:
         changes["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -392,7 +405,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         )
     out = {}
     with torch.no_grad():
-        for split, x, y in (("train", ds.train, ds.labels_train), ("val", ds.val, ds.labels_val)):
+        for split in ("train", "val", "test"):
+            x, y = ds.part(split)
             if len(x) == 0:
                 continue
             parts = [model.encode(c.to(model.device)).cpu() for c in torch.split(x, args.batch)]

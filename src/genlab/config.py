@@ -33,8 +33,10 @@ class DataConfig:
     name: str | None = "moons"  # a registered dataset (see `genlab list`), or null with `path`
     path: str | None = None  # a file or folder: .npy/.npz/.csv points, images, .txt
     n: int = 50_000  # points drawn from a synthetic dataset
-    val_fraction: float = 0.1  # share of the data held out for validation
-    seed: int = 0  # seeds the draw and the train/validation split
+    val_fraction: float = 0.1  # held out for validation: checkpoint selection, early stopping
+    test_fraction: float = 0.1  # held out for test: what `genlab eval` reports (not for a known
+    # law, whose evaluation draws fresh samples); training and selection never see it
+    seed: int = 0  # seeds the draw and the train/validation/test split
     options: dict = field(default_factory=dict)  # extra options for the loader
     pairs: str | None = None  # an .npz of (x, noise) pairs from `genlab reflow`: the training
     # examples, each with its own noise (model.coupling=pairs); the dataset's true law is kept
@@ -88,6 +90,8 @@ class EvalConfig:
     # iwae_k); `genlab eval --option` routes them here
     features: str | None = None  # images: a feature-network folder (default: genlab's own, trained
     # on the data and cached by its content hash)
+    split: Literal["test", "val"] = "test"  # held-out part to report on: test (never seen by
+    # training or selection); val (it chose the checkpoint) for diagnosis only
     scorer: str | None = None  # text: an autoregressive run on the same text that scores `n`
     # samples (generative perplexity, with their unigram entropy); unset: text samples are not drawn
 
@@ -178,8 +182,14 @@ def _legacy_eval(raw: Any) -> Any:
     return raw
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from defaults) and apply ``key=value`` overrides."""
+def load(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, saved: bool = False
+) -> Config:
+    """Read a YAML config (or start from defaults) and apply ``key=value`` overrides.
+
+    ``saved``: ``path`` is a run's own ``config.yaml``. One written before genlab had a test split
+    (no ``data.test_fraction``) is read with ``test_fraction: 0``, so the run keeps the split it
+    was trained on (its evaluation then needs ``--split val`` or ``--data``)."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -193,6 +203,8 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p} must hold a mapping of sections, got {type(raw).__name__}")
+        if saved and isinstance(raw.get("data"), dict):
+            raw["data"].setdefault("test_fraction", 0.0)
     for item in overrides or []:
         apply_override(raw, item)
     return from_dict(raw)
@@ -346,6 +358,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "seeds": (lambda v: v >= 1, "at least 1"),
     "nll_n": (lambda v: v >= 1, "at least 1"),
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "test_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "hidden": (lambda v: v >= 1, "at least 1"),
     "depth": (lambda v: v >= 1, "at least 1"),
     "time_dim": (lambda v: v >= 2 and v % 2 == 0, "an even number >= 2"),

@@ -257,7 +257,7 @@ def run(
 
 def write(plan: Plan, out: Path) -> Path:
     """The ranking (``leaderboard.md``) and the report of every run, ranked first."""
-    from genlab.report import likelihood_note, read_run, write_report
+    from genlab.report import SPLIT_LABELS, likelihood_note, read_run, write_report
 
     rows = [read_run(out / "runs" / e.family) for e in plan.entries]
     metric = RANK_BY[plan.kind]
@@ -271,7 +271,8 @@ def write(plan: Plan, out: Path) -> Path:
     page = write_report(rows, out)
     lines = [f"# Leaderboard: {plan.data} ({plan.kind}), {plan.budget_s / 60:g} CPU minutes", "",
              f"Ranked by {metric} (lower is better); every family had an equal share of the "
-             "budget. The full report: index.html, report.md.", "",
+             f"budget. Measured on: {measured(rows, SPLIT_LABELS)}. The full report: index.html, "
+             "report.md.", "",
              f"| rank | family | {metric} | nll (nats) | steps | minutes | status |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for rank, k in enumerate(order, 1):
@@ -291,6 +292,12 @@ def write(plan: Plan, out: Path) -> Path:
         lines += [f"- {family}: {note}" for family, note in notes]
     (out / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return page
+
+
+def measured(rows: list[Any], labels: dict[str, str]) -> str:
+    """The parts of the data the rows' figures were measured on (the test split, normally)."""
+    splits = sorted({row.split for row in rows if row.split})
+    return ", ".join(labels.get(s, s) for s in splits) or "nothing yet (no run evaluated)"
 
 
 def _save_plan(plan: Plan, path: Path) -> None:

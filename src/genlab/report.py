@@ -59,6 +59,7 @@ class RunRow:
     samples: Path | None = None
     text: str | None = None
     evaluated: bool = False  # a readable metrics.json: what it lacks does not apply to the run
+    split: str = ""  # what metrics.json measured on: test, val, file, fresh (or "unrecorded")
     nfe: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # sampler -> (NFE, m)
     nfe_metric: str = ""
 
@@ -170,6 +171,7 @@ def _read_metrics(row: RunRow) -> None:
         row.mark("broken", f"metrics.json unreadable: {_short(e)}")
         return
     row.evaluated = True
+    row.split = str(report.get("split") or "unrecorded")
     row.family = str(report.get("family", row.family))
     data = report.get("data") or {}
     row.kind = str(data.get("kind", row.kind))
@@ -314,6 +316,21 @@ def _cell(row: RunRow, name: str, runs: list[RunRow]) -> tuple[str, float | None
     return text, value, "value"
 
 
+def data_cell(row: RunRow) -> str:
+    """The data a run was trained on and the part its figures were measured on."""
+    return f"{row.data} · {SPLIT_LABELS.get(row.split, row.split)}" if row.split else row.data
+
+
+#: how the report names the part of the data a run's figures were measured on
+SPLIT_LABELS = {
+    "test": "test split",
+    "val": "validation split",
+    "file": "given file",
+    "fresh": "fresh draws of the law",
+    "unrecorded": "split not recorded",
+}
+
+
 def likelihood_note(row: RunRow) -> str | None:
     """What a run's held-out likelihood is of (its levels, binarization, dequantization, bound):
     likelihoods are comparable only between runs that represent the data alike."""
@@ -344,7 +361,7 @@ def _html(runs, names, columns, images) -> str:
         cells = [
             (f'<a href="#{e(key)}">{e(row.name)}</a>', row.name),
             (e(row.family), row.family),
-            (e(row.data), row.data),
+            (e(data_cell(row)), data_cell(row)),
             (e(row.status) + "".join(f"<br><small>{e(p)}</small>" for p in row.problems),
              row.status),
         ]  # fmt: skip
@@ -392,7 +409,7 @@ def _markdown(runs, names, columns, images) -> str:
              "| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]  # fmt: skip
     for row in runs:
         status = row.status + "".join(f"; {p}" for p in row.problems)
-        cells = [row.name, row.family, row.data, status]
+        cells = [row.name, row.family, data_cell(row), status]
         cells += [_cell(row, n, runs)[0] for n, _ in columns]
         lines.append("| " + " | ".join(esc(c) for c in cells) + " |")
     for row, key in zip(runs, names, strict=True):

@@ -42,7 +42,7 @@ PATH_LOADERS: dict[str, Callable[..., Dataset]] = {
     ".csv": arrays.load_csv,
     ".txt": text.load_text,
 }
-"""File suffix -> loader ``(path, *, n, val_fraction, seed, **options) -> Dataset``."""
+"""File suffix -> loader ``(path, *, n, val_fraction, test_fraction, seed, **options) -> Dataset``."""
 
 
 def load(
@@ -51,6 +51,7 @@ def load(
     path: str | Path | None = None,
     n: int | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     seed: int = 0,
     **options: Any,
 ) -> Dataset:
@@ -58,8 +59,10 @@ def load(
 
     ``n``: for synthetic sets the number of points drawn (default 50,000, from a generator seeded
     with ``seed``); for files, keep only the first ``n`` examples (characters for text).
-    ``val_fraction``: share held out for validation (a random split seeded with ``seed``; the
-    last characters for text). ``options``: loader-specific (e.g. ``key=`` for ``.npz``,
+    ``val_fraction`` / ``test_fraction``: shares held out for validation (checkpoint selection,
+    early stopping) and for test (what ``genlab eval`` reports), a random split seeded with
+    ``seed`` (contiguous blocks at the end for text: train, then validation, then test); a known
+    law has no test part (its evaluation draws fresh samples). ``options``: loader-specific (e.g. ``key=`` for ``.npz``,
     ``size=`` for image folders, ``noise=`` for moons); an unknown one is a DataError.
     """
     if (name is None) == (path is None):
@@ -70,7 +73,9 @@ def load(
         p = require_file(path)
         loader, args, what = _path_loader(p), (p,), f"{str(p)!r}"
     _check_options(loader, options, what)
-    return loader(*args, n=n, val_fraction=val_fraction, seed=seed, **options)
+    return loader(
+        *args, n=n, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, **options
+    )
 
 
 def _path_loader(path: Path) -> Callable[..., Dataset]:
@@ -90,7 +95,7 @@ def _check_options(loader: Callable[..., Dataset], options: dict[str, Any], what
     allowed = [
         k
         for k, p in params.items()
-        if p.kind == p.KEYWORD_ONLY and k not in ("n", "val_fraction", "seed")
+        if p.kind == p.KEYWORD_ONLY and k not in ("n", "val_fraction", "test_fraction", "seed")
     ]
     unknown = [k for k in options if k not in allowed]
     if unknown:

@@ -25,7 +25,12 @@ LABEL_KEYS = ("labels", "y")
 
 
 def load_npy(
-    path: str | Path, *, n: int | None = None, val_fraction: float = 0.1, seed: int = 0
+    path: str | Path,
+    *,
+    n: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
 ) -> Dataset:
     """Points (or uint8 images) from a ``.npy`` file."""
     path = require_file(path)
@@ -42,7 +47,9 @@ def load_npy(
         raise DataError(
             f"could not read {str(path)!r} as a .npy array (corrupt?): {_describe(e)}"
         ) from None
-    return _points_or_images(arr, None, path, n=n, val_fraction=val_fraction, seed=seed)
+    return _points_or_images(
+        arr, None, path, n=n, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
 
 
 def load_npz(
@@ -50,6 +57,7 @@ def load_npz(
     *,
     n: int | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     seed: int = 0,
     key: str | None = None,
 ) -> Dataset:
@@ -86,14 +94,21 @@ def load_npz(
         ) from None
     source = f"{path}[{key!r}]"
     ds = _points_or_images(
-        arr, labels, path, n=n, val_fraction=val_fraction, seed=seed, source=source
+        arr,
+        labels,
+        path,
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        source=source,
     )
     if noise is not None:
-        _attach_noise(ds, noise, arr, n, val_fraction, seed, source)
+        _attach_noise(ds, noise, arr, n, val_fraction, test_fraction, seed, source)
     return ds
 
 
-def _attach_noise(ds, noise, arr, n, val_fraction, seed, source) -> None:
+def _attach_noise(ds, noise, arr, n, val_fraction, test_fraction, seed, source) -> None:
     """``noise`` paired example by example with ``arr`` (``genlab reflow`` writes such pairs):
     split exactly as the examples were."""
     from genlab.data.base import split
@@ -107,8 +122,8 @@ def _attach_noise(ds, noise, arr, n, val_fraction, seed, source) -> None:
     noise = torch.as_tensor(np.asarray(noise, dtype=np.float32))
     if n is not None:
         noise = noise[: int(n)]
-    train, val = split(len(noise), val_fraction, seed)
-    ds.noise_train, ds.noise_val = noise[train], noise[val]
+    train, val, test = split(len(noise), val_fraction, seed, test_fraction)
+    ds.noise_train, ds.noise_val, ds.noise_test = noise[train], noise[val], noise[test]
 
 
 def load_csv(
@@ -116,6 +131,7 @@ def load_csv(
     *,
     n: int | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     seed: int = 0,
     delimiter: str = ",",
 ) -> Dataset:
@@ -154,7 +170,16 @@ def load_csv(
                     f"{str(path)!r} line {line}, {col}: {cell!r} is not a number"
                 ) from None
     meta = {"columns": header} if header else {}
-    return _points(values, None, path, n=n, val_fraction=val_fraction, seed=seed, meta=meta)
+    return _points(
+        values,
+        None,
+        path,
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        meta=meta,
+    )
 
 
 def _points_or_images(
@@ -164,6 +189,7 @@ def _points_or_images(
     *,
     n: int | None,
     val_fraction: float,
+    test_fraction: float,
     seed: int,
     source: str | None = None,
 ) -> Dataset:
@@ -176,10 +202,20 @@ def _points_or_images(
             path.stem,
             n=n,
             val_fraction=val_fraction,
+            test_fraction=test_fraction,
             seed=seed,
             source=source or str(path),
         )
-    return _points(arr, labels, path, n=n, val_fraction=val_fraction, seed=seed, source=source)
+    return _points(
+        arr,
+        labels,
+        path,
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        source=source,
+    )
 
 
 def _points(
@@ -189,6 +225,7 @@ def _points(
     *,
     n: int | None,
     val_fraction: float,
+    test_fraction: float,
     seed: int,
     source: str | None = None,
     meta: dict | None = None,
@@ -204,6 +241,7 @@ def _points(
         x,
         n=n,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
         labels=y,
         meta=meta,

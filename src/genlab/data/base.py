@@ -1,6 +1,6 @@
 """The common shape of every data source.
 
-A :class:`Dataset` holds tensors already split into train and validation parts, knows its kind
+A :class:`Dataset` holds tensors already split into train, validation and test parts, knows its kind
 ("points", "images" or "tokens"), the shape of one example and, for synthetic data, the true law
 (:class:`TrueDistribution`) so metrics can compare against fresh samples and exact log-densities.
 """
@@ -20,6 +20,9 @@ import torch
 from genlab.errors import DataError
 
 KINDS = ("points", "images", "tokens")
+SPLITS = ("train", "val", "test")
+VAL_FRACTION = 0.1  # the defaults of data.val_fraction and data.test_fraction (docs/data.md)
+TEST_FRACTION = 0.1
 
 
 class TrueDistribution:
@@ -53,11 +56,14 @@ class TrueDistribution:
 
 @dataclass
 class Dataset:
-    """Train/validation tensors plus what metrics and models need to know about them.
+    """Train/validation/test tensors plus what metrics and models need to know about them.
 
-    ``train``/``val``: float32 tensors ``(N, *shape)`` for points and images (images in [-1, 1],
-    channels first), int64 ``(N,)`` token streams for text. ``labels_*`` are int64 ``(N,)`` or None.
-    ``noise_*``: noise paired with each example (``(N, *shape)``, for rectified-flow reflow), or None.
+    ``train``/``val``/``test``: float32 tensors ``(N, *shape)`` for points and images (images in
+    [-1, 1], channels first), int64 ``(N,)`` token streams for text. Training and checkpoint
+    selection see ``train`` and ``val`` only; ``test`` is what ``genlab eval`` reports on (empty for
+    a known law, whose evaluation draws fresh samples instead). ``labels_*`` are int64 ``(N,)`` or
+    None. ``noise_*``: noise paired with each example (``(N, *shape)``, for rectified-flow reflow),
+    or None.
     """
 
     name: str
@@ -71,12 +77,25 @@ class Dataset:
     meta: dict[str, Any] = field(default_factory=dict)
     noise_train: torch.Tensor | None = None
     noise_val: torch.Tensor | None = None
+    test: torch.Tensor | None = None  # (None: no test part, stored as an empty tensor)
+    labels_test: torch.Tensor | None = None
+    noise_test: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DataError(f"dataset kind must be one of {KINDS}, got {self.kind!r}")
         if len(self.train) == 0:
             raise DataError(f"dataset {self.name!r} has no training examples")
+        if self.test is None:
+            self.test = self.train[:0]
+            if self.labels_train is not None and self.labels_test is None:
+                self.labels_test = self.labels_train[:0]
+
+    def part(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The examples and labels of one split: ``"train"``, ``"val"`` or ``"test"``."""
+        if split not in SPLITS:
+            raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+        return getattr(self, split), getattr(self, f"labels_{split}")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -99,21 +118,49 @@ class Dataset:
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}, kind={self.kind}, shape={self.shape}, "
-            f"train={len(self.train)}, val={len(self.val)}, true={'yes' if self.true else 'no'})"
+            f"train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
+            f"true={'yes' if self.true else 'no'})"
         )
 
 
-def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic train/validation index split: the same ``(n, val_fraction, seed)`` always gives
-    the same indices, on every platform (a CPU ``torch.Generator`` permutation)."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+def split(
+    n: int, val_fraction: float, seed: int, test_fraction: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministic train/validation/test index split: the same ``(n, fractions, seed)`` always
+    gives the same indices, on every platform (a CPU ``torch.Generator`` permutation).
+
+    Validation takes the first ``round(n * val_fraction)`` indices of the permutation and test the
+    last ``round(n * test_fraction)`` (at least one each when its fraction is positive and there
+    is room), so the test rows depend on ``test_fraction`` and ``seed`` only: changing
+    ``val_fraction`` never moves a test row into training, and ``test_fraction=0`` gives the
+    two-way split of earlier versions."""
+    check_fractions(val_fraction, test_fraction)
     g = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=g)
-    n_val = int(round(n * val_fraction))
-    if n_val == 0 and val_fraction > 0 and n > 1:
-        n_val = 1
-    return perm[n_val:], perm[:n_val]
+    n_val = _count(n, val_fraction)
+    n_test = _count(n - n_val, test_fraction, of=n)
+    return perm[n_val : n - n_test], perm[:n_val], perm[n - n_test :]
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """The two held-out shares must each be in [0, 1) and leave room for training."""
+    for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= v < 1.0:
+            raise DataError(f"data.{what} must be in [0, 1), got {v}")
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(
+            f"data.val_fraction + data.test_fraction must be below 1 (nothing would be left to "
+            f"train on), got {val_fraction} + {test_fraction}"
+        )
+
+
+def _count(room: int, fraction: float, of: int | None = None) -> int:
+    """``round(of * fraction)`` examples (``of`` defaults to ``room``), at least 1 when the
+    fraction is positive and more than one example is in ``room``, and never all of it."""
+    k = int(round((room if of is None else of) * fraction))
+    if k == 0 and fraction > 0 and room > 1:
+        k = 1
+    return min(k, max(room - 1, 0))
 
 
 @dataclass
@@ -162,19 +209,20 @@ def from_examples(
     n: int | None,
     val_fraction: float,
     seed: int,
+    test_fraction: float = 0.0,
     labels: torch.Tensor | None = None,
     num_classes: int | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Dataset:
-    """Keep the first ``n`` examples (all when ``n`` is None), then split them at random with
-    :func:`split`; ``labels`` follow their examples (``num_classes`` defaults to the largest
-    label + 1)."""
+    """Keep the first ``n`` examples (all when ``n`` is None), then split them at random into
+    train/validation/test with :func:`split`; ``labels`` follow their examples (``num_classes``
+    defaults to the largest label + 1)."""
     if labels is not None and num_classes is None and len(labels):
         num_classes = int(labels.max()) + 1
     if n is not None:
         x = x[: int(n)]
         labels = None if labels is None else labels[: int(n)]
-    train, val = split(len(x), val_fraction, seed)
+    train, val, test = split(len(x), val_fraction, seed, test_fraction)
     return Dataset(
         name,
         kind,
@@ -184,6 +232,8 @@ def from_examples(
         labels_val=None if labels is None else labels[val],
         num_classes=num_classes,
         meta=dict(meta or {}),
+        test=x[test],
+        labels_test=None if labels is None else labels[test],
     )
 
 

@@ -35,6 +35,7 @@ def from_uint8(
     *,
     n: int | None,
     val_fraction: float,
+    test_fraction: float,
     seed: int,
     source: str,
     meta: dict | None = None,
@@ -63,6 +64,7 @@ def from_uint8(
         x,
         n=n,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
         labels=y,
         meta=meta,
@@ -70,7 +72,9 @@ def from_uint8(
 
 
 @DATASETS.register("digits", help="scikit-learn 8x8 handwritten digits, 1797 images, 10 classes")
-def load_digits(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+def load_digits(
+    *, n: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> Dataset:
     """scikit-learn's 8x8 digits (UCI optical recognition of handwritten digits, test part):
     1797 images with values 0..16, scaled by ``x / 8 - 1`` to ``[-1, 1]``; shape ``(N, 1, 8, 8)``."""
     from sklearn.datasets import load_digits as sk_digits
@@ -85,6 +89,7 @@ def load_digits(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 
         x,
         n=n,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
         labels=y,
         num_classes=10,
@@ -93,12 +98,22 @@ def load_digits(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 
 
 
 @DATASETS.register("mnist", help="MNIST 28x28 digits (bundled 10k test set), 10 classes")
-def load_mnist(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+def load_mnist(
+    *, n: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> Dataset:
     """MNIST's 10,000-image test set shipped in ``genlab/assets/mnist`` (checked by SHA-256),
     ``(N, 1, 28, 28)`` in ``[-1, 1]`` with labels. For the training set use
     ``load(path=folder_with_idx_files)``."""
     images, labels = (asset(rel, sha) for rel, sha in MNIST_SHA256.items())
-    return _idx_dataset("mnist", images, labels, n=n, val_fraction=val_fraction, seed=seed)
+    return _idx_dataset(
+        "mnist",
+        images,
+        labels,
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
 
 
 def load_directory(
@@ -106,6 +121,7 @@ def load_directory(
     *,
     n: int | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     seed: int = 0,
     size: int | tuple[int, int] | None = None,
     prefix: str | None = None,
@@ -122,7 +138,9 @@ def load_directory(
             raise DataError(
                 f"{str(path)!r} holds no IDX files, so prefix={prefix!r} does not apply"
             )
-        return load_image_folder(path, n=n, val_fraction=val_fraction, seed=seed, size=size)
+        return load_image_folder(
+            path, n=n, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, size=size
+        )
     if size is not None:
         raise DataError(f"{str(path)!r} holds IDX files; size= applies only to PNG/JPEG folders")
     if prefix is None:
@@ -130,7 +148,15 @@ def load_directory(
     if prefix not in pairs:
         raise DataError(f"{str(path)!r} has no IDX pair {prefix!r}; found {sorted(pairs)}")
     images, labels = pairs[prefix]
-    return _idx_dataset(path.name, images, labels, n=n, val_fraction=val_fraction, seed=seed)
+    return _idx_dataset(
+        path.name,
+        images,
+        labels,
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
 
 
 def load_image_folder(
@@ -138,6 +164,7 @@ def load_image_folder(
     *,
     n: int | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     seed: int = 0,
     size: int | tuple[int, int] | None = None,
 ) -> Dataset:
@@ -184,13 +211,14 @@ def load_image_folder(
     arr = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
     labels = np.array([y for _, y in files], dtype=np.int64) if classes else None
     meta = {"classes": classes} if classes else {}
-    # from_uint8 splits at random, so files sorted by class do not bias train/val.
+    # from_uint8 splits at random, so files sorted by class do not bias the split.
     return from_uint8(
         arr,
         labels,
         path.name,
         n=None,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
         source=str(path),
         meta=meta,
@@ -243,7 +271,14 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
 
 
 def _idx_dataset(
-    name: str, images: Path, labels: Path, *, n: int | None, val_fraction: float, seed: int
+    name: str,
+    images: Path,
+    labels: Path,
+    *,
+    n: int | None,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
 ) -> Dataset:
     x = read_idx(images, 3)
     y = read_idx(labels, 1)
@@ -251,7 +286,16 @@ def _idx_dataset(
         raise DataError(
             f"{str(images)!r} has {len(x)} images but {str(labels)!r} has {len(y)} labels"
         )
-    return from_uint8(x, y, name, n=n, val_fraction=val_fraction, seed=seed, source=str(images))
+    return from_uint8(
+        x,
+        y,
+        name,
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        source=str(images),
+    )
 
 
 def _idx_pairs(folder: Path) -> dict[str, tuple[Path, Path]]:

@@ -1,9 +1,11 @@
 """Character-level text: any UTF-8 ``.txt`` file, and Tiny Shakespeare (bundled).
 
-The vocabulary is the sorted set of characters of the file (``meta["vocab"]``, a ``str``); a token
-is a character's index in it. The stream is split contiguously: the first ``1 - val_fraction`` of
-the characters for training, the rest for validation (as in char-rnn / nanoGPT), so no validation
-text leaks into training windows.
+The vocabulary is the sorted set of characters of the whole file (``meta["vocab"]``, a ``str``;
+as nanoGPT's ``shakespeare_char``), so a character that only the held-out text holds still has a
+token and a finite likelihood; a token is a character's index in it. The stream is split into
+contiguous blocks: the first ``1 - val_fraction - test_fraction`` of the characters for training,
+then validation, then test, so no window straddles two splits. The vocabulary is the only thing
+the held-out blocks give training (the size of the embedding table).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.data.base import Dataset, asset, require_file
+from genlab.data.base import Dataset, asset, check_fractions, require_file
 from genlab.errors import DataError
 from genlab.registry import DATASETS
 
@@ -64,19 +66,40 @@ def decode(ids: torch.Tensor | list[int], vocab: str) -> str:
 
 
 def load_text(
-    path: str | Path, *, n: int | None = None, val_fraction: float = 0.1, seed: int = 0
+    path: str | Path,
+    *,
+    n: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
 ) -> Dataset:
     """Character tokens of a UTF-8 text file (the first ``n`` characters when ``n`` is given);
     ``seed`` is unused (the split is contiguous)."""
     path = require_file(path)
-    return _from_bytes(path.stem, path.read_bytes(), str(path), n=n, val_fraction=val_fraction)
+    return _from_bytes(
+        path.stem,
+        path.read_bytes(),
+        str(path),
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
 
 
 @DATASETS.register("shakespeare", help="Tiny Shakespeare, 1.1M characters, char-level (bundled)")
-def load_shakespeare(*, n: int | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+def load_shakespeare(
+    *, n: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> Dataset:
     """Karpathy's Tiny Shakespeare (1,115,394 characters, 65 distinct), checked by SHA-256."""
     path = asset(*SHAKESPEARE)
-    return _from_bytes("shakespeare", path.read_bytes(), str(path), n=n, val_fraction=val_fraction)
+    return _from_bytes(
+        "shakespeare",
+        path.read_bytes(),
+        str(path),
+        n=n,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
 
 
 def decode_utf8(raw: bytes, source: str) -> str:
@@ -91,17 +114,17 @@ def decode_utf8(raw: bytes, source: str) -> str:
 
 
 def _from_bytes(
-    name: str, raw: bytes, source: str, *, n: int | None, val_fraction: float
+    name: str, raw: bytes, source: str, *, n: int | None, val_fraction: float, test_fraction: float
 ) -> Dataset:
     text = decode_utf8(raw, source)
     if n is not None:
         text = text[: int(n)]
     if not text:
         raise DataError(f"{source} is empty: no characters to train on")
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    check_fractions(val_fraction, test_fraction)
     vocab = "".join(sorted(set(text)))
     ids = encode(text, vocab)
-    cut = len(ids) - int(round(len(ids) * val_fraction))
+    n_val, n_test = (int(round(len(ids) * f)) for f in (val_fraction, test_fraction))
+    a, b = len(ids) - n_val - n_test, len(ids) - n_test
     meta = {"source": source, "vocab": vocab, "vocab_size": len(vocab)}
-    return Dataset(name, "tokens", ids[:cut], ids[cut:], meta=meta)
+    return Dataset(name, "tokens", ids[:a], ids[a:b], test=ids[b:], meta=meta)

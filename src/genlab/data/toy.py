@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from genlab.data.base import Dataset, TrueDistribution, split
+from genlab.data.base import Dataset, TrueDistribution, check_fractions, split
 from genlab.errors import DataError
 from genlab.registry import DATASETS
 
@@ -53,7 +53,12 @@ def _toy(name: str, help: str) -> Callable[[type[TrueDistribution]], type[TrueDi
 
 def _toy_loader(name: str, cls: type[TrueDistribution]) -> Callable[..., Dataset]:
     def load_toy(
-        *, n: int | None = None, val_fraction: float = 0.1, seed: int = 0, **params: float
+        *,
+        n: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        **params: float,
     ) -> Dataset:
         true = cls(**_check_params(name, cls, params))
         n = DEFAULT_N if n is None else int(n)
@@ -62,7 +67,9 @@ def _toy_loader(name: str, cls: type[TrueDistribution]) -> Callable[..., Dataset
             raise DataError(
                 f"data set {name!r} with options {params} draws points beyond float32 range"
             )
-        train, val = split(n, val_fraction, seed)
+        check_fractions(val_fraction, test_fraction)
+        # a known law has no test part: its evaluation draws fresh samples of the law
+        train, val, _ = split(n, val_fraction, seed)
         meta = {"source": f"toy:{name}", "log_prob_kind": true.log_prob_kind, "params": params}
         return Dataset(name, "points", x[train], x[val], true=true, meta=meta)
 

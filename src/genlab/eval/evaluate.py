@@ -12,12 +12,15 @@ one: nats and bits per dimension (images, points) or per character (text), with 
 of the stage-1 codes of the held-out examples (a prior over VQ codes) is reported in bits per code,
 marked ``"of": "codes"``: it is not a likelihood of the pixels and does not compare with one.
 
-Which real examples:
+Which real examples (``eval.split``; the report's ``"split"`` and every figure's name them):
 
 - synthetic points whose law is known: fresh draws of the law, for the reference and (another
-  draw) for the floor;
-- otherwise the reference is held out from training: the validation split, or the data given
-  (``genlab eval --data``); the floor's examples are training examples. So the floor is what a
+  draw) for the floor (``"split": "fresh"``);
+- otherwise the reference is held out from training: the **test** split by default (``"test"``,
+  the part that neither training, checkpoint selection nor early stopping ever sees), the
+  validation split with ``eval.split=val`` (``"val"``: for diagnosis only, it chose the
+  checkpoint), or the data given (``genlab eval --data``: ``"file"``, with its content hash); the
+  floor's examples are training examples. So the floor is what a
   model that reproduced its training data would score, and a model that memorises its training
   set cannot score better than the floor (with the training examples as the reference it could:
   its near-copies of them would beat any independent real set). ``n`` is capped at the training
@@ -30,6 +33,7 @@ the report. The report's schema is documented in ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 import time
@@ -62,8 +66,8 @@ IMAGE_BATCH = 500  # images sampled per call (the U-Net's activations bound the 
 
 @dataclass
 class RealSets:
-    """Real examples to compare with. The reference is held out from training (the validation
-    split, or the data given); the floor's examples are training examples, so the floor is what a
+    """Real examples to compare with. The reference is held out from training (the test split, the
+    validation split, or the data given); the floor's examples are training examples, so the floor is what a
     model that reproduced its training data would score against the same reference, and a model
     that memorises cannot beat it. ``(N, *shape)`` tensors with their labels."""
 
@@ -75,26 +79,66 @@ class RealSets:
     floor_what: str
 
 
-def real_sets(dataset: Dataset, held_out: Dataset | None) -> RealSets | None:
-    """The real examples of an evaluation (None: fresh draws of a known law instead)."""
+SPLIT_NAMES = {"test": "test split", "val": "validation split"}
+
+
+def split_of(dataset: Dataset, held_out: Dataset | None, split: str = "test") -> str:
+    """What an evaluation's figures are measured on: ``"file"`` (data given with ``--data``),
+    ``"fresh"`` (new draws of a known law), else ``split`` (``"test"`` or ``"val"``)."""
     if held_out is not None:
-        ref, ref_labels = _all_examples(held_out)
-        what = f"held-out data {held_out.name!r}"
-    elif dataset.true is not None:
+        return "file"
+    if dataset.true is not None:
+        return "fresh"
+    if split not in SPLIT_NAMES:
+        raise DataError(f"eval.split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+    return split
+
+
+def held_out_examples(
+    dataset: Dataset, held_out: Dataset | None, split: str = "test"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The real examples an evaluation reports on (and its labels): all of ``held_out`` when
+    given, else the run's ``split`` (for a known law: its validation split, the only one it has;
+    the sample metrics and the likelihood draw fresh points instead)."""
+    if held_out is not None:
+        return all_examples(held_out)
+    if dataset.true is not None:
+        return dataset.part("val")
+    return dataset.part(split_of(dataset, None, split))
+
+
+def real_sets(dataset: Dataset, held_out: Dataset | None, split: str = "test") -> RealSets | None:
+    """The real examples of an evaluation (None: fresh draws of a known law instead)."""
+    where = split_of(dataset, held_out, split)
+    if where == "fresh":
         return None
+    ref, ref_labels = held_out_examples(dataset, held_out, split)
+    if where == "file":
+        what = f"held-out data {held_out.name!r}"
     else:
-        ref, ref_labels = dataset.val, dataset.labels_val
-        what = f"the validation split of {dataset.name!r}"
+        what = f"the {SPLIT_NAMES[where]} of {dataset.name!r}"
     train = f"training examples of {dataset.name!r}"
     return RealSets(ref, ref_labels, dataset.train, dataset.labels_train, what, train)
 
 
-def _all_examples(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
-    x = torch.cat([ds.train, ds.val]) if len(ds.val) else ds.train
+def all_examples(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every example of ``ds`` (train, validation and test parts) with their labels."""
+    parts = [p for p in (ds.train, ds.val, ds.test) if len(p)]
+    x = torch.cat(parts) if len(parts) > 1 else ds.train
     if ds.labels_train is None:
         return x, None
-    labels = torch.cat([ds.labels_train, ds.labels_val]) if len(ds.val) else ds.labels_train
-    return x, labels
+    labels = [
+        lab for p, lab in ((ds.train, ds.labels_train), (ds.val, ds.labels_val),
+                           (ds.test, ds.labels_test)) if len(p)
+    ]  # fmt: skip
+    return x, (torch.cat(labels) if len(labels) > 1 else ds.labels_train)
+
+
+def content_sha256(x: torch.Tensor) -> str:
+    """sha256 (hex) of a tensor's values as little-endian bytes of its dtype: the identity of a
+    held-out set given with ``--data``, written beside every figure measured on it."""
+    t = x.detach().to("cpu").contiguous()
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
 
 
 def set_sizes(cfg: EvalConfig, real: RealSets | None) -> int:
@@ -109,24 +153,26 @@ def set_sizes(cfg: EvalConfig, real: RealSets | None) -> int:
 
 def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) -> None:
     """Raise a :class:`DataError` now, before any training, if the evaluation at the end could not
-    run on this data: too few real examples to compare with, or no held-out part for a
-    likelihood."""
+    run on this data: too few real examples to compare with, or no held-out part (the
+    ``eval.split``) for a likelihood."""
     # a misspelt metric, one of another kind or one the data cannot serve: now, not later
     possible = [k for k in NEEDS if k != "modes" or dataset.modes() is not None]
     for name in cfg.metrics or []:
         check_metrics([name], dataset.kind, possible)
-    real = real_sets(dataset, None)
+    where = split_of(dataset, None, cfg.split)
+    real = real_sets(dataset, None, cfg.split)
+    fraction = f"data.{where}_fraction"
     if real is not None and cfg.metrics != [] and set_sizes(cfg, real) < 2:
         raise DataError(
-            f"the data {dataset.name!r} has {len(real.reference)} validation and "
+            f"the data {dataset.name!r} has {len(real.reference)} {SPLIT_NAMES[where]} and "
             f"{len(real.floor)} training example(s): evaluating samples needs at least 2 of each "
             "(held-out examples to compare with, training examples for the floor); give more "
-            "data, raise data.val_fraction, or train with --no-eval"
+            f"data, raise {fraction}, or train with --no-eval"
         )
-    if has_log_prob and cfg.nll and len(dataset.val) == 0 and dataset.true is None:
+    if has_log_prob and cfg.nll and real is not None and len(real.reference) == 0:
         raise DataError(
-            f"the data {dataset.name!r} has no validation part for the held-out likelihood "
-            "(data.val_fraction is 0 or the data is too small); raise data.val_fraction, set "
+            f"the data {dataset.name!r} has no {SPLIT_NAMES[where]} for the held-out likelihood "
+            f"({fraction} is 0 or the data is too small); raise {fraction}, set "
             "eval.nll=false, or train with --no-eval"
         )
 
@@ -149,20 +195,31 @@ def evaluate(
     first seed, for plots."""
     model.eval()
     ref_data = held_out if held_out is not None else dataset
+    where = split_of(dataset, held_out, cfg.split)
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "family": model.family,
         "data": {"name": ref_data.name, "kind": ref_data.kind, "shape": list(model.spec.shape)},
+        "split": where,
         "metrics": {},
     }
     if held_out is not None:
         _check_same_kind(model, dataset, held_out)
+        report["data"]["sha256"] = content_sha256(all_examples(held_out)[0])
+    own = held_out_examples(dataset, held_out, cfg.split)
+    if where in SPLIT_NAMES and len(own[0]) == 0:
+        raise DataError(
+            f"the data {dataset.name!r} of this run has no {SPLIT_NAMES[where]} "
+            f"(data.{where}_fraction is 0, the data is too small, or the run was trained before "
+            "genlab had a test split); evaluate on held-out data with --data FILE"
+            + (", or on the validation split with --split val" if where == "test" else "")
+        )
     if not model.can_sample:  # not a generative model (a noise classifier): its own figures
-        report["metrics"] = model.report(ref_data)
+        report["metrics"] = _with_split(model.report(*own), where)
         return report
     opts = model.resolve_options(cfg.options)  # an unknown option fails before any work
     model.resolve_likelihood_options(cfg.nll_options)
-    real = real_sets(dataset, held_out)
+    real = real_sets(dataset, held_out, cfg.split)
     kind = ref_data.kind
     fnet = finfo = None
     wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
@@ -190,18 +247,23 @@ def evaluate(
         }
     )
     if real is not None and n < cfg.n:
+        fix = "give more data" if where == "file" else f"raise data.{where}_fraction"
         report["note"] = (
             f"n capped at {n}: {len(real.reference)} held-out examples to compare with and "
-            f"{len(real.floor)} training examples for the floor (raise data.val_fraction, or "
-            "give a larger held-out set with --data)"
+            f"{len(real.floor)} training examples for the floor ({fix}, or give a larger "
+            "held-out set with --data)"
         )
     first = None
     if records or (keep_samples and kind != "tokens" and n > 0):  # (samples for plots)
         first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report, score)
     if cfg.nll and model.has_log_prob:
-        report["nll"] = held_out_nll(model, dataset, held_out, cfg.nll_n, cfg.nll_options)
-    for name, entry in model.report(ref_data).items():
-        report["metrics"][name] = entry
+        report["nll"] = held_out_nll(
+            model, dataset, held_out, cfg.nll_n, cfg.nll_options, split=cfg.split
+        )
+    own_split = "val" if where == "fresh" else where  # (a known law's own figures: validation)
+    report["metrics"].update(_with_split(model.report(*own), own_split))
+    for entry in report["metrics"].values():
+        entry.setdefault("split", where)
     if keep_samples and first is not None:
         report["_samples"], report["_reference"] = first
     if verbose:
@@ -315,6 +377,11 @@ def _entry(
     if "features" in rec.needs and report.get("features"):
         out["features"] = report["features"]["hash"]
     return out
+
+
+def _with_split(entries: dict[str, dict[str, Any]], split: str) -> dict[str, dict[str, Any]]:
+    """A family's own figures, each naming the split it was measured on."""
+    return {name: {**entry, "split": split} for name, entry in entries.items()}
 
 
 def _value(v: float | tuple[float, float]) -> tuple[float, float | None]:
@@ -527,22 +594,26 @@ def held_out_nll(
     held_out: Dataset | None,
     n: int,
     options: dict[str, Any] | None = None,
+    *,
+    split: str = "test",
 ) -> dict[str, Any]:
     """The held-out negative log-likelihood with its kind and standard error: nats per example
     and bits per dimension (points, images), or nats and bits per character (text); for synthetic
     data the true law's NLL on the same points beside it. A family that reports several figures
     (a VAE's ELBO and IWAE-k bound) has the tightest as the main one and the others, with their
-    kinds, under ``bounds``. ``options``: the family's likelihood options."""
+    kinds, under ``bounds``. ``options``: the family's likelihood options. ``split``: the run's
+    split to measure on (``"test"`` or ``"val"``) when no ``held_out`` data is given; the record
+    names it (``"split"``)."""
     opts = model.resolve_likelihood_options(options or {})
-    if dataset.kind == "tokens":
-        return _text_nll(model, held_out or dataset, n, opts)
+    where = split_of(dataset, held_out, split)
     src = held_out if held_out is not None else dataset
-    if held_out is not None:
-        pts = _all_examples(held_out)[0]
-    elif dataset.true is not None:
+    if dataset.kind == "tokens":
+        stream = held_out_examples(dataset, held_out, split)[0]
+        return {**_text_nll(model, src.name, stream, n, opts, where), "split": where}
+    if where == "fresh":
         pts = dataset.true.sample(n, generator=torch.Generator().manual_seed(REFERENCE_SEED - 1))
     else:
-        pts = dataset.val
+        pts = held_out_examples(dataset, held_out, split)[0]
     if len(pts) == 0:
         raise DataError(f"{src.name!r} has no held-out examples for the likelihood")
     if len(pts) > n:
@@ -556,6 +627,7 @@ def held_out_nll(
     if lps[-1].of == "codes":  # a prior's likelihood of the stage-1 codes: not of the pixels
         out = _summary(lps[-1], len(pts), per=lps[-1].dims or dim, unit="bits_per_code")
         out["of"] = "codes"
+        out["split"] = where
         return out
     out = _summary(lps[-1], len(pts), per=dim, unit="bits_per_dim")
     if len(lps) > 1:
@@ -564,6 +636,7 @@ def held_out_nll(
         out["true_nats"] = float(-dataset.true.log_prob(pts.double()).mean())
     elif dataset.kind == "points":
         out.update(gaussian_baseline(dataset.train, pts))
+    out["split"] = where
     return out
 
 
@@ -588,19 +661,25 @@ def gaussian_baseline(train: torch.Tensor, held_out: torch.Tensor) -> dict[str, 
 
 
 def _text_nll(
-    model: GenerativeModel, data: Dataset, n: int, opts: dict[str, Any] | None = None
+    model: GenerativeModel,
+    name: str,
+    stream: torch.Tensor,
+    n: int,
+    opts: dict[str, Any] | None = None,
+    where: str = "test",
 ) -> dict[str, Any]:
-    """Bits per character of the first ``n`` held-out characters, cut into consecutive windows of
-    the model's length (``spec.shape``; the whole stretch for models without one). ``opts``: the
-    family's resolved likelihood options (a diffusion model's ``elbo_samples``)."""
-    stream = data.val if len(data.val) else data.train
+    """Bits per character of the first ``n`` characters of the held-out ``stream``, cut into
+    consecutive windows of the model's length (``spec.shape``; the whole stretch for models
+    without one). ``opts``: the family's resolved likelihood options (a diffusion model's
+    ``elbo_samples``)."""
     stream = stream[: min(n, len(stream))]
     length = model.spec.shape[0] if model.spec.shape else len(stream)
     windows = stream[: len(stream) // length * length].reshape(-1, length)
     if len(windows) == 0:
+        fix = "give more text" if where == "file" else f"raise data.{where}_fraction"
         raise DataError(
-            f"{data.name!r} has {len(stream)} held-out characters, fewer than one window of "
-            f"{length}; raise eval.nll_n or data.val_fraction"
+            f"{name!r} has {len(stream)} held-out characters, fewer than one window of "
+            f"{length}; raise eval.nll_n or {fix}"
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(LIKELIHOOD_SEED)
@@ -648,6 +727,8 @@ def format_report(report: dict[str, Any]) -> str:
     data = report["data"]
     shape = "x".join(map(str, data["shape"])) or "stream"
     lines = [f"{report['family']} on {data['name']} ({data['kind']} {shape})"]
+    if report.get("split"):
+        lines.append(f"  measured on: {SPLIT_WORDS.get(report['split'], report['split'])}")
     if "nfe" in report:  # samples were drawn (no sample metric exists for text yet)
         opts = " ".join(f"{k}={_short(v)}" for k, v in report["options"].items())
         nfe = f", NFE {report['nfe']:.0f}"
@@ -703,6 +784,14 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SPLIT_WORDS = {
+    "test": "the test split (never seen by training or checkpoint selection)",
+    "val": "the validation split (it chose the checkpoint: for diagnosis, not for reporting)",
+    "file": "the data given with --data",
+    "fresh": "fresh draws of the true law",
+}
+
+
 def _short(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -713,8 +802,11 @@ __all__ = [
     "check_can_evaluate",
     "evaluate",
     "format_report",
+    "all_examples",
+    "held_out_examples",
     "held_out_nll",
     "real_sets",
     "reference_draws",
     "set_sizes",
+    "split_of",
 ]

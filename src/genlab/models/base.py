@@ -452,9 +452,13 @@ class GenerativeModel(nn.Module):
     def has_log_prob(self) -> bool:
         return type(self).log_prob is not GenerativeModel.log_prob
 
-    def report(self, dataset: Any) -> dict[str, dict[str, Any]]:
+    def report(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Figures of the family's own for the evaluation report, ``{name: {"value", "unit",
-        "better", ...}}`` (a classifier's accuracy; a VQ-VAE's codebook usage). Default: none."""
+        "better", ...}}`` (a classifier's accuracy; a VQ-VAE's codebook usage), measured on the
+        held-out examples ``x`` (with their ``labels``) that the evaluation reports on (the test
+        split by default; the report names it). Default: none."""
         return {}
 
     @property

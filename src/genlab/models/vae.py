@@ -362,8 +362,7 @@ class VAE(GenerativeModel):
         mu = torch.cat([self.encode(c) for c in torch.split(x, 1024)])
         return int((mu.double().var(0) > threshold).sum())
 
-    def report(self, dataset) -> dict[str, dict]:
-        x = dataset.val if len(dataset.val) else dataset.train
+    def report(self, x, labels=None) -> dict[str, dict]:
         if len(x) < 2:
             return {}
         au = self.active_units(x[:2000])

@@ -144,8 +144,7 @@ class VQVAE(ConvAutoencoder):
         return SampleResult(x.clamp(-1, 1), 1)
 
     @torch.no_grad()
-    def report(self, dataset) -> dict[str, dict]:
-        x = dataset.val if len(dataset.val) else dataset.train
+    def report(self, x, labels=None) -> dict[str, dict]:
         x = x[:2000].to(self.device)
         if len(x) == 0:
             return {}

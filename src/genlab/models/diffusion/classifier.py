@@ -103,16 +103,16 @@ class NoiseClassifier(GenerativeModel):
 
     can_sample = False  # it guides a diffusion model: genlab sample RUN --classifier THIS_RUN
 
-    def report(self, dataset) -> dict[str, dict[str, Any]]:
-        """What ``genlab eval`` reports for a classifier: validation accuracy at a few σ."""
-        if dataset is None or dataset.labels_val is None or len(dataset.val) == 0:
-            raise ConfigError("evaluating a classifier needs a labelled validation split")
-        x, y = dataset.val.to(self.device), dataset.labels_val.to(self.device)
+    def report(self, x, labels=None) -> dict[str, dict[str, Any]]:
+        """What ``genlab eval`` reports for a classifier: held-out accuracy at a few σ."""
+        if labels is None or len(x) == 0:
+            raise ConfigError("evaluating a classifier needs labelled held-out examples")
+        x, y = x.to(self.device), labels.to(self.device)
         out = {}
         for sig in self.config.eval_sigmas:
             acc = self.accuracy(x, y, sig, torch.Generator().manual_seed(0))
             out[f"accuracy@σ={sig:g}"] = {
                 "value": acc, "unit": "fraction", "better": "higher", "kind": "estimate",
-                "n": len(x), "help": f"validation accuracy on data noised to σ = {sig:g}",
+                "n": len(x), "help": f"held-out accuracy on data noised to σ = {sig:g}",
             }  # fmt: skip
         return out

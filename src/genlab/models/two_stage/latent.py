@@ -155,7 +155,7 @@ class LatentDiffusion(TwoStage):
         z = out.x / self.latent_scale.to(out.x.dtype)
         return SampleResult(self.decode_latents(z), out.nfe)
 
-    def report(self, dataset: Any) -> dict[str, dict]:
+    def report(self, x: Any, labels: Any = None) -> dict[str, dict]:
         return {"latent_scale": {"value": float(self.latent_scale), "unit": "1/std of the latents",
                                  "better": "-"}}  # fmt: skip
 
