@@ -1,0 +1,569 @@
+"""The result tables of the docs, regenerated from the committed JSON that backs them.
+
+    python docs/make_tables.py            # rewrite every generated block
+    python docs/make_tables.py --check    # rewrite nothing; exit 1 listing the blocks that differ
+    python docs/make_tables.py --list     # every table: the JSON it reads and the script that wrote it
+
+A generated block sits in a markdown file (README.md, bench/README.md, docs/*.md) between two
+marker comments:
+
+    <!-- table: NAME -->
+    ...
+    <!-- /table -->
+
+NAME is a function of this module, registered with ``@table(JSON, ...)``: it reads its JSON(s)
+and returns the markdown table. The block ends with a line naming the JSON and the script that
+wrote it, and says so when that JSON was written from a tree whose ``src/`` had uncommitted
+changes or carries no machine record (commit and dirty flag, ``bench/_machine.py``). Every JSON a
+table reads must be listed in ``WRITERS``.
+
+Standard library only (no genlab, no torch): ``tests/test_doc_figures.py`` imports this module
+and calls ``check()``, which reads JSON and text and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every JSON a table reads, and the script (with its command, in bench/README.md) that wrote it.
+WRITERS: dict[str, str] = {
+    "bench/results/autoregressive.json": "bench/autoregressive.py",
+    "bench/results/autoregressive_density.json": "bench/autoregressive_density.py",
+    "bench/results/diffusion_2d.json": "bench/diffusion_2d.py",
+    "bench/results/eval_images.json": "bench/eval_images.py",
+    "bench/results/eval_reference.json": "bench/eval_reference.py",
+    "bench/results/flow_matching_2d.json": "bench/flow_matching_2d.py",
+    "bench/results/flow_matching_2d_steps.json": "bench/flow_matching_2d.py",
+    "bench/results/flows_2d.json": "bench/flows_2d.py",
+    "bench/results/gan_2d.json": "bench/gan_2d.py",
+    "bench/results/latent.json": "bench/latent.py",
+    "bench/results/ot_coupling.json": "bench/ot_coupling.py",
+    "bench/results/text.json": "bench/text.py",
+    "bench/results/text-375.json": "bench/text.py",
+    "bench/results/text-750.json": "bench/text.py",
+    "bench/results/text-9000.json": "bench/text.py",
+    "bench/results/text-12000.json": "bench/text.py",
+    "bench/results/text-20000.json": "bench/text.py",
+    "bench/results/text-restart10000.json": "bench/text.py",
+    "bench/results/text-restart2-10000.json": "bench/text.py",
+    "bench/results/text-restart20000.json": "bench/text.py",
+    "bench/results/text-restart3-10000.json": "bench/text.py",
+    "bench/results/two_stage.json": "bench/two_stage.py",
+    "docs/figures/diffusion-figures.json": "docs/make_diffusion_figures.py",
+    "docs/figures/two-stage.json": "docs/make_two_stage_figures.py",
+}
+
+TABLES: dict[str, Callable[[], str]] = {}
+BLOCK = re.compile(r"<!-- table: (?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table -->", re.DOTALL)
+OPEN = re.compile(r"<!-- table: (?P<name>[^ ]*) -->")
+
+
+def table(*sources: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    """Register a table function under its own name, with the JSON files it reads."""
+
+    def register(fn: Callable[[], str]) -> Callable[[], str]:
+        unknown = [s for s in sources if s not in WRITERS]
+        if unknown:
+            raise ValueError(f"{fn.__name__}: no writer recorded for {unknown}")
+        fn.sources = sources  # type: ignore[attr-defined]
+        TABLES[fn.__name__] = fn
+        return fn
+
+    return register
+
+
+@functools.cache
+def load(path: str) -> dict:
+    """A committed JSON, by its path from the repository root (read once)."""
+    return json.loads((ROOT / path).read_text(encoding="utf-8"))
+
+
+def get(path: str, keys: str | tuple) -> object:
+    """The value at ``keys`` (``"a/b/0/c"`` or a tuple) of the JSON at ``path``."""
+    node: object = load(path)
+    for key in keys.split("/") if isinstance(keys, str) else keys:
+        node = node[int(key)] if isinstance(node, list) else node[key]  # type: ignore[index]
+    return node
+
+
+def provenance(path: str) -> str | None:
+    """What is wrong with a JSON's record of the code it measured, or None."""
+    record = load(path)
+    machine = record.get("machine") if isinstance(record, dict) else None
+    if not isinstance(machine, dict) or "genlab_git_head" not in machine:
+        return "carries no machine record (no commit, no dirty flag)"
+    if machine.get("genlab_src_dirty"):
+        return (
+            f"was written from a tree whose `src/` had uncommitted changes "
+            f"(on {str(machine['genlab_git_head'])[:7]})"
+        )
+    return None
+
+
+def source_line(sources: tuple[str, ...]) -> str:
+    parts = []
+    for s in sources:
+        note = provenance(s)
+        parts.append(f"`{s}` ({WRITERS[s]}" + (f"; this JSON {note})" if note else ")"))
+    return "*Generated by `docs/make_tables.py` from " + ", ".join(parts) + ".*"
+
+
+def render(name: str) -> str:
+    fn = TABLES[name]
+    return fn().rstrip("\n") + "\n\n" + source_line(fn.sources) + "\n"  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------------
+# formatting
+
+
+def num(x: float, nd: int = 3, sign: bool = False) -> str:
+    """``x`` with ``nd`` decimals, thousands separators and a true minus sign."""
+    s = f"{x:+,.{nd}f}" if sign else f"{x:,.{nd}f}"
+    return s.replace("-", "−")
+
+
+def pm(x: float, err: float, nd: int = 3, err_nd: int | None = None) -> str:
+    return f"{num(x, nd)} ± {num(err, nd if err_nd is None else err_nd)}"
+
+
+def pct(x: float, nd: int = 1, sign: bool = True) -> str:
+    return num(100 * x, nd, sign) + "%"
+
+
+def sig(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant figures (no exponent), thousands separators."""
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    nd = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
+    return num(x, nd)
+
+
+def md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean and standard deviation of the per-seed differences ``a − b``."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    return statistics.fmean(d), statistics.stdev(d) if len(d) > 1 else 0.0
+
+
+def level(a: list[float], b: list[float]) -> bool:
+    """Two arms measured on the same seeds are level when their mean paired difference is
+    smaller than twice the standard deviation of the per-seed differences (bench/README.md's
+    rule for 3 seeds: about 3.5 standard errors, near the 95% point of Student's t with 2
+    degrees of freedom)."""
+    mean, sd = paired(a, b)
+    return abs(mean) < 2 * sd
+
+
+# ------------------------------------------------------------------------------------------------
+# docs/text.md
+
+TEXT = "bench/results/text.json"
+TEXT_NAMES = {
+    "gpt-rope": "gpt-rope (the reference)",
+    "bd3lm-4": "bd3lm, blocks of 4",
+    "bd3lm-8": "bd3lm, blocks of 8",
+    "bd3lm-16": "bd3lm, blocks of 16",
+    "mdlm": "mdlm",
+    "sedd-absorb": "sedd, absorbing",
+    "sedd-uniform": "sedd, uniform",
+    "bd3lm-4-clip": "bd3lm, blocks of 4",
+    "mdlm-clip": "mdlm",
+    "sedd-absorb-clip": "sedd, absorbing",
+}
+
+
+def bits(entry: dict) -> str:
+    return pm(entry["nll"]["bits_per_char"], entry["nll"]["bits_per_char_stderr"])
+
+
+def override(entry: dict, key: str) -> str | None:
+    """The last value ``entry`` (a bench/text.py model entry) gives to the config key ``key``."""
+    found = None
+    for o in entry.get("overrides", []):
+        k, _, v = o.partition("=")
+        if k == key:
+            found = v
+    return found
+
+
+def rates(entry: dict) -> str:
+    r = override(entry, "model.mask_rates")
+    return "[0, 1]" if r is None else r.replace(",", ", ")
+
+
+def best_step(entry: dict, offset: int = 0) -> str:
+    step, loss = min(entry["val_curve"], key=lambda p: p[1])
+    return f"{step + offset:,} ({loss:.3f})"
+
+
+@table(TEXT)
+def text_recipe_budget() -> str:
+    rows = load(TEXT)["held_out"]
+    names = ["gpt-rope", "bd3lm-4", "bd3lm-8", "mdlm", "bd3lm-16", "sedd-absorb", "sedd-uniform"]
+    names.sort(key=lambda n: rows[n]["nll"]["bits_per_char"])
+    out = []
+    for n in names:
+        e = rows[n]
+        star = "*" if str(e.get("trained", "")).startswith("reused") else ""
+        gap = "0" if n == load(TEXT)["ar_reference"] else pct(e["gap_to_ar"])
+        out.append(
+            [TEXT_NAMES[n], bits(e), e["nll"]["kind"], gap, f"{e['train_seconds']:,.0f} s{star}"]
+        )
+    return md(["model", "held-out bits/char", "kind", "gap to AR (nats)", "training"], out)
+
+
+@table(TEXT)
+def text_clipped() -> str:
+    rows, quality = load(TEXT)["held_out"], load(TEXT)["sample_quality"]
+
+    def q(name: str) -> str:
+        if name in quality:
+            return f"{quality[name]['gen_ppl']:.1f} ({quality[name]['entropy_bits']:.2f})"
+        t, e = quality[name + "-tweedie"], quality[name + "-euler"]
+        return (
+            f"{t['gen_ppl']:.1f} ({t['entropy_bits']:.2f}) Tweedie, "
+            f"{e['gen_ppl']:.1f} ({e['entropy_bits']:.2f}) Euler"
+        )
+
+    def whole_q(name: str) -> str:
+        if name in quality:
+            return f"{quality[name]['gen_ppl']:.1f}"
+        return f"{quality[name + '-tweedie']['gen_ppl']:.1f}, {quality[name + '-euler']['gen_ppl']:.1f}"
+
+    out = []
+    for clip, whole in (
+        ("bd3lm-4-clip", "bd3lm-4"),
+        ("mdlm-clip", "mdlm"),
+        ("sedd-absorb-clip", "sedd-absorb"),
+    ):
+        c, w = rows[clip], rows[whole]
+        out.append(
+            [
+                TEXT_NAMES[clip],
+                rates(c),
+                bits(c),
+                pct(c["gap_to_ar"]),
+                f"{w['nll']['bits_per_char']:.3f}, {pct(w['gap_to_ar'])}",
+                f"{q(clip)}; whole range: {whole_q(whole)}",
+                f"{c['train_seconds']:,.0f} s",
+            ]
+        )
+    header = [
+        "model",
+        "masking rates",
+        "held-out bits/char",
+        "gap to AR (nats)",
+        "whole range [0, 1]",
+        "gen. perplexity (entropy, bits)",
+        "training",
+    ]
+    return md(header, out)
+
+
+@table(TEXT)
+def text_block_sizes() -> str:
+    sizes = load(TEXT)["one_model_block_sizes"]
+    notes = {1: " (exact AR)", 4: " (trained)"}
+    window = max(s["block_size"] for s in sizes)
+    header = ["blocks of"] + [
+        f"{s['block_size']}{notes.get(s['block_size'], ' (the window: MDLM bound)' if s['block_size'] == window else '')}"
+        for s in sizes
+    ]
+    row = ["bits/char"] + [
+        pm(s["nll"]["bits_per_char"], s["nll"]["bits_per_char_stderr"]) for s in sizes
+    ]
+    return md(header, [row])
+
+
+@table(TEXT)
+def text_sampling() -> str:
+    sampling = load(TEXT)["sampling"]
+    out = []
+    for key, what in (
+        ("mdlm", "MDLM"),
+        ("mdlm-batch-16", "MDLM"),
+        ("bd3lm-4", "BD3-LM(4), steps per block"),
+    ):
+        for r in sampling[key]:
+            out.append(
+                [
+                    what,
+                    str(r["n"]),
+                    f"{r['steps']:,}",
+                    f"{r['samples_per_s_cache']:.3f} (NFE {r['nfe_cache']:,})",
+                    f"{r['samples_per_s_no_cache']:.3f} (NFE {r['nfe_no_cache']:,})",
+                    f"{r['speedup']:.1f}x",
+                    "yes" if r["same_samples"] else "**no**",
+                    str(r["repeats"]),
+                ]
+            )
+    header = [
+        "model",
+        "n",
+        "steps",
+        "samples/s, reuse or KV cache",
+        "samples/s, recompute",
+        "speed-up",
+        "same samples",
+        "median of",
+    ]
+    return md(header, out)
+
+
+@table(TEXT)
+def text_sample_quality() -> str:
+    quality = load(TEXT)["sample_quality"]
+    labels = {
+        "real": "real held-out text",
+        "gpt-rope": "gpt-rope, temperature 1",
+        "bd3lm-4-clip": "bd3lm, blocks of 4, [0.45, 0.95]",
+        "bd3lm-4": "bd3lm, blocks of 4",
+        "mdlm-clip": "mdlm, [0.3, 0.8], 256 steps",
+        "mdlm": "mdlm, 256 steps",
+        "bd3lm-8": "bd3lm, blocks of 8",
+        "bd3lm-16": "bd3lm, blocks of 16",
+        "sedd-absorb-clip-tweedie": "sedd, absorbing, [0.3, 0.8], Tweedie τ-leaping",
+        "sedd-absorb-clip-euler": "sedd, absorbing, [0.3, 0.8], Euler",
+        "sedd-absorb-tweedie": "sedd, absorbing, Tweedie τ-leaping",
+        "sedd-absorb-euler": "sedd, absorbing, Euler",
+        "sedd-uniform-tweedie": "sedd, uniform, Tweedie τ-leaping",
+        "sedd-uniform-euler": "sedd, uniform, Euler",
+    }
+    missing = set(quality) - set(labels)
+    if missing:
+        raise KeyError(f"text_sample_quality: no label for {sorted(missing)}")
+    out = [
+        [labels[k], f"{quality[k]['gen_ppl']:.2f}", f"{quality[k]['entropy_bits']:.2f}"]
+        for k in labels
+        if k in quality
+    ]
+    return md(["samples", "generative perplexity (gpt-rope)", "unigram entropy (bits)"], out)
+
+
+TEXT_BUDGETS = ("bench/results/text-375.json", "bench/results/text-750.json", TEXT)
+
+
+@table(*TEXT_BUDGETS)
+def text_short_budgets() -> str:
+    out = []
+    for path in TEXT_BUDGETS:
+        rows = load(path)["held_out"]
+        gpt = rows["gpt-rope"]
+        mdlm = rows.get("mdlm")
+        out.append(
+            [
+                f"{load(path)['steps']:,}",
+                bits(gpt),
+                bits(mdlm) if mdlm else "not run",
+                pct(mdlm["gap_to_ar"]) if mdlm else "",
+                f"`{path}`",
+            ]
+        )
+    return md(["steps", "gpt-rope bits/char", "mdlm bits/char", "gap to AR (nats)", "JSON"], out)
+
+
+TEXT_12000 = "bench/results/text-12000.json"
+
+
+@table(TEXT_12000)
+def text_12000() -> str:
+    rows = load(TEXT_12000)["held_out"]
+    out = []
+    for n in ("gpt-rope", "mdlm"):
+        e = rows[n]
+        gap = "0" if n == load(TEXT_12000)["ar_reference"] else pct(e["gap_to_ar"])
+        out.append(
+            [n, best_step(e), bits(e), e["nll"]["kind"], gap, f"{e['train_seconds']:,.0f} s"]
+        )
+    header = [
+        "model",
+        "best step (validation, nats/char)",
+        "held-out bits/char",
+        "kind",
+        "gap to AR (nats)",
+        "training",
+    ]
+    return md(header, out)
+
+
+def long_row(path: str, name: str, label: str) -> list[str]:
+    e = load(path)["held_out"][name]
+    start = e.get("init_from", {}).get("steps", 0)
+    steps = load(path)["steps"]
+    budget = f"{start:,} + {steps:,} steps" if start else f"{steps:,} steps"
+    return [
+        label,
+        budget,
+        best_step(e, start),
+        bits(e),
+        pct(e["gap_to_ar"]),
+        f"{e['train_seconds']:,.0f} s",
+    ]
+
+
+LONG_HEADER = [
+    "model",
+    "budget",
+    "best step (validation, nats/char)",
+    "held-out bits/char",
+    "gap to AR (nats)",
+    "training",
+]
+TEXT_9000, TEXT_20000 = "bench/results/text-9000.json", "bench/results/text-20000.json"
+
+
+@table(TEXT_9000, TEXT_20000)
+def text_long() -> str:
+    return md(
+        LONG_HEADER,
+        [
+            long_row(TEXT_9000, "bd3lm-4-clip", "bd3lm, blocks of 4, [0.45, 0.95]"),
+            long_row(TEXT_20000, "mdlm-clip", "mdlm, [0.3, 0.8]"),
+        ],
+    )
+
+
+TEXT_R1 = "bench/results/text-restart10000.json"
+TEXT_R2 = "bench/results/text-restart2-10000.json"
+TEXT_R20 = "bench/results/text-restart20000.json"
+TEXT_R3 = "bench/results/text-restart3-10000.json"
+
+
+@table(TEXT_20000, TEXT_R1, TEXT_R2)
+def text_mdlm_restarts() -> str:
+    return md(
+        LONG_HEADER,
+        [
+            long_row(TEXT_20000, "mdlm-clip", "mdlm, [0.3, 0.8]"),
+            long_row(TEXT_R1, "mdlm-clip-restart", "restarted once"),
+            long_row(TEXT_R2, "mdlm-clip-restart2", "restarted twice"),
+        ],
+    )
+
+
+@table(TEXT_20000, TEXT_R1, TEXT_R20, TEXT_R3)
+def text_sedd_restarts() -> str:
+    return md(
+        LONG_HEADER,
+        [
+            long_row(TEXT_20000, "sedd-absorb-clip", "sedd, absorbing, [0.3, 0.8]"),
+            long_row(TEXT_R1, "sedd-absorb-clip-restart", "restarted once (peak lr 0.001)"),
+            long_row(TEXT_R20, "sedd-absorb-clip-restart2", "restarted twice (peak lr 0.001)"),
+            long_row(TEXT_R3, "sedd-absorb-clip-restart3", "three times (peak lr 0.0003)"),
+        ],
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the command
+
+
+def documents() -> list[Path]:
+    """The markdown files that may hold generated blocks."""
+    return [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def regenerate(text: str, where: str) -> tuple[str, list[str]]:
+    """``text`` with every block regenerated, and the problems found (unknown or unclosed blocks)."""
+    problems: list[str] = []
+    opened = [m.group("name") for m in OPEN.finditer(text)]
+    closed = [m.group("name") for m in BLOCK.finditer(text)]
+    if len(opened) != len(closed) or text.count("<!-- /table -->") != len(closed):
+        problems.append(f"{where}: a table block is not closed, or a closing marker has no block")
+
+    def one(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            problems.append(f"{where}: no table function {name!r} in docs/make_tables.py")
+            return m.group(0)
+        return f"<!-- table: {name} -->\n{render(name)}<!-- /table -->"
+
+    return BLOCK.sub(one, text), problems
+
+
+def display(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def blocks(path: Path) -> list[str]:
+    """The names of the generated blocks in ``path``."""
+    return [m.group("name") for m in BLOCK.finditer(path.read_text(encoding="utf-8"))]
+
+
+def check(paths: list[Path] | None = None) -> list[str]:
+    """Every generated block that differs from what its JSON gives, and every malformed block
+    (one line each); empty when the docs are current."""
+    found: list[str] = []
+    for path in paths or documents():
+        where = display(path)
+        text = path.read_text(encoding="utf-8")
+        new, problems = regenerate(text, where)
+        found += problems
+        if new != text:
+            old_blocks = {m.group("name"): m.group(0) for m in BLOCK.finditer(text)}
+            for m in BLOCK.finditer(new):
+                if old_blocks.get(m.group("name")) != m.group(0):
+                    found.append(f"{where}: table {m.group('name')!r} differs from its JSON")
+    return found
+
+
+def update(paths: list[Path] | None = None) -> tuple[list[str], list[str]]:
+    """Rewrite every generated block; the files changed, and the problems (as ``check``)."""
+    changed: list[str] = []
+    problems: list[str] = []
+    for path in paths or documents():
+        where = display(path)
+        text = path.read_text(encoding="utf-8")
+        new, found = regenerate(text, where)
+        problems += found
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(where)
+    return changed, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")
+    p.add_argument("--list", action="store_true", help="every table, its JSON and the writer")
+    args = p.parse_args(argv)
+    if args.list:
+        used = {n: [display(d) for d in documents() if n in blocks(d)] for n in TABLES}
+        for name, fn in TABLES.items():
+            srcs = ", ".join(f"{s} ({WRITERS[s]})" for s in fn.sources)  # type: ignore[attr-defined]
+            print(f"{name}: {srcs}; in {', '.join(used[name]) or 'no document'}")
+        return 0
+    if args.check:
+        found = check()
+        for line in found:
+            print(line)
+        return 1 if found else 0
+    changed, problems = update()
+    for where in changed:
+        print(f"rewrote {where}")
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

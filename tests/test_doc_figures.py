@@ -1,0 +1,485 @@
+"""Every figure the docs publish comes from a committed JSON.
+
+- The result tables are generated blocks (``<!-- table: NAME -->`` ... ``<!-- /table -->``):
+  ``docs/make_tables.py --check`` must find each one equal to what its JSON gives.
+- Headline figures quoted in running prose are listed in ``PROSE`` below: each quoted string must
+  appear in its doc and equal the JSON value, formatted.
+
+Reads JSON and markdown only: no genlab import, no training.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_make_tables():
+    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "docs" / "make_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mt = _load_make_tables()
+
+
+def f3(v: float) -> str:
+    return f"{v:.3f}"
+
+
+def pct1(v: float) -> str:
+    return f"{100 * v:+.1f}%"
+
+
+def bpc(name: str) -> str:
+    return f"held_out/{name}/nll/bits_per_char"
+
+
+def best_val(entry: dict) -> float:
+    return min(loss for _, loss in entry["val_curve"])
+
+
+def val_at(entry: dict, step: int) -> float:
+    return dict(entry["val_curve"])[step]
+
+
+TEXT = "bench/results/text.json"
+T750, T375 = "bench/results/text-750.json", "bench/results/text-375.json"
+T12 = "bench/results/text-12000.json"
+T9, T20 = "bench/results/text-9000.json", "bench/results/text-20000.json"
+TR1, TR2 = "bench/results/text-restart10000.json", "bench/results/text-restart2-10000.json"
+TR20, TR3 = "bench/results/text-restart20000.json", "bench/results/text-restart3-10000.json"
+
+
+def _b(d: dict, name: str) -> float:
+    return d["held_out"][name]["nll"]["bits_per_char"]
+
+
+def _h(d: dict, name: str) -> dict:
+    return d["held_out"][name]
+
+
+# (doc, the string quoted in it, JSON file(s), key path or a function of the loaded JSON(s),
+# format: a format string or a function of the value). Use it for figures outside the tables.
+PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callable]] = [
+    # docs/text.md
+    (
+        "docs/text.md",
+        "2 h 10 min in all (7,780 s)",
+        TEXT,
+        "earlier/0/seconds",
+        lambda s: "{} h {} min in all".format(*divmod(round(s / 60), 60)) + f" ({s:,.0f} s)",
+    ),
+    ("docs/text.md", "(758 s)", TEXT, "earlier/2/seconds", "({:,.0f} s)"),
+    ("docs/text.md", "275 s; the GPT", TEXT, "earlier/3/seconds", "{:,.0f} s; the GPT"),
+    (
+        "docs/text.md",
+        "the same 2.1877 bits/char",
+        TEXT,
+        bpc("gpt-rope"),
+        "the same {:.4f} bits/char",
+    ),
+    ("docs/text.md", "98 s, after part", TEXT, "seconds", "{:,.0f} s, after part"),
+    (
+        "docs/text.md",
+        "BD3-LM(4) by 8.2% of its bits",
+        TEXT,
+        lambda d: 1 - _b(d, "bd3lm-4-clip") / _b(d, "bd3lm-4"),
+        lambda v: f"BD3-LM(4) by {100 * v:.1f}% of its bits",
+    ),
+    (
+        "docs/text.md",
+        "SEDD by\n  5.5%",
+        TEXT,
+        lambda d: 1 - _b(d, "sedd-absorb-clip") / _b(d, "sedd-absorb"),
+        lambda v: f"SEDD by\n  {100 * v:.1f}%",
+    ),
+    (
+        "docs/text.md",
+        "MDLM by 4.9%",
+        TEXT,
+        lambda d: 1 - _b(d, "mdlm-clip") / _b(d, "mdlm"),
+        lambda v: f"MDLM by {100 * v:.1f}%",
+    ),
+    (
+        "docs/text.md",
+        "closest (+16.9%)",
+        TEXT,
+        "held_out/bd3lm-4-clip/gap_to_ar",
+        lambda v: f"closest ({pct1(v)})",
+    ),
+    (
+        "docs/text.md",
+        "BD3-LM(16) and MDLM tie (2.977\nand 2.969",
+        TEXT,
+        lambda d: (_b(d, "bd3lm-16"), _b(d, "mdlm")),
+        lambda v: f"BD3-LM(16) and MDLM tie ({v[0]:.3f}\nand {v[1]:.3f}",
+    ),
+    (
+        "docs/text.md",
+        "bought the GPT 11% of its NLL (2.463 → 2.188 bits/char)",
+        (T750, TEXT),
+        lambda a, b: (
+            1 - _b(b, "gpt-rope") / _b(a, "gpt-rope"),
+            _b(a, "gpt-rope"),
+            _b(b, "gpt-rope"),
+        ),
+        lambda v: (
+            f"bought the GPT {100 * v[0]:.0f}% of its NLL ({v[1]:.3f} → {v[2]:.3f} bits/char)"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "MDLM 15% (3.479\n→ 2.969)",
+        (T750, TEXT),
+        lambda a, b: (1 - _b(b, "mdlm") / _b(a, "mdlm"), _b(a, "mdlm"), _b(b, "mdlm")),
+        lambda v: f"MDLM {100 * v[0]:.0f}% ({v[1]:.3f}\n→ {v[2]:.3f})",
+    ),
+    ("docs/text.md", "the GPT\nat 375 (2.731)", T375, bpc("gpt-rope"), "the GPT\nat 375 ({:.3f})"),
+    (
+        "docs/text.md",
+        "12.6% above the GPT at the full budget (at an eighth, 24.8%)",
+        (T750, T375, TEXT),
+        lambda a, e, b: (
+            _b(a, "gpt-rope") / _b(b, "gpt-rope") - 1,
+            _b(e, "gpt-rope") / _b(b, "gpt-rope") - 1,
+        ),
+        lambda v: (
+            f"{100 * v[0]:.1f}% above the GPT at the full budget (at an eighth, {100 * v[1]:.1f}%)"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "rises to 1.820 at step 12,000",
+        T12,
+        lambda d: val_at(_h(d, "gpt-rope"), 12000),
+        "rises to {:.3f} at step 12,000",
+    ),
+    (
+        "docs/text.md",
+        "Its best weights (2.214 bits/char)",
+        T12,
+        bpc("gpt-rope"),
+        "Its best weights ({:.3f} bits/char)",
+    ),
+    (
+        "docs/text.md",
+        "best validation loss itself (1.534 nats/char)",
+        T12,
+        lambda d: (best_val(_h(d, "gpt-rope")), _h(d, "gpt-rope")["nll"]["nats_per_char"]),
+        lambda v: (
+            f"best validation loss itself ({v[0]:.3f} nats/char)"
+            if round(v[0], 3) == round(v[1], 3)
+            else "differ"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "validation 2.565 at step 500, 2.124 at 3,000, 1.877\n  at 10,000, 1.853 at 12,000",
+        T12,
+        lambda d: [val_at(_h(d, "mdlm"), s) for s in (500, 3000, 10000, 12000)],
+        lambda v: (
+            f"validation {v[0]:.3f} at step 500, {v[1]:.3f} at 3,000, {v[2]:.3f}\n  at 10,000, {v[3]:.3f} at 12,000"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "or +20.9% against the best\n  GPT",
+        (T12, TEXT),
+        lambda a, b: _b(a, "mdlm") / _b(b, "gpt-rope") - 1,
+        lambda v: f"or {pct1(v)} against the best\n  GPT",
+    ),
+    (
+        "docs/text.md",
+        "better of them: 2.188 bits/char",
+        T9,
+        "held_out/gpt-rope@3000/nll/bits_per_char",
+        "better of them: {:.3f} bits/char",
+    ),
+    (
+        "docs/text.md",
+        "(1.777 at 17,500, 1.757 at 18,500,\n  1.759 at 20,000)",
+        T20,
+        lambda d: [val_at(_h(d, "mdlm-clip"), s) for s in (17500, 18500, 20000)],
+        lambda v: f"({v[0]:.3f} at 17,500, {v[1]:.3f} at 18,500,\n  {v[2]:.3f} at 20,000)",
+    ),
+    (
+        "docs/text.md",
+        "(2.188 < 2.356 < 2.498)",
+        (TEXT, T9, T20),
+        lambda a, b, c: (_b(a, "gpt-rope"), _b(b, "bd3lm-4-clip"), _b(c, "mdlm-clip")),
+        lambda v: f"({v[0]:.3f} < {v[1]:.3f} < {v[2]:.3f})",
+    ),
+    (
+        "docs/text.md",
+        "(1.778 after 500 steps, from 1.757)",
+        (TR1, T20),
+        lambda a, b: (val_at(_h(a, "mdlm-clip-restart"), 500), best_val(_h(b, "mdlm-clip"))),
+        lambda v: f"({v[0]:.3f} after 500 steps, from {v[1]:.3f})",
+    ),
+    (
+        "docs/text.md",
+        "(1.7314,\n  1.7301, 1.7294 at the last three checks)",
+        TR1,
+        lambda d: [x[1] for x in _h(d, "mdlm-clip-restart")["val_curve"][-3:]],
+        lambda v: f"({v[0]:.4f},\n  {v[1]:.4f}, {v[2]:.4f} at the last three checks)",
+    ),
+    (
+        "docs/text.md",
+        "within the bar (+12%) by 0.005\n  bits/char, with a standard error of 0.013",
+        (TEXT, TR1),
+        lambda a, b: (
+            1.12 * _b(a, "gpt-rope") - _b(b, "mdlm-clip-restart"),
+            _h(b, "mdlm-clip-restart")["nll"]["bits_per_char_stderr"],
+        ),
+        lambda v: (
+            f"within the bar (+12%) by {v[0]:.3f}\n  bits/char, with a standard error of {v[1]:.3f}"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "from 1.7294 to 1.764 at step 500",
+        TR2,
+        lambda d: val_at(_h(d, "mdlm-clip-restart2"), 500),
+        "from 1.7294 to {:.3f} at step 500",
+    ),
+    (
+        "docs/text.md",
+        "ended at 1.7192",
+        TR2,
+        lambda d: _h(d, "mdlm-clip-restart2")["val_curve"][-1][1],
+        "ended at {:.4f}",
+    ),
+    (
+        "docs/text.md",
+        "**2.429 bits/char, +11.0%**, within the bar\n  by 0.021 (1.6 standard errors)",
+        (TEXT, TR2),
+        lambda a, b: (
+            _b(b, "mdlm-clip-restart2"),
+            _h(b, "mdlm-clip-restart2")["gap_to_ar"],
+            1.12 * _b(a, "gpt-rope") - _b(b, "mdlm-clip-restart2"),
+            _h(b, "mdlm-clip-restart2")["nll"]["bits_per_char_stderr"],
+        ),
+        lambda v: (
+            f"**{v[0]:.3f} bits/char, {pct1(v[1])}**, within the bar\n  by {v[2]:.3f} ({v[2] / v[3]:.1f} standard errors)"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "trails MDLM by 0.048 bits/char (2.545 against 2.498), more than at 3,000\n  steps (0.023)",
+        (T20, TEXT),
+        lambda a, b: (
+            _b(a, "sedd-absorb-clip") - _b(a, "mdlm-clip"),
+            _b(a, "sedd-absorb-clip"),
+            _b(a, "mdlm-clip"),
+            _b(b, "sedd-absorb-clip") - _b(b, "mdlm-clip"),
+        ),
+        lambda v: (
+            f"trails MDLM by {v[0]:.3f} bits/char ({v[1]:.3f} against {v[2]:.3f}), more than at 3,000\n  steps ({v[3]:.3f})"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "(1.800 at 18,000, 1.787\n  at 20,000)",
+        T20,
+        lambda d: [val_at(_h(d, "sedd-absorb-clip"), s) for s in (18000, 20000)],
+        lambda v: f"({v[0]:.3f} at 18,000, {v[1]:.3f}\n  at 20,000)",
+    ),
+    (
+        "docs/text.md",
+        "2.440 against 2.450, a margin of\n  0.010 bits/char, less than its standard error (0.012",
+        (TEXT, TR3),
+        lambda a, b: (
+            _b(b, "sedd-absorb-clip-restart3"),
+            1.12 * _b(a, "gpt-rope"),
+            _h(b, "sedd-absorb-clip-restart3")["nll"]["bits_per_char_stderr"],
+        ),
+        lambda v: (
+            f"{v[0]:.3f} against {v[1]:.3f}, a margin of\n  {v[1] - v[0]:.3f} bits/char, less than its standard error ({v[2]:.3f}"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "The second had missed it by 0.002",
+        (TEXT, TR20),
+        lambda a, b: _b(b, "sedd-absorb-clip-restart2") - 1.12 * _b(a, "gpt-rope"),
+        "The second had missed it by {:.3f}",
+    ),
+    (
+        "docs/text.md",
+        "1.7546 to 1.791 at the restart's step 500 and regained its start only at step 8,500",
+        TR20,
+        lambda d: (
+            _h(d, "sedd-absorb-clip-restart2")["val_curve"][0][1],
+            next(
+                s
+                for s, v in _h(d, "sedd-absorb-clip-restart2")["val_curve"]
+                if v < 1.7546358593578997
+            ),
+        ),
+        lambda v: (
+            f"1.7546 to {v[0]:.3f} at the restart's step 500 and regained its start only at step {v[1]:,}"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "the first\n  restart (1.787 to 1.803) had regained its start at step 2,500",
+        TR1,
+        lambda d: (
+            _h(d, "sedd-absorb-clip-restart")["val_curve"][0][1],
+            next(
+                s
+                for s, v in _h(d, "sedd-absorb-clip-restart")["val_curve"]
+                if v < 1.7870042735132678
+            ),
+        ),
+        lambda v: (
+            f"the first\n  restart (1.787 to {v[0]:.3f}) had regained its start at step {v[1]:,}"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "(1.7281 to 1.742 at step 500) and regained its start at step 4,000",
+        TR3,
+        lambda d: (
+            _h(d, "sedd-absorb-clip-restart3")["val_curve"][0][1],
+            next(
+                s
+                for s, v in _h(d, "sedd-absorb-clip-restart3")["val_curve"]
+                if v < 1.728089582509008
+            ),
+        ),
+        lambda v: f"(1.7281 to {v[0]:.3f} at step 500) and regained its start at step {v[1]:,}",
+    ),
+    (
+        "docs/text.md",
+        "(1.7211, 1.7204, 1.7198 at the last three checks)",
+        TR3,
+        lambda d: [x[1] for x in _h(d, "sedd-absorb-clip-restart3")["val_curve"][-3:]],
+        lambda v: f"({v[0]:.4f}, {v[1]:.4f}, {v[2]:.4f} at the last three checks)",
+    ),
+    (
+        "docs/text.md",
+        "2.493 against 2.445 after\n  one restart each",
+        TR1,
+        lambda d: (_b(d, "sedd-absorb-clip-restart"), _b(d, "mdlm-clip-restart")),
+        lambda v: f"{v[0]:.3f} against {v[1]:.3f} after\n  one restart each",
+    ),
+    (
+        "docs/text.md",
+        "(2.440\n  against 2.429)",
+        (TR3, TR2),
+        lambda a, b: (_b(a, "sedd-absorb-clip-restart3"), _b(b, "mdlm-clip-restart2")),
+        lambda v: f"({v[0]:.3f}\n  against {v[1]:.3f})",
+    ),
+    (
+        "docs/text.md",
+        "BD3-LM(4) +7.7% (9,000 steps), MDLM +11.0% (40,000), SEDD-absorbing\n  +11.5% (60,000)",
+        (T9, TR2, TR3),
+        lambda a, b, c: (
+            _h(a, "bd3lm-4-clip")["gap_to_ar"],
+            _h(b, "mdlm-clip-restart2")["gap_to_ar"],
+            _h(c, "sedd-absorb-clip-restart3")["gap_to_ar"],
+        ),
+        lambda v: (
+            f"BD3-LM(4) {pct1(v[0])} (9,000 steps), MDLM {pct1(v[1])} (40,000), SEDD-absorbing\n  {pct1(v[2])} (60,000)"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "(MDLM at 1,000 steps: 4.0x)",
+        TEXT,
+        "sampling/mdlm/3/speedup",
+        "(MDLM at 1,000 steps: {:.1f}x)",
+    ),
+    (
+        "docs/text.md",
+        "(980 of 1,000 steps still change",
+        TEXT,
+        "sampling/mdlm-batch-16/0/nfe_cache",
+        "({:,} of 1,000 steps still change",
+    ),
+]
+
+
+def _value(json_paths: str | tuple[str, ...], key: str | Callable) -> object:
+    paths = (json_paths,) if isinstance(json_paths, str) else json_paths
+    if callable(key):
+        return key(*(mt.load(p) for p in paths))
+    assert len(paths) == 1, "a key path reads one JSON; give a function for several"
+    return mt.get(paths[0], key)
+
+
+def _format(fmt: str | Callable, value: object) -> str:
+    return fmt(value) if callable(fmt) else fmt.format(value)
+
+
+def test_generated_tables_match_their_json():
+    assert mt.check() == [], (
+        "run `python docs/make_tables.py` (or fix the JSON / the table function)"
+    )
+
+
+def test_every_table_function_is_used_and_every_doc_block_is_known():
+    used = {name for doc in mt.documents() for name in mt.blocks(doc)}
+    assert used <= set(mt.TABLES)
+    assert set(mt.TABLES) <= used, f"table functions no doc uses: {sorted(set(mt.TABLES) - used)}"
+
+
+def test_the_check_catches_a_changed_figure(tmp_path):
+    doc = ROOT / "docs" / "text.md"
+    text = doc.read_text(encoding="utf-8")
+    m = mt.BLOCK.search(text)
+    assert m is not None
+    body = m.group(0)
+    changed = re.sub(r"\d\.\d{3}", "9.999", body, count=1)
+    assert changed != body
+    copy = tmp_path / "text.md"
+    copy.write_text(text.replace(body, changed), encoding="utf-8")
+    assert any(m.group("name") in line for line in mt.check([copy]))
+    copy.write_text(text.replace(body, body.replace("<!-- /table -->", "")), encoding="utf-8")
+    assert mt.check([copy]), "an unclosed block must be reported"
+    copy.write_text(text + "\n<!-- table: no_such_table -->\n<!-- /table -->\n", encoding="utf-8")
+    assert any("no_such_table" in line for line in mt.check([copy]))
+
+
+@pytest.mark.parametrize(
+    "doc,quoted,json_paths,key,fmt", PROSE, ids=[f"{d}:{q[:40]}" for d, q, *_ in PROSE]
+)
+def test_prose_figure_equals_its_json(doc, quoted, json_paths, key, fmt):
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    assert quoted in text, f"{doc} no longer quotes {quoted!r}: update PROSE with the doc"
+    assert _format(fmt, _value(json_paths, key)) == quoted
+
+
+def test_every_result_json_has_a_writer_listed_in_bench_readme():
+    readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    results = sorted(
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "bench" / "results").glob("*.json")
+    )
+    assert set(results) <= set(mt.WRITERS), (
+        f"no writer recorded for {set(results) - set(mt.WRITERS)}"
+    )
+    for path, script in mt.WRITERS.items():
+        assert (ROOT / path).is_file(), path
+        assert (ROOT / script).is_file(), script
+        if path.startswith("bench/"):
+            assert Path(path).name in readme, (
+                f"bench/README.md does not say which command writes {path}"
+            )
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        assert f"`{script.name}`" in readme, f"bench/README.md does not list {script.name}"
+
+
+def test_the_check_reads_no_genlab():
+    assert "genlab" not in {m.split(".")[0] for m in vars(mt) if not m.startswith("_")}
+    for path in mt.WRITERS:
+        json.loads((ROOT / path).read_text(encoding="utf-8"))
