@@ -471,6 +471,110 @@ def text_sedd_restarts() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# docs/autoregressive.md
+
+AR_DENSITY = "bench/results/autoregressive_density.json"
+AR_GPT = "bench/results/autoregressive.json"
+
+
+@table(AR_DENSITY)
+def ar_moons() -> str:
+    moons = load(AR_DENSITY)["moons"]
+    labels = {
+        "genlab-maf": "genlab `maf` (5 layers, MADE 2 × 64)",
+        "zuko-maf": "zuko MAF (5 transforms, (64, 64))",
+        "genlab-iaf": "genlab `iaf` (same layers, run backwards)",
+        "zuko-nsf": "zuko NSF (5 transforms)",
+    }
+    out = [
+        [labels[k], f"{m['nll']:.3f}", f"{m['ms_per_step']:.1f}", f"{m['params']:,}"]
+        for k, m in moons["models"].items()
+    ]
+    out.append(["the true law (its own density)", f"{moons['true_nll']:.3f}", "", ""])
+    out.append(["a full-covariance Gaussian", f"{moons['gaussian_nll']:.3f}", "", ""])
+    return md(["model", "NLL (nats)", "ms / step", "parameters"], out)
+
+
+@table(AR_DENSITY)
+def ar_tables() -> str:
+    tables = load(AR_DENSITY)["tables"]
+    cols = ["genlab-maf", "zuko-maf", "zuko-nsf", "recipe maf-tabular", "recipe nsf-tabular"]
+    out = []
+    for name, t in tables.items():
+        shape, split = t["shape"], t["split"]
+        out.append(
+            [f"{name}, {shape[0]} × {shape[1]} ({split[0]}/{split[1]}/{split[2]} rows)"]
+            + [num(t["gaussian_nll"], 2)]
+            + [num(t["models"][c]["test_nll"], 2) for c in cols]
+        )
+    header = ["data", "Gaussian (full cov.)", "genlab MAF", "zuko MAF", "zuko NSF"]
+    header += ["recipe `maf-tabular`", "recipe `nsf-tabular`"]
+    return md(header, out)
+
+
+@table(AR_DENSITY)
+def ar_binarized_mnist() -> str:
+    runs = load(AR_DENSITY)["binarized_mnist"]
+    labels = {
+        "fvsbn": "FVSBN",
+        "made": "MADE, 1 × 500, 8-mask ensemble",
+        "nade": "NADE, 500",
+        "pixelcnn": "PixelCNN, 7 gated layers of 32 (`pixelcnn-mnist`)",
+    }
+    published = {"made": " (32 masks)"}
+    out = [
+        [
+            labels[k],
+            f"{r['steps']:,}",
+            pm(r["nll"], r["stderr"], 2),
+            f"{r['published_60k']:.2f}{published.get(k, '')}",
+        ]
+        for k, r in sorted(runs.items(), key=lambda kv: kv[1]["nll"])
+    ]
+    seconds = {r["seconds"] for r in runs.values()}
+    budget = f"{seconds.pop():.0f} s" if len(seconds) == 1 else "budget"
+    return md(["model", f"steps in {budget}", "held-out NLL (nats)", "published (60k)"], out)
+
+
+@table(AR_GPT)
+def ar_gpt_bench() -> str:
+    g = load(AR_GPT)
+    step, nano, ngram = g["train_step"], g["nanogpt_cpu"], g["ngram"]
+    s1, s16 = (next(r for r in g["sampling"] if r["n"] == n) for n in (1, 16))
+
+    def sampling(r: dict) -> str:
+        same = "the same characters" if r["same_characters"] else "**different characters**"
+        return (
+            f"{r['n']} sequence{'s' if r['n'] > 1 else ''}: {r['chars_per_s_cache']:,.0f} chars/s "
+            f"with the KV cache, {r['chars_per_s_no_cache']:,.0f} without ({r['speedup']:.1f}×), {same}"
+        )
+
+    rows = [
+        [
+            "training step vs bare loop",
+            "part a",
+            f"{step['genlab_ms']:.0f} ms against {step['bare_ms']:.0f} ms, ratio {step['ratio_median']:.3f} "
+            f"(median of {step['rounds']} interleaved rounds of {step['steps_per_round']} steps; "
+            f"rounds {step['ratio_min']:.2f}–{step['ratio_max']:.2f})",
+        ],
+        [f"sampling, {s1['length']} characters", "part b", f"{sampling(s1)}; {sampling(s16)}"],
+        [
+            "nanoGPT CPU recipe (seed 0)",
+            "part c",
+            f"{nano['nats_per_char']:.3f} nats/char exact (every held-out character, "
+            f"{nano['val_characters']:,}); {nano['nats_per_char_positions_1_on']:.3f} over positions "
+            f"1–63 of the same windows; {nano['steps']:,} steps in {nano['train_seconds']:.0f} s",
+        ],
+        [
+            f"{ngram['order']}-gram, Witten–Bell",
+            "part d",
+            f"{ngram['nats_per_char']:.4f} nats/char on the {ngram['val_characters']:,} held-out characters",
+        ],
+    ]
+    return md(["what", "`bench/autoregressive.py`", "result"], rows)
+
+
+# ------------------------------------------------------------------------------------------------
 # the command
 
 
