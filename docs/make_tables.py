@@ -575,6 +575,151 @@ def ar_gpt_bench() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# docs/diffusion.md
+
+DIFF_FIG = "docs/figures/diffusion-figures.json"
+DIFF = "bench/results/diffusion_2d.json"
+
+
+@table(DIFF_FIG)
+def diffusion_recipes() -> str:
+    processes = load(DIFF_FIG)["processes"]
+    recipes = {
+        "DDPM (vp-linear, ε)": ("ddpm-moons", "ddpm"),
+        "VE-SDE + PC": ("ve-pc-moons", "pc"),
+        "EDM": ("edm-moons", "dpmpp-2m (Karras)"),
+        "rectified flow": ("rectified-flow-moons", "heun"),
+        "rectified flow + reflow": ("+ `genlab reflow` (50,000 pairs, 3,000 steps)", "euler"),
+    }
+    out = []
+    for key, (config, sampler) in recipes.items():
+        r = processes[key]
+        out.append([config, sampler, f"{r['nfe']:,}", pm(r["w2"], r["w2_sd"]), f"{r['nll']:.3f}"])
+    true = {r["true_nll"] for r in processes.values()}
+    out.append(["the true law", "", "", "", f"{true.pop():.3f}" if len(true) == 1 else "varies"])
+    return md(["config", "sampler", "NFE", "W2 (mean ± sd, 3 seeds)", "ODE NLL (nats)"], out)
+
+
+DIFF_GENLAB = ["dpmpp-2m", "heun", "euler", "ddim", "ddpm", "euler-maruyama", "pc"]
+DIFF_PEERS = [
+    ("diffusers", "DPMSolverMultistep", "linspace (default)", "diffusers DPMSolverMultistep"),
+    ("diffusers", "DDIM", "leading (default)", "diffusers DDIM"),
+    ("diffusers", "DDPM", "leading (default)", "diffusers DDPM"),
+    ("diffusers", "EulerDiscrete", "linspace (default)", "diffusers Euler"),
+    ("diffusers", "HeunDiscrete", "linspace (default)", "diffusers Heun"),
+    ("k-diffusion", "dpmpp_2m", "karras", "k-diffusion dpmpp_2m (Karras)"),
+    ("k-diffusion", "euler", "karras", "k-diffusion euler (Karras)"),
+    ("k-diffusion", "heun", "karras", "k-diffusion heun (Karras)"),
+]
+
+
+def w2_cell(cell: dict, budget: int, schedule: str | None = None) -> str:
+    mean, sd = cell["mean"], cell["std"]
+    text = f"{mean:.1f} ± {sd:.1f}" if mean >= 10 else pm(mean, sd)
+    notes = [schedule] if schedule and schedule != "uniform" else []
+    if cell["nfe"][0] != budget:
+        notes.append(f"{cell['nfe'][0]} NFE")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def diffusion_arms() -> list[tuple[str, dict[int, tuple[dict, str | None]]]]:
+    """The table's rows: genlab's best schedule per sampler and budget, then the peers' rows."""
+    w = load(DIFF)["w2_vs_nfe"]
+    budgets = w["budgets"]
+    arms = []
+    for sampler in DIFF_GENLAB:
+        rows = [r for r in w["rows"] if r["lib"] == "genlab" and r["sampler"] == sampler]
+        cells = {}
+        for b in budgets:
+            best = min(rows, key=lambda r: r["budgets"][str(b)]["mean"])
+            cells[b] = (best["budgets"][str(b)], best["schedule"])
+        arms.append((f"genlab {sampler}", cells))
+    for lib, sampler, schedule, label in DIFF_PEERS:
+        row = next(
+            r
+            for r in w["rows"]
+            if (r["lib"], r["sampler"], r["schedule"]) == (lib, sampler, schedule)
+        )
+        arms.append((label, {b: (row["budgets"][str(b)], None) for b in budgets}))
+    return arms
+
+
+@table(DIFF)
+def diffusion_samplers() -> str:
+    w = load(DIFF)["w2_vs_nfe"]
+    budgets = w["budgets"]
+    out = [
+        [label] + [w2_cell(cells[b][0], b, cells[b][1]) for b in budgets]
+        for label, cells in diffusion_arms()
+    ]
+    main = md(["W2 at NFE ≤"] + [str(b) for b in budgets], out)
+    refs = w["reference_rows"]
+    ref_rows = [
+        [name, pm(r["mean"], r["std"]), f"{statistics.fmean(r['nfe']):,.0f}" if "nfe" in r else ""]
+        for name, r in refs.items()
+    ]
+    return main + "\n" + md(["reference", "W2 (mean ± sd, 3 seeds)", "NFE"], ref_rows)
+
+
+@table(DIFF)
+def diffusion_best() -> str:
+    budgets = load(DIFF)["w2_vs_nfe"]["budgets"]
+    arms = diffusion_arms()
+    out = []
+    for b in budgets:
+        ranked = sorted(arms, key=lambda a: a[1][b][0]["mean"])
+        (la, cells_a), (lb, cells_b) = ranked[0], ranked[1]
+        ca, cb = cells_a[b][0], cells_b[b][0]
+        mean, sd = paired(ca["w2"], cb["w2"])
+        verdict = "level" if level(ca["w2"], cb["w2"]) else f"{la} better"
+        out.append(
+            [
+                str(b),
+                f"{la} {ca['mean']:.3f}",
+                f"{lb} {cb['mean']:.3f}",
+                f"{num(mean, 3, sign=True)} ± {sd:.3f}",
+                verdict,
+            ]
+        )
+    header = ["NFE ≤", "lowest W2", "next", "paired difference (mean ± sd over seeds)", "verdict"]
+    return md(header, out)
+
+
+@table(DIFF)
+def diffusion_overhead() -> str:
+    mlp, unet = load(DIFF)["overhead_mlp"], load(DIFF)["overhead_unet"]
+    out = []
+    for r in mlp["rows"]:
+        out.append(
+            [
+                r["sampler"],
+                f"{r['null_net_overhead_per_step_ms']:.3f}",
+                sig(r["null_net_overhead_per_step_fraction"], 2),
+                "MLP, batch 2,000",
+            ]
+        )
+    for r in unet["rows"]:
+        out.append(
+            [
+                r["sampler"],
+                f"{r['null_net_overhead_per_step_ms']:.3f}",
+                sig(r["null_net_overhead_per_step_fraction"], 2),
+                f"U-Net, batch {unet['batch']:,}",
+            ]
+        )
+    header = [
+        "sampler",
+        "own cost per step, ms (null network)",
+        "as a fraction of one network call",
+        "network",
+    ]
+    return md(header, out) + (
+        f"\nOne call: the MLP {mlp['net_ms_median']:.1f} ms at batch {mlp['batch']:,}, "
+        f"the U-Net {unet['net_ms_median']:.0f} ms at batch {unet['batch']:,}.\n"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # the command
 
 

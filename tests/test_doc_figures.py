@@ -52,6 +52,7 @@ def val_at(entry: dict, step: int) -> float:
 
 
 TEXT = "bench/results/text.json"
+DIFF, DFIG = "bench/results/diffusion_2d.json", "docs/figures/diffusion-figures.json"
 ARD, ARG = "bench/results/autoregressive_density.json", "bench/results/autoregressive.json"
 T750, T375 = "bench/results/text-750.json", "bench/results/text-375.json"
 T12 = "bench/results/text-12000.json"
@@ -481,6 +482,64 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
         ARG,
         "sampling/0/speedup",
         lambda v: f"the KV cache passes {int(v)}× at one sequence",
+    ),
+    # docs/diffusion.md
+    (
+        "docs/diffusion.md",
+        "from 1.25 to 0.0005 and one Euler step from W2 1.92",
+        DFIG,
+        lambda d: (
+            d["reflow"]["rectified flow"]["straightness"],
+            d["reflow"]["after one reflow"]["straightness"],
+            d["reflow"]["rectified flow"]["w2_1_step"],
+        ),
+        "from {0[0]:.2f} to {0[1]:.4f} and one Euler step from W2 {0[2]:.2f}",
+    ),
+    (
+        "docs/diffusion.md",
+        "one step of a curved flow) to 0.225",
+        DFIG,
+        "reflow/after one reflow/w2_1_step",
+        "one step of a curved flow) to {:.3f}",
+    ),
+    (
+        "docs/diffusion.md",
+        "own W2 at this size is 0.159 ± 0.067",
+        DIFF,
+        lambda d: d["w2_vs_nfe"]["reference_rows"]["perfect model"],
+        lambda r: f"own W2 at this size is {r['mean']:.3f} ± {r['std']:.3f}",
+    ),
+    (
+        "docs/diffusion.md",
+        "(the perfect model's ± 0.067)",
+        DIFF,
+        "w2_vs_nfe/reference_rows/perfect model/std",
+        "(the perfect model's ± {:.3f})",
+    ),
+    (
+        "docs/diffusion.md",
+        "dpmpp_2m to 1.2e-5",
+        DIFF,
+        lambda d: max(v["max_abs_diff"] for k, v in d["consistency"].items() if "heun" not in k),
+        lambda v: "dpmpp_2m to " + f"{v:.1e}".replace("e-0", "e-"),
+    ),
+    (
+        "docs/diffusion.md",
+        "(W2 84–108 at 5 NFE)",
+        DIFF,
+        lambda d: [
+            r["budgets"]["5"]["mean"]
+            for r in d["w2_vs_nfe"]["rows"]
+            if r["sampler"] in ("heun", "HeunDiscrete") and r["lib"] != "genlab"
+        ],
+        lambda v: f"(W2 {min(v):.0f}–{max(v):.0f} at 5 NFE)",
+    ),
+    (
+        "docs/diffusion.md",
+        "from σ = 152",
+        DIFF,
+        "config/process",
+        lambda s: "from σ = " + s.split(", ")[1].rstrip("])"),
     ),
 ]
 
