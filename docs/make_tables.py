@@ -720,6 +720,77 @@ def diffusion_overhead() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# docs/gan.md
+
+GAN = "bench/results/gan_2d.json"
+
+
+@table(GAN)
+def gan_seeds() -> str:
+    runs = [r for r in load(GAN)["runs"] if r["loss"] == "gan"]
+    seeds = sorted({r["seed"] for r in runs})
+    summary = load(GAN)["summary"]
+    out = []
+    for data in ("grid", "ring"):
+        by_seed = {r["seed"]: r for r in runs if r["data"] == data}
+        s = summary[f"{data}/gan"]
+        out.append(
+            [f"{data}: modes"]
+            + [str(by_seed[k]["modes"]) for k in seeds]
+            + [f"{s['modes'][0]:.2f} ± {s['modes'][1]:.2f}"]
+        )
+        out.append(
+            [f"{data}: high quality"]
+            + [pct(by_seed[k]["high_quality"], sign=False) for k in seeds]
+            + [f"{pct(s['high_quality'][0], sign=False)} ± {pct(s['high_quality'][1], sign=False)}"]
+        )
+        out.append(
+            [f"{data}: reverse KL"]
+            + [f"{by_seed[k]['reverse_kl']:.4f}" for k in seeds]
+            + [pm(s["reverse_kl"][0], s["reverse_kl"][1], 4)]
+        )
+    return md(["`gan` + R1 (the recipes)"] + [f"seed {k}" for k in seeds] + ["mean ± s.e."], out)
+
+
+@table(GAN)
+def gan_losses() -> str:
+    g = load(GAN)
+    summary, timing = g["summary"], {r["loss"]: r for r in g["timing"]}
+    seeds = {}
+    for r in g["runs"]:
+        seeds.setdefault((r["loss"], r["data"]), set()).add(r["seed"])
+
+    def cell(loss: str, data: str) -> str:
+        s = summary.get(f"{data}/{loss}")
+        if s is None:
+            return "not run"
+        return (
+            f"{s['modes'][0]:.2f} / {pct(s['high_quality'][0], sign=False)} ± "
+            f"{pct(s['high_quality'][1], sign=False)} / {s['reverse_kl'][0]:.3f}"
+        )
+
+    out = []
+    for loss in ("gan", "hinge", "wgan-gp", "wgan"):
+        n = len(seeds.get((loss, "grid"), ()))
+        label = f"`{loss}`" + (" + R1" if loss in ("gan", "hinge") else "")
+        label += f" ({n} seeds)" if n else " (step time only)"
+        tm = timing.get(loss)
+        step = (
+            f"{tm['ratio_median']:.3f} ({tm['genlab_ms']:.1f} vs {tm['bare_ms']:.1f} ms)"
+            if tm
+            else ""
+        )
+        out.append([label, cell(loss, "ring"), cell(loss, "grid"), step])
+    header = [
+        "loss (recipe)",
+        "ring modes / HQ / rKL",
+        "grid modes / HQ / rKL",
+        "step vs bare loop (grid)",
+    ]
+    return md(header, out)
+
+
+# ------------------------------------------------------------------------------------------------
 # the command
 
 
