@@ -149,7 +149,8 @@ TINY: dict[str, Tiny] = {
         "vqgan-prior-mnist.yaml",
         [
             "data.name=digits",
-            "data.val_fraction=0.3",
+            "data.val_fraction=0.1",  # the split of the digits stage-1 recipes
+            "data.test_fraction=0.3",
             "trainer.batch_size=32",
             "model.hidden=16",
             "model.depth=1",
@@ -166,7 +167,8 @@ TINY: dict[str, Tiny] = {
         "ldm-caption-mnist.yaml",
         [
             "data.name=digits",
-            "data.val_fraction=0.3",
+            "data.val_fraction=0.1",  # the split of the digits stage-1 recipes
+            "data.test_fraction=0.3",
             "trainer.batch_size=32",
             "model.channels=8",
             "model.channel_mults=[1]",

@@ -15,8 +15,8 @@ import torch
 
 from genlab.data import TOY, decode, encode, load, split
 from genlab.data.base import asset
-from genlab.data.text import SHAKESPEARE
 from genlab.data.images import read_idx
+from genlab.data.text import SHAKESPEARE
 from genlab.data.toy import Circles, Pinwheel, _NoisyCurves
 from genlab.errors import DataError, UnknownNameError
 

@@ -163,7 +163,7 @@ def test_point_metrics_carry_their_floor_and_schema():
 
 def test_samples_reference_and_floor_have_one_size_capped_by_the_real_examples():
     x = torch.randn(50, 3)
-    data = Dataset("small", "points", x[:45], x[45:])
+    data = Dataset("small", "points", x[:40], x[40:45], test=x[45:])
     rep = evaluate(Replay(x), data, _cfg(n=1000, seeds=1))
     assert rep["n"] == 5 and "n capped at 5: 5 held-out examples" in rep["note"]
     assert rep["metrics"]["w2"]["n"] == 5
@@ -173,13 +173,13 @@ def test_a_model_that_memorises_its_training_data_scores_the_floor_not_better():
     # the reference is held out and the floor's examples are training examples: replaying the
     # training set scores like the floor, a shifted copy far worse
     x = load("moons", n=6000).train.float()
-    data = Dataset("file", "points", x[:5000], x[5000:])
+    data = Dataset("file", "points", x[:5000], x[5000:5100], test=x[5100:])
     cfg = _cfg(n=800, seeds=2)
     memorised, shifted = (
         evaluate(Replay(data.train), data, cfg),
         evaluate(Replay(x + 1.0), data, cfg),
     )
-    assert memorised["reference"] == "the validation split of 'file'"
+    assert memorised["reference"] == "the test split of 'file'" and memorised["split"] == "test"
     for name, m in memorised["metrics"].items():
         gap, bad_gap = (
             abs(m["value"] - m["floor"]),
@@ -193,7 +193,7 @@ def test_one_row_is_refused_before_training(tmp_path):
     cfg = genlab.load_config(
         None, [f"data.path={tmp_path / 'one.npy'}", "data.name=null", "trainer.steps=5"]
     )
-    with pytest.raises(DataError, match="0 validation and 1 training example"):
+    with pytest.raises(DataError, match=r"0 example\(s\) in its test split and 1 training example"):
         genlab.train(cfg, out=tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
@@ -279,17 +279,25 @@ class Unigram(GenerativeModel):
 
 def test_text_is_scored_in_bits_per_character_on_the_held_out_part():
     text = torch.randint(0, 5, (5000,), generator=torch.Generator().manual_seed(0))
-    data = Dataset("t", "tokens", text[:4000], text[4000:], meta={"vocab": "abcde"})
+    data = Dataset(
+        "t", "tokens", text[:3000], text[3000:4000], test=text[4000:], meta={"vocab": "abcde"}
+    )
     probs = torch.tensor([0.4, 0.3, 0.1, 0.1, 0.1])
     model = Unigram(probs, window=64)
     rep = evaluate(model, data, EvalConfig(nll_n=1000, seeds=1))
-    used = text[4000 : 4000 + 1000 // 64 * 64]
+    used = text[4000 : 4000 + 1000 // 64 * 64]  # the test part's first windows
+    assert rep["split"] == rep["nll"]["split"] == "test"
     expected = float(-(probs.double().log() / math.log(2))[used].mean())
     assert rep["nll"]["bits_per_char"] == pytest.approx(expected, rel=1e-9)
     assert rep["nll"]["kind"] == "exact" and rep["nll"]["n"] == 1000 // 64
     assert 0 < rep["nll"]["bits_per_char_stderr"] < 0.1
     assert rep["metrics"] == {}  # no sample metric is registered for text yet
     assert "bits/char" in format_report(rep)
+    val = evaluate(model, data, EvalConfig(nll_n=1000, seeds=1, split="val"))
+    used = text[3000 : 3000 + 1000 // 64 * 64]
+    expected = float(-(probs.double().log() / math.log(2))[used].mean())
+    assert val["nll"]["bits_per_char"] == pytest.approx(expected, rel=1e-9)
+    assert val["split"] == val["nll"]["split"] == "val" and "validation split" in format_report(val)
 
 
 def test_likelihood_reports_kind_bits_and_standard_error():
@@ -304,12 +312,13 @@ def test_likelihood_reports_kind_bits_and_standard_error():
 
 def test_check_can_evaluate_wants_held_out_examples():
     x = torch.randn(100, 2)
-    data = Dataset("noval", "points", x, x[:0])
-    with pytest.raises(DataError, match="0 validation and 100 training"):
+    data = Dataset("notest", "points", x, x[:10])
+    with pytest.raises(DataError, match=r"0 example\(s\) in its test split and 100 training"):
         check_can_evaluate(data, EvalConfig(), has_log_prob=False)
-    with pytest.raises(DataError, match="no validation part"):  # a likelihood needs one too
+    with pytest.raises(DataError, match="no test split"):  # a likelihood needs one too
         check_can_evaluate(data, EvalConfig(metrics=[]), has_log_prob=True)
     check_can_evaluate(data, EvalConfig(metrics=[], nll=False), has_log_prob=True)
+    check_can_evaluate(data, EvalConfig(split="val"), has_log_prob=True)  # (for diagnosis)
 
 
 def test_a_recipe_with_guidance_samples_unlabelled_data_without_it(tmp_path):
@@ -352,7 +361,8 @@ def test_a_feature_network_made_for_other_data_is_refused(digits):
 
     _, info = feature_network(digits, verbose=False)  # genlab's recipe, cached for the session
     other = load("digits", n=600)
-    with pytest.raises(DataError, match=r"trained on other data .* 600 examples here, 1797"):
+    # its content is the training and validation parts (540 of 600 here): never the test part
+    with pytest.raises(DataError, match=r"trained on other data .* 540 examples here, 1617"):
         evaluate(Replay(other.train), other, _cfg(features=str(info.path)))
 
 

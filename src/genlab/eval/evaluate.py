@@ -164,8 +164,8 @@ def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) ->
     fraction = f"data.{where}_fraction"
     if real is not None and cfg.metrics != [] and set_sizes(cfg, real) < 2:
         raise DataError(
-            f"the data {dataset.name!r} has {len(real.reference)} {SPLIT_NAMES[where]} and "
-            f"{len(real.floor)} training example(s): evaluating samples needs at least 2 of each "
+            f"the data {dataset.name!r} has {len(real.reference)} example(s) in its "
+            f"{SPLIT_NAMES[where]} and {len(real.floor)} training example(s): evaluating samples needs at least 2 of each "
             "(held-out examples to compare with, training examples for the floor); give more "
             f"data, raise {fraction}, or train with --no-eval"
         )

@@ -391,7 +391,8 @@ def _classes(k: int | None) -> str:
 
 
 def _images_and_labels(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
-    """Train and validation parts together (the content) with labels and number of classes."""
+    """Train and validation parts together (the content; never the test part) with labels and
+    number of classes."""
     if dataset.kind != "images":
         raise DataError(
             f"feature networks are for image data; {dataset.name!r} holds {dataset.kind}"
@@ -459,8 +460,9 @@ def _fingerprint(
 
 
 def fingerprint(dataset: Dataset) -> DataFingerprint:
-    """The content fingerprint of an image :class:`Dataset` (train and validation parts together;
-    the same images and labels give the same hash in any order and however they are split)."""
+    """The content fingerprint of an image :class:`Dataset`: its train and validation parts
+    together (never the test part, which the feature network must not see); the same images and
+    labels give the same hash in any order and however they are split between those two."""
     return _fingerprint(*_images_and_labels(dataset))[0]
 
 
