@@ -791,6 +791,134 @@ def gan_losses() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# docs/flows.md
+
+FLOWS = "bench/results/flows_2d.json"
+
+
+@table(FLOWS)
+def flows_moons() -> str:
+    moons = load(FLOWS)["moons"]
+    out = [
+        [name, f"{m['params']:,}", f"{m['ms_per_step']:.1f}", f"{m['nll']:.3f}", f"{m['w2']:.3f}"]
+        for name, m in moons["models"].items()
+    ]
+    out.append(["the true law", "", "", f"{moons['true_nll']:.3f}", f"{moons['perfect_w2']:.3f}"])
+    return md(["model", "parameters", "ms / step", "NLL (nats)", "W2"], out)
+
+
+@table(FLOWS)
+def flows_tabular() -> str:
+    tab = load(FLOWS)["tabular"]
+    out = [
+        [name, f"{m['params']:,}", num(m["test_nll"], 2), f"{m['best_step']:,}"]
+        for name, m in tab["models"].items()
+    ]
+    out.append(["full-covariance Gaussian", "", num(tab["gaussian_nll"], 2), ""])
+    return md(["model", "parameters", "test NLL (nats per row)", "best step (validation)"], out)
+
+
+@table(FLOWS)
+def flows_images() -> str:
+    images = load(FLOWS)["images"]
+    out = [
+        [
+            name,
+            f"{m['seconds']:.0f} s",
+            f"{m['steps']:,}",
+            f"{m['bits_per_dim']:.3f}",
+            m["kind"],
+            f"{m['n_val']:,}",
+        ]
+        for name, m in images.items()
+    ]
+    return md(["recipe", "budget", "steps", "bits/dim", "kind", "held-out images"], out)
+
+
+# ------------------------------------------------------------------------------------------------
+# docs/flow-matching.md
+
+FM = "bench/results/flow_matching_2d.json"
+FM_STEPS = "bench/results/flow_matching_2d_steps.json"
+
+
+@table(FM)
+def fm_w2() -> str:
+    w = load(FM)["w2_vs_nfe"]
+    labels = {
+        "genlab": "genlab, independent",
+        "torchcfm-cfm": "torchcfm CFM",
+        "genlab-ot": "genlab, OT coupling",
+        "torchcfm-exactot": "torchcfm ExactOT",
+    }
+    keys = ["euler-1", "euler-2", "euler-5", "euler-10", "euler-100", "dopri5"]
+    out = []
+    for name, label in labels.items():
+        s = w["methods"][name]["samplers"]
+        cells = [pm(s[k]["mean"], s[k]["std"]) for k in keys]
+        cells[-1] += f" (NFE {statistics.fmean(s['dopri5']['nfe']):.0f})"
+        out.append([label] + cells)
+    perfect = w["methods"]["perfect model"]
+    out.append(["i.i.d. draws of the true law"] + [""] * 5 + [pm(perfect["mean"], perfect["std"])])
+    return md(["method", "1 step", "2", "5", "10", "100", "dopri5"], out)
+
+
+@table(FM)
+def fm_paired() -> str:
+    diffs = load(FM)["w2_vs_nfe"]["paired_differences"]
+    keys = ["euler-1", "euler-2", "euler-5", "euler-10", "euler-100", "dopri5"]
+    out = []
+    for pair, by in diffs.items():
+        cells = []
+        for k in keys:
+            d = by[k]
+            verdict = "level" if abs(d["mean"]) < 2 * d["std"] else ""
+            cells.append(
+                f"{num(d['mean'], 3, sign=True)} ± {d['std']:.3f}"
+                + (f" {verdict}" if verdict else "")
+            )
+        out.append([pair] + cells)
+    return md(
+        [
+            "paired W2 difference (mean ± sd over 3 seeds)",
+            "1 step",
+            "2",
+            "5",
+            "10",
+            "100",
+            "dopri5",
+        ],
+        out,
+    )
+
+
+@table(FM, FM_STEPS)
+def fm_step_time() -> str:
+    out = []
+    for path in (FM, FM_STEPS):
+        for res in load(path)["step_time"]:
+            rows = {r["variant"]: r for r in res["rows"]}
+
+            def cell(v: str, res: dict = res, rows: dict = rows) -> str:
+                r = rows[v]
+                threads = r.get("torch_threads", res["threads"])
+                return f"{r['ratio_to_floor_median']:.2f}x ({r['ms_per_step_median']:.2f} ms, {threads} thr.)"
+
+            out.append(
+                [
+                    f"`{Path(path).name}`, {res['threads']} thread(s), {res['rounds']} rounds",
+                    cell("floor"),
+                    cell("genlab"),
+                    cell("genlab-ot"),
+                    cell("torchcfm-cfm"),
+                    cell("torchcfm-exactot"),
+                ]
+            )
+    header = ["run", "floor", "genlab", "genlab-ot", "torchcfm-cfm", "torchcfm-exactot"]
+    return md(header, out)
+
+
+# ------------------------------------------------------------------------------------------------
 # the command
 
 
