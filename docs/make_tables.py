@@ -919,6 +919,100 @@ def fm_step_time() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# docs/two-stage.md
+
+TWO = "bench/results/two_stage.json"
+TWO_FIG = "docs/figures/two-stage.json"
+
+
+@table(TWO)
+def two_stage_stage1() -> str:
+    stage1 = load(TWO)["stage1"]
+    labels = {
+        "vqgan": "`vqgan-mnist` (L1 + 0.1 perceptual, discriminator from step 500)",
+        "vqvae": "`vqvae-mnist` with `model.channels=16` (MSE loss, no discriminator)",
+        "kl-autoencoder": "`kl-autoencoder-mnist` (latent 4×7×7)",
+    }
+    out = []
+    for key, label in labels.items():
+        r = stage1[key]
+        m = r["metrics"]
+        codes = "—"
+        if "codebook_usage" in m:
+            codes = (
+                f"{pct(m['codebook_usage']['value'], 0, sign=False)} used, "
+                f"perplexity {m['perplexity']['value']:.0f}"
+            )
+        out.append(
+            [
+                label,
+                f"{r['steps']:,} steps, {r['seconds']:.0f} s",
+                f"{m['reconstruction_mse']['value']:.4f}",
+                codes,
+            ]
+        )
+    return md(["stage 1", "training", "reconstruction MSE", "codes (held out)"], out)
+
+
+@table(TWO)
+def two_stage_pipelines() -> str:
+    pipes = load(TWO)["pipelines"]
+    labels = {
+        "pixel diffusion": "pixel-space diffusion (`ddpm-cfg-mnist`, U-Net on 28×28)",
+        "latent diffusion": "latent diffusion (`ldm-mnist` on the KL autoencoder, U-Net on 4×7×7)",
+        "vqgan + prior": "VQGAN + transformer prior (`vqgan-prior-mnist`)",
+        "latent diffusion, captions": "latent diffusion, captions (`ldm-caption-mnist`, guidance 3)",
+    }
+    out = []
+    for key, label in labels.items():
+        r = pipes[key]
+        m = r["metrics"]
+        total = r["seconds"] + (r.get("stage1_seconds") or 0.0)
+        out.append(
+            [
+                label,
+                f"{r['steps']:,} ({r['seconds']:.0f} s)",
+                f"{r.get('stage1_seconds') or 0:.0f} s",
+                f"{total:.0f} s",
+                f"{m['fd']['value']:.1f}",
+                f"{m['precision']['value']:.2f} / {m['recall']['value']:.2f}",
+                f"{m['class_accuracy']['value']:.3f}",
+                f"{1000 * r['seconds_per_image']:.1f}",
+            ]
+        )
+    floor = pipes["latent diffusion"]["metrics"]
+    header = [
+        "pipeline",
+        "stage-2 steps (seconds)",
+        "stage 1",
+        "total CPU seconds",
+        f"FD (floor {floor['fd']['floor']:.1f})",
+        f"precision / recall (floor {floor['precision']['floor']:.2f} / {floor['recall']['floor']:.2f})",
+        f"class accuracy (floor {floor['class_accuracy']['floor']:.3f})",
+        "sampling, ms / image",
+    ]
+    return md(header, out)
+
+
+@table(TWO_FIG)
+def two_stage_sampling() -> str:
+    record = load(TWO_FIG)
+    labels = {
+        "prior": "`vqgan-prior`",
+        "ldm": "`ldm` (MLP on the 16-d latent)",
+        "pixel": "pixel-space `diffusion` (the ddpm-cfg-mnist U-Net)",
+    }
+    out = []
+    for key, label in labels.items():
+        r = record[key]
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        out.append(
+            [label, opts, str(r["nfe"]), f"{1000 * r['seconds_per_image']:.1f}", str(r["images"])]
+        )
+    return md(["model", "options", "NFE", "ms / image", "images"], out)
+
+
+# ------------------------------------------------------------------------------------------------
 # the command
 
 

@@ -56,6 +56,7 @@ DIFF, DFIG = "bench/results/diffusion_2d.json", "docs/figures/diffusion-figures.
 GAN = "bench/results/gan_2d.json"
 FLOWS, FM = "bench/results/flows_2d.json", "bench/results/flow_matching_2d.json"
 FMS = "bench/results/flow_matching_2d_steps.json"
+TWO = "bench/results/two_stage.json"
 ARD, ARG = "bench/results/autoregressive_density.json", "bench/results/autoregressive.json"
 T750, T375 = "bench/results/text-750.json", "bench/results/text-375.json"
 T12 = "bench/results/text-12000.json"
@@ -613,6 +614,67 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
         FMS,
         "machine/genlab_git_head",
         lambda h: f"commit\n{h[:7]})",
+    ),
+    # docs/two-stage.md
+    (
+        "docs/two-stage.md",
+        "(1,000 steps in 132 s against 78 s in",
+        TWO,
+        lambda d: (d["stage1"]["vqgan"]["seconds"], d["stage1"]["vqvae"]["seconds"]),
+        "(1,000 steps in {0[0]:.0f} s against {0[1]:.0f} s in",
+    ),
+    (
+        "docs/two-stage.md",
+        "it trained 596 s, against pixel diffusion's 434 s, and\n  its stage 1 took another 106 s, 701 s in all",
+        TWO,
+        lambda d: (d["pipelines"]["latent diffusion"], d["pipelines"]["pixel diffusion"]),
+        lambda v: (
+            f"it trained {v[0]['seconds']:.0f} s, against pixel diffusion's {v[1]['seconds']:.0f} s, and\n"
+            f"  its stage 1 took another {v[0]['stage1_seconds']:.0f} s, {v[0]['seconds'] + v[0]['stage1_seconds']:.0f} s in all"
+        ),
+    ),
+    (
+        "docs/two-stage.md",
+        "(70 against 177 ms per image at 20 steps)",
+        TWO,
+        lambda d: (
+            1000 * d["pipelines"]["latent diffusion"]["seconds_per_image"],
+            1000 * d["pipelines"]["pixel diffusion"]["seconds_per_image"],
+        ),
+        "({0[0]:.0f} against {0[1]:.0f} ms per image at 20 steps)",
+    ),
+    (
+        "docs/two-stage.md",
+        "the FD of 22.7 against 1633 was measured at 701 CPU seconds against 434",
+        TWO,
+        lambda d: (d["pipelines"]["latent diffusion"], d["pipelines"]["pixel diffusion"]),
+        lambda v: (
+            f"the FD of {v[0]['metrics']['fd']['value']:.1f} against {v[1]['metrics']['fd']['value']:.0f} "
+            f"was measured at {v[0]['seconds'] + v[0]['stage1_seconds']:.0f} CPU seconds against {v[1]['seconds']:.0f}"
+        ),
+    ),
+    (
+        "docs/two-stage.md",
+        "Pixel diffusion has not converged in 494 steps",
+        TWO,
+        "pipelines/pixel diffusion/steps",
+        "Pixel diffusion has not converged in {} steps",
+    ),
+    (
+        "docs/two-stage.md",
+        "(964 steps; the text encoder",
+        TWO,
+        "pipelines/latent diffusion, captions/steps",
+        "({} steps; the text encoder",
+    ),
+    (
+        "docs/two-stage.md",
+        "class accuracy of only 0.636 at guidance 3\n  (FD 60.8;",
+        TWO,
+        "pipelines/latent diffusion, captions/metrics",
+        lambda m: (
+            f"class accuracy of only {m['class_accuracy']['value']:.3f} at guidance 3\n  (FD {m['fd']['value']:.1f};"
+        ),
     ),
 ]
 
