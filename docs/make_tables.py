@@ -1013,6 +1013,93 @@ def two_stage_sampling() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# docs/latent.md
+
+LATENT = "bench/results/latent.json"
+
+
+@table(LATENT)
+def latent_vae() -> str:
+    vae = load(LATENT)["vae"]
+    rows = [
+        ("ELBO (VAE)", "genlab", "genlab_vae", f"{vae['published']['vae']:.2f}"),
+        ("ELBO (VAE)", "pythae", "pythae_vae", ""),
+        (
+            f"IWAE-{vae['train_k_iwae']}",
+            "genlab",
+            "genlab_iwae",
+            f"{vae['published']['iwae']:.2f} (IWAE-50)",
+        ),
+        (f"IWAE-{vae['train_k_iwae']}", "pythae", "pythae_iwae", ""),
+    ]
+    out = []
+    for objective, lib, key, published in rows:
+        r = vae[key]
+        out.append(
+            [
+                objective,
+                lib,
+                pm(r["elbo"]["nll"], r["elbo"]["stderr"], 2),
+                pm(r["iwae"]["nll"], r["iwae"]["stderr"], 2),
+                published,
+            ]
+        )
+    k = vae["genlab_vae"]["k"]
+    return md(
+        ["objective", "library", "−ELBO", f"IWAE-{k:,} NLL (nats)", "Burda et al., 60k images"], out
+    )
+
+
+@table(LATENT)
+def latent_speed() -> str:
+    speed = load(LATENT)["speed"]
+    out = []
+    for key, label in (("vae", "ELBO"), ("iwae", "IWAE-5")):
+        s = speed[key]
+        ms = s["ms_per_step"]
+        out.append(
+            [
+                label,
+                f"{ms['genlab']:.1f}",
+                f"{ms['pythae']:.1f}",
+                f"{ms['bare']:.1f}",
+                f"{s['pythae_over_genlab']:.2f}×",
+                f"{s['genlab_over_bare']:.2f}",
+            ]
+        )
+    header = [
+        "objective",
+        "genlab ms/step",
+        "pythae",
+        "bare step",
+        "pythae / genlab",
+        "genlab / bare",
+    ]
+    return md(header, out)
+
+
+@table(LATENT)
+def latent_vqvae() -> str:
+    vq = load(LATENT)["vqvae"]
+    labels = {
+        "ema+kmeans+restarts": "EMA + k-means initialization + dead-code restarts (the recipe)",
+        "ema only": "EMA alone",
+        "codebook loss only": "codebook loss alone (the original VQ-VAE)",
+    }
+    out = [
+        [
+            label,
+            f"{vq[k]['reconstruction_mse']:.4f}",
+            pct(vq[k]["codebook_usage"], 1, sign=False),
+            f"{vq[k]['perplexity']:.1f}",
+            f"{vq[k]['seconds']:.0f} s",
+        ]
+        for k, label in labels.items()
+    ]
+    return md(["codebook", "MSE", "codes used (of 512)", "perplexity", "training"], out)
+
+
+# ------------------------------------------------------------------------------------------------
 # the command
 
 
