@@ -1102,6 +1102,58 @@ def latent_vqvae() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# docs/metrics.md
+
+EVAL_IMAGES = "bench/results/eval_images.json"
+METRIC_ARROWS = {"lower": "↓", "higher": "↑"}
+
+
+def metric_value(x: float, err: float | None = None) -> str:
+    nd = 0 if abs(x) >= 1000 else 1 if abs(x) >= 10 else 3
+    text = num(x, nd)
+    if err is not None:
+        text += f" ± {num(err, nd)}"
+    return text
+
+
+def ranking_table(keys: list[str]) -> str:
+    """One column per (setting, row) of bench/eval_images.py's ranking, one row per metric."""
+    ranking = load(EVAL_IMAGES)["ranking"]
+    first = ranking[keys[0]]["rows"]
+    some = next(iter(first.values()))
+    metrics = list(some["floor"])
+    columns: list[tuple[str, dict, bool]] = []
+    for key in keys:
+        guidance = ranking[key]["options"].get("guidance")
+        for name, row in ranking[key]["rows"].items():
+            if name == "gaussian noise" and guidance is not None:
+                continue
+            label = name if guidance is None else f"{name}, guidance {guidance:g}"
+            columns.append((label, row, "std" in row and row["std"] is not None))
+    out = []
+    for m in metrics:
+        floor = metric_value(some["floor"][m], (some.get("floor_std") or {}).get(m))
+        cells = [
+            metric_value(r["metrics"][m], r["std"][m] if has_std else None)
+            if m in r["metrics"]
+            else "–"
+            for _, r, has_std in columns
+        ]
+        out.append([f"{m} {METRIC_ARROWS[some['better'][m]]}", floor] + cells)
+    return md(["metric", "real (floor)"] + [c[0] for c in columns], out)
+
+
+@table(EVAL_IMAGES)
+def metrics_mnist() -> str:
+    return ranking_table(["mnist, recipe", "mnist, guidance 1"])
+
+
+@table(EVAL_IMAGES)
+def metrics_digits() -> str:
+    return ranking_table(["digits, recipe", "digits, guidance 1"])
+
+
+# ------------------------------------------------------------------------------------------------
 # bench/README.md
 
 
