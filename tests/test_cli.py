@@ -123,12 +123,19 @@ def test_any_npy_of_any_dimension_trains_and_evaluates(tmp_path, capsys):
     )
     assert code == 0, err
     rep = json.loads((out / "metrics.json").read_text())
-    assert rep["reference"] == "the validation split of 'points'"
+    assert rep["reference"] == "the test split of 'points'" and rep["split"] == "test"
     code, text, _ = run_cli(
         capsys, "eval", out, "--data", tmp_path / "heldout.npy", "--json", "--n", 200, "--seeds", 1
     )
     assert code == 0
-    assert json.loads(text)["nll"]["kind"] == "exact"
+    given = json.loads(text)
+    assert given["nll"]["kind"] == "exact" and given["split"] == given["nll"]["split"] == "file"
+    code, text, _ = run_cli(capsys, "eval", out, "--split", "val", "--json", "--seeds", 1)
+    assert code == 0 and json.loads(text)["nll"]["split"] == "val"
+    code, _, err = run_cli(
+        capsys, "eval", out, "--split", "val", "--data", tmp_path / "heldout.npy"
+    )
+    assert code != 0 and "give one of them" in err and "Traceback" not in err
 
 
 def test_resume_continues_a_run_to_more_steps(trained, tmp_path, capsys):
@@ -281,7 +288,7 @@ def test_a_png_folder_without_labels_trains_and_evaluates(tmp_path, capsys):
     assert rep["features"]["kind"] == "autoencoder" and rep["features"]["heldout_mse"] > 0
     assert {"fd", "kid", "precision", "recall"} <= set(rep["metrics"])
     assert "classifier_score" not in rep["metrics"]
-    assert rep["reference"] == "the validation split of 'pngs'" and rep["n"] == 30
+    assert rep["reference"] == "the test split of 'pngs'" and rep["n"] == 30
 
 
 def test_inception_fid_is_opt_in_and_explains_what_it_needs(trained, tmp_path, capsys):
