@@ -90,10 +90,10 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
     ("docs/text.md", "275 s; the GPT", TEXT, "earlier/3/seconds", "{:,.0f} s; the GPT"),
     (
         "docs/text.md",
-        "the same 2.1877 bits/char",
+        "its 2.1877 bits/char is the reference",
         TEXT,
         bpc("gpt-rope"),
-        "the same {:.4f} bits/char",
+        "its {:.4f} bits/char is the reference",
     ),
     ("docs/text.md", "98 s, after part", TEXT, "seconds", "{:,.0f} s, after part"),
     (
