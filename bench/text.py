@@ -16,7 +16,8 @@ Run:  OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/text.py [--quick] 
     range of masking rates, the ``-clip`` entries on a clipped one (``model.mask_rates``; the
     MDLM and BD3-LM recipes' default, measured better). Training seconds are
     recorded too: a BD3-LM step runs the transformer over two copies of its window, about twice
-    an MDLM step. Held-out: the first ``--nll-chars`` characters of the validation split in
+    an MDLM step. Held-out: the first ``--nll-chars`` characters of the **test** split (the last
+    10% of the text; validation, the 10% before it, only picks the best weights) in
     consecutive windows of each model's context; the GPT's NLL is exact, the diffusion models'
     figure is the continuous-time ELBO with ``--elbo-samples`` mask draws per window and its
     standard error. The gap to AR is ``(NLL − NLL_AR) / NLL_AR`` in nats, against the better of
@@ -320,7 +321,7 @@ def main() -> None:
     t_start = time.perf_counter()
     record: dict = {"machine": {**machine_info(), "loadavg_before": list(os.getloadavg())},
                     "quick": args.quick, "threads": torch.get_num_threads(),
-                    "steps": args.steps}  # fmt: skip
+                    "steps": args.steps, "split": "test"}  # fmt: skip
     if previous:  # --update: the parts this invocation skips stay as measured before
         for key in ("one_model_block_sizes", "sampling", "sample_quality"):
             if key in previous:
@@ -413,8 +414,8 @@ def main() -> None:
                     for s in ("tweedie", "euler"):
                         draws[f"{name}-{s}"] = model.sample(args.samples, generator=g,
                                                             sampler=s, **kw).x  # fmt: skip
-            val = runs[best_ar]["run"].dataset.val
-            real = val[: len(val) // length * length].reshape(-1, length)[: args.samples]
+            test = runs[best_ar]["run"].dataset.test  # real text no model saw or was chosen on
+            real = test[: len(test) // length * length].reshape(-1, length)[: args.samples]
             scores = {"real": quality(scorer, real)}
             scores.update({name: quality(scorer, x) for name, x in draws.items()})
             record["sample_quality"] = {**record.get("sample_quality", {}), **scores}  # --update
