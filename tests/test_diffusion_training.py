@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -215,9 +216,16 @@ def test_image_diffusion_with_the_unet_trains_samples_and_has_a_likelihood():
                           channel_mults=[1, 2], levels=17, label_dropout=0.1)  # fmt: skip
     model = Diffusion.from_config(cfg, (1, 8, 8), num_classes=10)
     x = torch.rand(16, 1, 8, 8) * 2 - 1
-    loss = model.loss(Batch(x, torch.arange(16) % 10), torch.Generator().manual_seed(0))
-    loss.backward()
-    assert torch.isfinite(loss)
+    batch = model.prepare(Batch(x, torch.arange(16) % 10), torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):  # one fixed batch, the same noise and times: its loss must fall
+        opt.zero_grad()
+        loss = model.loss(batch)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.7 * losses[0], losses
     out = model.sample(
         4, sampler="heun", steps=3, guidance=2.0, generator=torch.Generator().manual_seed(0)
     )

@@ -1,5 +1,6 @@
 """Flow matching checked against the closed-form velocity of Gaussian data."""
 
+import dataclasses
 import math
 
 import pytest
@@ -156,6 +157,29 @@ def test_ot_coupling_trains_and_pairs_within_the_batch():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_ot_coupling_permutes_the_batch_noise_to_the_cheapest_pairing():
+    """The noise of an OT-coupled batch is the independent batch's own noise, reordered within the
+    batch so that the total squared distance to the data is the least of all n! pairings."""
+    import itertools
+
+    cfg = FlowMatchingConfig(hidden=8, depth=1)
+    ot = FlowMatching.from_config(dataclasses.replace(cfg, coupling="ot"), (2,))
+    independent = FlowMatching.from_config(cfg, (2,))
+    x = torch.randn(7, 2, generator=torch.Generator().manual_seed(1)) * 3
+    paired = ot.prepare(Batch(x), torch.Generator().manual_seed(0))
+    drawn = independent.prepare(Batch(x), torch.Generator().manual_seed(0))
+    assert torch.equal(paired.x, x)  # the data rows keep their order
+    rows = {tuple(r.tolist()) for r in drawn.noise}
+    assert {tuple(r.tolist()) for r in paired.noise} == rows and len(rows) == 7
+
+    def cost(noise: torch.Tensor) -> float:
+        return float(((noise.double() - x.double()) ** 2).sum())
+
+    best = min(cost(drawn.noise[list(p)]) for p in itertools.permutations(range(7)))
+    assert cost(paired.noise) == pytest.approx(best, rel=1e-9)
+    assert cost(drawn.noise) > best  # the independent pairing is not already the cheapest
 
 
 def test_time_sampling_logit_normal_is_in_the_unit_interval():

@@ -50,10 +50,23 @@ def test_training_stats_report_usage_and_perplexity_then_reset():
     assert model.training_stats() == {}  # the window was reset
 
 
-def test_samples_decode_codes_drawn_from_their_frequencies():
+def test_samples_decode_codes_drawn_from_their_frequencies(monkeypatch):
+    from scipy.stats import chisquare
+
     model = make((1, 8, 8), downsample=1)
-    out = model.sample(6, generator=torch.Generator().manual_seed(0))
-    assert out.x.shape == (6, 1, 8, 8) and out.x.abs().max() <= 1
+    freq = torch.tensor([40.0, 20, 10, 10, 10, 5, 5, 0])  # the codes' training counts
+    model.quantizer.cluster_size.copy_(freq)
+    drawn = []
+    decode = model.decode
+    monkeypatch.setattr(model, "decode", lambda idx: drawn.append(idx) or decode(idx))
+    out = model.sample(500, generator=torch.Generator().manual_seed(0))
+    assert out.x.shape == (500, 1, 8, 8) and out.x.abs().max() <= 1
+    counts = torch.bincount(drawn[0].flatten(), minlength=8).double()
+    assert counts[7] == 0  # a code never used in training is never drawn
+    expected = (freq[:7] / freq.sum() * counts.sum()).double()
+    assert chisquare(counts[:7].numpy(), expected.numpy()).pvalue > 1e-3
+    uniform = torch.full((7,), float(counts.sum()) / 7, dtype=torch.float64)
+    assert chisquare(counts[:7].numpy(), uniform.numpy()).pvalue < 1e-6  # the test can fail
 
 
 def test_bad_settings_are_explained():
