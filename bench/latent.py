@@ -254,9 +254,9 @@ def bounds(vae, dataset, k: int) -> dict:
     """genlab's ELBO and IWAE-k of the held-out images (the seeded binarization of genlab eval)."""
     g = torch.Generator().manual_seed(LIKELIHOOD_SEED)
     t0 = time.perf_counter()
-    elbo, iwae = vae.likelihoods(dataset.val, iwae_k=k, generator=g)
+    elbo, iwae = vae.likelihoods(dataset.test, iwae_k=k, generator=g)  # the test split
     seconds = time.perf_counter() - t0
-    n = len(dataset.val)
+    n = len(dataset.test)
 
     def row(lp):
         nll = -lp.value.double()
@@ -270,8 +270,8 @@ def bounds(vae, dataset, k: int) -> dict:
 def cross_check(vae, pythae, dataset, n: int, k: int) -> dict:
     """genlab's IWAE-k and pythae's ``get_nll`` (k draws) on the same weights and binarized images."""
     g = torch.Generator().manual_seed(LIKELIHOOD_SEED)
-    target = vae.targets(dataset.val[:n], g)
-    lp = vae.likelihoods(dataset.val[:n], iwae_k=k, generator=torch.Generator().manual_seed(
+    target = vae.targets(dataset.test[:n], g)
+    lp = vae.likelihoods(dataset.test[:n], iwae_k=k, generator=torch.Generator().manual_seed(
         LIKELIHOOD_SEED))[-1]  # fmt: skip
     torch.manual_seed(0)
     with torch.no_grad():

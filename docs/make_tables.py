@@ -830,11 +830,11 @@ def flows_images() -> str:
             f"{m['steps']:,}",
             f"{m['bits_per_dim']:.3f}",
             m["kind"],
-            f"{m['n_val']:,}",
+            f"{m.get('n_test', m.get('n_val')):,} ({m.get('split', 'val')})",
         ]
         for name, m in images.items()
     ]
-    return md(["recipe", "budget", "steps", "bits/dim", "kind", "held-out images"], out)
+    return md(["recipe", "budget", "steps", "bits/dim", "kind", "held-out images (split)"], out)
 
 
 # ------------------------------------------------------------------------------------------------
