@@ -2,7 +2,10 @@
 (exact resume after SIGKILL in ``test_faults.py``, one process against two in
 ``test_distributed.py``). ``test_every_family_has_a_tiny_recipe`` fails the moment a family is
 registered without one, so a new family joins those tests when it is added. A second stage's
-recipe names the tiny recipe of its stage 1, whose run is trained once per test session."""
+recipe names the tiny recipe of its stage 1, and a warm restart the recipe of the run it starts
+from (``trainer.init_from``); either run is trained once per test session. :data:`VARIANTS` adds
+recipes that are not a family's default but take paths of their own (SEDD's absorbing transition,
+a warm restart with an EMA); :data:`RECIPES` is what the tests run: both."""
 
 from __future__ import annotations
 
@@ -37,16 +40,18 @@ class Tiny:
     why: str = ""  # the reason for a looser ddp_atol or for ddp_overrides
     ddp_overrides: tuple[str, ...] = ()  # for the 1-vs-2-process test only
     stage1: Tiny | None = None  # a second stage: the recipe of the stage-1 run it needs
+    init_from: Tiny | None = None  # a warm restart: the recipe of the run whose weights start it
 
     @property
     def path(self) -> str:
         return str(ROOT / "configs" / self.config)
 
     def args(self, *extra: str) -> list[str]:
-        """The command-line overrides; a second stage's name its stage-1 run (trained on first
-        use, see :func:`stage1_run`)."""
+        """The command-line overrides; a second stage's name its stage-1 run, a warm restart's the
+        run it starts from (each trained on first use, see :func:`stage1_run`)."""
         stage1 = [f"model.autoencoder={stage1_run(self.stage1)}"] if self.stage1 else []
-        return [*COMMON, *self.overrides, *stage1, *extra]
+        start = [f"trainer.init_from={stage1_run(self.init_from)}"] if self.init_from else []
+        return [*COMMON, *self.overrides, *stage1, *start, *extra]
 
 
 _FOLDER: list[Path] = []
@@ -60,7 +65,8 @@ def _own_folder() -> Path:
 
 
 def stage1_run(tiny: Tiny) -> Path:
-    """The run directory of a tiny stage-1 recipe, trained once (``genlab train --no-eval``) into a
+    """The run directory of a tiny recipe another one needs (a stage 1, or the start of a warm
+    restart), trained once (``genlab train --no-eval``) into a
     folder shared by the test workers (``GENLAB_TINY_RUNS``, set by conftest.py) under a file lock,
     and reused by every second stage that names it."""
     root = Path(os.environ.get("GENLAB_TINY_RUNS") or _own_folder())
@@ -220,12 +226,40 @@ TINY: dict[str, Tiny] = {
     ),
 }
 
+SEDD_ABSORB = [o for o in TINY["sedd"].overrides if o != "model.transition=uniform"]
+
+#: recipes beside each family's own, for code paths of their own: each joins the SIGKILL-resume
+#: and the one-against-two-process tests with the same bars (bit-identical; ddp_atol)
+VARIANTS: dict[str, Tiny] = {
+    # the absorbing transition (the recipe's default; TINY["sedd"] takes the uniform one): MDLM's
+    # masking machinery with the score entropy
+    "sedd-absorbing": Tiny("sedd-shakespeare.yaml", SEDD_ABSORB, 400),
+    # a warm restart as bench/text.py runs them: the weights of another run (trainer.init_from),
+    # a new cosine from a lower peak, and an EMA (the recipe has none); resuming must not load the
+    # start weights again, and the EMA must resume with the rest
+    "sedd-absorbing-warm-restart": Tiny(
+        "sedd-shakespeare.yaml",
+        [*SEDD_ABSORB, "trainer.lr=0.0003", "trainer.ema_decay=0.999"],
+        400,
+        init_from=Tiny("sedd-shakespeare.yaml", SEDD_ABSORB, 100),
+    ),
+}
+RECIPES: dict[str, Tiny] = {**TINY, **VARIANTS}
+
 
 # -- running every family's tiny recipe in one process (tests/train_many.py) -----------------------
 
 DRIVER = Path(__file__).resolve().with_name("train_many.py")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def launch(procs: int, *args: str) -> list[str]:
+    """The command that starts ``python ARGS`` in ``procs`` processes of one process group:
+    torch's launcher run by this interpreter (``python -m torch.distributed.run``, what the
+    ``torchrun`` script runs), so it is there whenever torch is, with or without a ``torchrun`` on
+    the PATH or beside the interpreter."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={procs}", *args]  # fmt: skip
 
 
 def write_plan(folder: Path, runs: dict[str, tuple[Tiny, list[str]]]) -> Path:
@@ -252,7 +286,7 @@ def write_plan(folder: Path, runs: dict[str, tuple[Tiny, list[str]]]) -> Path:
 def driver_command(plan: Path, procs: int = 1) -> list[str]:
     if procs == 1:
         return [sys.executable, str(DRIVER), str(plan)]
-    return [str(TORCHRUN), "--standalone", f"--nproc_per_node={procs}", str(DRIVER), str(plan)]
+    return launch(procs, str(DRIVER), str(plan))
 
 
 def result(folder: Path, name: str, rank: int = 0) -> dict:

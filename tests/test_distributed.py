@@ -1,7 +1,11 @@
-"""Data parallelism through torchrun on CPU (gloo): N processes follow one process's trajectory, and
-checkpoints move between world sizes."""
+"""Data parallelism through torchrun on CPU (gloo): N processes follow one process's trajectory,
+checkpoints move between world sizes, and leaving the process group ends its threads.
+
+The processes are started by ``python -m torch.distributed.run`` with this interpreter (what the
+``torchrun`` script runs), so these tests run wherever torch is installed."""
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,12 +18,11 @@ import torch
 from genlab.train import checkpoint as ckpt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import TINY, driver_command, result, write_plan  # noqa: E402
+from families import RECIPES, driver_command, launch, result, write_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
 GAN = str(ROOT / "configs" / "gan-8gaussians.yaml")  # two players: critic and generator
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 SMALL = [
     "model.hidden=32",
     "model.depth=2",
@@ -31,8 +34,9 @@ SMALL = [
     "trainer.progress=false",
     "trainer.tensorboard=false",
 ]
-
-pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+#: the threads of a gloo process group (its workers and its I/O loop), by the names they give
+#: themselves: none may be left once the group is left
+GLOO_THREADS = ("pt_gloo_runloop", "gloo_tcp_loop")
 
 
 def train(
@@ -46,10 +50,7 @@ def train(
 ) -> None:
     args = ["-m", "genlab", "train", config, *small, f"trainer.steps={steps}", *extra,
             "--out", str(out), "--no-eval"] + (["--resume"] if resume else [])  # fmt: skip
-    if procs == 1:
-        cmd = [sys.executable, *args]
-    else:
-        cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={procs}", *args]
+    cmd = [sys.executable, *args] if procs == 1 else launch(procs, *args)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -68,12 +69,13 @@ def assert_close(a: dict, b: dict, atol: float) -> None:
 
 @pytest.fixture(scope="session")  # once per worker, whatever order xdist sends the tests in
 def every_family_on_one_and_two(tmp_path_factory):
-    """Every family's tiny recipe (tests/families.py) for 12 steps, all in one process, then all in
-    one torchrun group of two (tests/train_many.py: one start-up each, not one per family)."""
+    """Every family's tiny recipe and the variants (tests/families.py) for 12 steps, all in one
+    process, then all in one process group of two (tests/train_many.py: one start-up each, not one
+    per recipe)."""
     root = tmp_path_factory.mktemp("one-and-two")
-    runs = {family: (tiny, ["trainer.steps=12", "trainer.log_every=4",
-                            "trainer.checkpoint_every=12", *tiny.ddp_overrides])
-            for family, tiny in TINY.items()}  # fmt: skip
+    runs = {name: (tiny, ["trainer.steps=12", "trainer.log_every=4",
+                          "trainer.checkpoint_every=12", *tiny.ddp_overrides])
+            for name, tiny in RECIPES.items()}  # fmt: skip
     for procs, part in ((1, "one"), (2, "two")):
         plan = write_plan(root / part, runs)
         # a run that fails on one rank may leave the other waiting in a collective: the runs it
@@ -86,16 +88,48 @@ def every_family_on_one_and_two(tmp_path_factory):
 
 
 @pytest.mark.xdist_group("every-family-one-and-two")  # one worker trains them all
-@pytest.mark.parametrize("family", list(TINY))
+@pytest.mark.parametrize("family", list(RECIPES))
 def test_every_family_trains_alike_on_two_processes_and_one(every_family_on_one_and_two, family):
-    # every registered family: weights, EMA and optimizer state after 12 steps
+    # every registered family and variant: weights, EMA and optimizer state after 12 steps
     root = every_family_on_one_and_two
     for part, ranks in (("one", 1), ("two", 2)):
         for rank in range(ranks):
             res = result(root / part, family, rank)
             assert res["rc"] == 0, res["stderr"]
-    assert_close(final(root / "one" / family), final(root / "two" / family),
-                 atol=TINY[family].ddp_atol)  # fmt: skip
+    one, two = final(root / "one" / family), final(root / "two" / family)
+    if RECIPES[family].init_from is not None:  # a warm restart keeps an EMA of its own
+        assert any(k.startswith("ema.") for k in one)
+    assert_close(one, two, atol=RECIPES[family].ddp_atol)
+
+
+@pytest.mark.xdist_group("every-family-one-and-two")
+def test_leaving_the_group_ends_its_threads_after_every_family(every_family_on_one_and_two):
+    # the driver left the group after two dozen runs that built optimizers, EMAs, second stages
+    results = every_family_on_one_and_two / "two" / "results"
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("the threads of a process are listed from /proc (Linux)")
+    for rank in (0, 1):
+        threads = json.loads((results / f"threads.rank{rank}.json").read_text())
+        assert not [t for t in threads if t.startswith(GLOO_THREADS)], threads
+
+
+def test_leaving_the_group_with_a_collective_in_flight_exits_cleanly(tmp_path):
+    """The abort once seen at the end of a two-process run ("terminate called without an active
+    exception", SIGABRT, after the run's work was done): torch modules imported after the group
+    exists kept it alive past destroy_process_group, so its gloo threads ran on into interpreter
+    shutdown, where one that needs the GIL is ended inside C++. tests/leave_group.py makes that
+    certain to happen if the group outlives teardown: rank 1 leaves while its all-reduce, whose
+    callback runs Python, waits a second for rank 0."""
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("the threads of a process are listed from /proc (Linux)")
+    script = str(Path(__file__).with_name("leave_group.py"))
+    res = subprocess.run(launch(2, script, str(tmp_path)), capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "terminate called" not in res.stderr, res.stderr[-3000:]
+    for rank in (0, 1):
+        threads = json.loads((tmp_path / f"threads.rank{rank}.json").read_text())
+        assert not [t for t in threads if t.startswith(GLOO_THREADS)], threads
 
 
 @pytest.mark.parametrize("coupling", ["independent", "ot"])
@@ -138,8 +172,8 @@ def test_checkpoints_move_between_world_sizes(tmp_path):
 
 def test_global_batch_must_divide_across_processes(tmp_path):
     out = tmp_path / "odd"
-    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "genlab", "train", CONFIG,
-           *SMALL, "trainer.batch_size=63", "trainer.steps=2", "--out", str(out), "--no-eval"]  # fmt: skip
+    cmd = launch(2, "-m", "genlab", "train", CONFIG, *SMALL, "trainer.batch_size=63",
+                 "trainer.steps=2", "--out", str(out), "--no-eval")  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
     assert res.returncode != 0

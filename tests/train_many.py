@@ -1,4 +1,4 @@
-"""Train several runs, one after another, in one process (or one ``torchrun`` group).
+"""Train several runs, one after another, in one process (or one process group of ``torchrun``).
 
 The per-family fault and data-parallel tests (``test_faults.py``, ``test_distributed.py``) need a
 short training run of every registered family, several times over. Started one process per run,
@@ -8,12 +8,14 @@ plan in turn, exactly as the command line would, and writes one result file per 
 a failure of one family is reported as that family's failure.
 
     python tests/train_many.py PLAN.json
-    torchrun --standalone --nproc_per_node=2 tests/train_many.py PLAN.json
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/train_many.py PLAN.json
 
 PLAN.json: ``{"runs": [{"name", "config", "args", "out"}], "results": DIR}``. A run whose result
 file exists is skipped; a run whose folder holds a checkpoint is resumed (``--resume``), so the
 driver can be killed with SIGKILL at any moment and started again to finish the plan (the name of
-the run in progress is in ``DIR/current``). The process group is joined once and left at the end.
+the run in progress is in ``DIR/current``). The process group is joined once and left at the end;
+the threads of this process still alive after that are listed in ``DIR/threads.rankR.json`` (Linux),
+so a test can check that leaving the group ended its backend's threads.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def main(plan_path: str) -> int:
         failed += rc != 0
         _write(done, json.dumps({"rc": rc, "stderr": err.getvalue()[-4000:], "resumed": resume}))
     teardown(info)
+    tasks = Path("/proc/self/task")
+    if tasks.is_dir():  # the native threads left (names as the kernel has them)
+        names = sorted((t / "comm").read_text().strip() for t in tasks.iterdir())
+        _write(results / f"threads.rank{info.rank}.json", json.dumps(names))
     return 1 if failed else 0
 
 

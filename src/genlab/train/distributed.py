@@ -16,7 +16,10 @@ Multi-node: run the same ``torchrun`` on every node with ``--nnodes=M --node_ran
 
 from __future__ import annotations
 
+import gc
+import inspect
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +60,7 @@ def setup(info: DistInfo, device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        _import_before_joining()
         dist.init_process_group(backend)
     if dist.get_world_size() != info.world:
         raise GenlabError("WORLD_SIZE does not match the process group")
@@ -87,5 +91,62 @@ def barrier(info: DistInfo) -> None:
 
 
 def teardown(info: DistInfo) -> None:
+    """Leave the process group and end its backend (with gloo: its worker and I/O threads) here,
+    while the interpreter is fully alive, never at interpreter exit (see
+    :func:`_import_before_joining`)."""
     if info.enabled and dist.is_initialized():
+        group = dist.group.WORLD
         dist.destroy_process_group()
+        _drop_stale_references(group)
+
+
+# -- a process group that outlives destroy_process_group -----------------------------------------
+#
+# A gloo process group owns C++ threads (two ``pt_gloo_runloop`` workers and a ``gloo_tcp_loop``);
+# they are joined when the last reference to the group goes, and only then: ``destroy_process_group``
+# (and gloo's ``shutdown``/``abort``) merely forget it. Some torch modules bind the default group
+# when they are imported (``def all_reduce(tensor, op=..., group=group.WORLD)`` in
+# ``torch.distributed.nn.functional``, reached through ``torch._dynamo``, which building any
+# ``torch.optim`` optimizer imports). Imported after ``init_process_group``, those defaults keep
+# the group, and its threads, alive until the interpreter's own shutdown, where the group is freed
+# by the final garbage collection. A gloo thread that needs the GIL from then on (to release a
+# tensor owned by Python, or to run a future's callback) is ended by Python with ``pthread_exit``;
+# the forced unwind through a C++ destructor calls ``std::terminate``: "terminate called without
+# an active exception", SIGABRT, in a run that had finished its work (seen as a rare abort of rank
+# 1 in tests/test_distributed.py). So the modules are imported before the group exists (they bind
+# None, "the default group") and teardown drops whatever import-time reference is left.
+
+
+def _import_before_joining() -> None:
+    """Import the torch modules that would bind the default group at import time, before the
+    group exists (``torch._dynamo`` pulls in ``torch.distributed.nn``; the optimizer would import it
+    anyway, a moment later)."""
+    import torch._dynamo  # noqa: F401
+
+
+def _drop_stale_references(group: object) -> None:
+    """Replace ``group`` in the default arguments of the functions (and methods) of the loaded
+    ``torch.distributed`` modules by None (the default group), so that no import-time reference
+    keeps a destroyed group and its threads alive. Nothing to do when the modules were imported
+    before the group existed; a backstop for one imported later (by a model, say)."""
+    if group is None:
+        return
+
+    def scrub(fn: object) -> None:
+        if not inspect.isfunction(fn):
+            return
+        if fn.__defaults__ and any(d is group for d in fn.__defaults__):
+            fn.__defaults__ = tuple(None if d is group else d for d in fn.__defaults__)
+        if fn.__kwdefaults__ and any(d is group for d in fn.__kwdefaults__.values()):
+            fn.__kwdefaults__ = {k: None if d is group else d for k, d in fn.__kwdefaults__.items()}
+
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("torch.distributed") or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if inspect.isclass(value) and value.__module__ == name:
+                for member in list(vars(value).values()):
+                    scrub(getattr(member, "__func__", member))  # plain, static and class methods
+            else:
+                scrub(value)
+    gc.collect()  # anything else that held it in a reference cycle
