@@ -16,7 +16,7 @@ import torch
 from genlab.train import checkpoint as ckpt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import EXEMPT, TINY, driver_command, result, write_plan  # noqa: E402
+from families import EXEMPT, RECIPES, TINY, VARIANTS, driver_command, result, write_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "flow-matching-moons.yaml")
@@ -67,7 +67,8 @@ def test_every_family_has_a_tiny_recipe():
     from genlab.registry import MODELS
 
     assert set(MODELS.names()) - set(EXEMPT) == set(TINY), "add the family to tests/families.py"
-    for tiny in TINY.values():
+    assert not set(VARIANTS) & set(MODELS.names())  # a variant is named apart from the families
+    for tiny in RECIPES.values():
         assert Path(tiny.path).is_file(), tiny.config
         assert (tiny.ddp_atol == 1e-5 and not tiny.ddp_overrides) or tiny.why
 
@@ -105,11 +106,11 @@ def kill_each_run_once(plan: Path, seed: int, timeout: float = 1500) -> dict[str
 
 @pytest.fixture(scope="session")  # once per worker, whatever order xdist sends the tests in
 def every_family_killed(tmp_path_factory):
-    """Every family's tiny recipe trained twice by tests/train_many.py: once straight through, and
-    once killed with SIGKILL at a random moment of each run and resumed."""
+    """Every family's tiny recipe and the variants trained twice by tests/train_many.py: once
+    straight through, and once killed with SIGKILL at a random moment of each run and resumed."""
     root = tmp_path_factory.mktemp("sigkill")
     runs = {}
-    for family, tiny in TINY.items():
+    for family, tiny in RECIPES.items():
         every = max(tiny.steps // 20, 1)
         runs[family] = (tiny, [f"trainer.steps={tiny.steps}", f"trainer.checkpoint_every={every}",
                                f"trainer.log_every={every}"])  # fmt: skip
@@ -120,17 +121,20 @@ def every_family_killed(tmp_path_factory):
 
 
 @pytest.mark.xdist_group("every-family-sigkill")  # one worker trains them all, in one process
-@pytest.mark.parametrize("family", list(TINY))
+@pytest.mark.parametrize("family", list(RECIPES))
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(every_family_killed, family):
     root, killed = every_family_killed
-    steps = TINY[family].steps
+    steps = RECIPES[family].steps
     for part in ("ref", "killed"):
         res = result(root / part, family)
         assert res["rc"] == 0, res["stderr"]
     assert family in killed, "the run finished before it could be killed"
     assert 0 < killed[family] <= steps
     assert result(root / "killed", family)["resumed"]
-    assert_identical(final(root / "ref" / family, steps), final(root / "killed" / family, steps))
+    ref, resumed = final(root / "ref" / family, steps), final(root / "killed" / family, steps)
+    if RECIPES[family].init_from is not None:  # a warm restart: its EMA resumed with the rest
+        assert any(k.startswith("ema.") for k in ref)
+    assert_identical(ref, resumed)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
