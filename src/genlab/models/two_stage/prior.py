@@ -84,6 +84,7 @@ class VQGANPrior(TwoStage):
     Config = PriorConfig
     latent_kind = "codes"
     other_family = "ldm"
+    data_kinds = ("images",)  # its stage 1 (vqvae, vqgan) encodes images only
 
     sample_options = (
         SampleOption("temperature", "divides the logits (0: greedy, argmax)", float, FROM_CONFIG),
