@@ -58,6 +58,7 @@ WRITERS: dict[str, str] = {
     "bench/results/text-restart2-10000.json": "bench/text.py",
     "bench/results/text-restart20000.json": "bench/text.py",
     "bench/results/text-restart3-10000.json": "bench/text.py",
+    "bench/results/text-test-1500.json": "bench/text.py",
     "bench/results/two_stage.json": "bench/two_stage.py",
     "docs/figures/diffusion-figures.json": "docs/make_diffusion_figures.py",
     "docs/figures/two-stage.json": "docs/make_two_stage_figures.py",
@@ -378,6 +379,49 @@ def text_short_budgets() -> str:
             ]
         )
     return md(["steps", "gpt-rope bits/char", "mdlm bits/char", "gap to AR (nats)", "JSON"], out)
+
+
+TEXT_TEST = "bench/results/text-test-1500.json"
+TEXT_BAR = 0.12  # MDLM, SEDD-absorbing and BD3-LM(4) within +12% of AR (nats), docs/text.md
+
+
+def gap_with_error(e: dict, ar: dict) -> tuple[float, float]:
+    """The gap to AR ``(m − a) / a`` in bits (= nats) per character and its standard error, the
+    two held-out figures' errors combined as independent (their windows differ: 128 and 256)."""
+    m, sm = e["nll"]["bits_per_char"], e["nll"]["bits_per_char_stderr"]
+    a, sa = ar["nll"]["bits_per_char"], ar["nll"]["bits_per_char_stderr"]
+    return (m - a) / a, math.hypot(sm / a, m * sa / a**2)
+
+
+def verdict(gap: float, se: float, bar: float = TEXT_BAR) -> str:
+    """met / missed when the bar is more than two standard errors away, else within the noise."""
+    if gap + 2 * se < bar:
+        return "met"
+    if gap - 2 * se > bar:
+        return "missed"
+    return "within 2 s.e. of the bar"
+
+
+@table(TEXT_TEST)
+def text_test_split() -> str:
+    record = load(TEXT_TEST)
+    rows = record["held_out"]
+    ar = rows[record["ar_reference"]]
+    out = []
+    for n in ("gpt-rope", "bd3lm-4-clip", "mdlm-clip", "sedd-absorb-clip"):
+        e = rows[n]
+        if n == record["ar_reference"]:
+            gap_s, bar = "0 (the reference)", ""
+        else:
+            gap, se = gap_with_error(e, ar)
+            gap_s, bar = f"{pct(gap)} ± {num(100 * se, 1)}%", verdict(gap, se)
+        out.append(
+            [TEXT_NAMES[n], best_step(e), bits(e), e["nll"]["kind"], gap_s, bar,
+             f"{e['train_seconds']:,.0f} s"]
+        )  # fmt: skip
+    header = ["model", "best step (validation, nats/char)", "test bits/char", "kind",
+              "gap to AR ± s.e.", "+12% bar", "training"]  # fmt: skip
+    return md(header, out)
 
 
 TEXT_12000 = "bench/results/text-12000.json"
