@@ -88,6 +88,7 @@ def test_sample_writes_npy_with_the_requested_sampler(trained, tmp_path, capsys)
     assert code == 0 and (tmp_path / "s.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # trains and evaluates a run of its own
 def test_eval_json_against_the_true_law_and_a_file(trained, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "eval", trained, "--json", "--n", 300, "--seeds", 2)
     assert code == 0
@@ -112,6 +113,7 @@ def test_eval_json_against_the_true_law_and_a_file(trained, tmp_path, capsys):
     assert code == 0 and "w2" in out and "nats" in out
 
 
+@pytest.mark.slow  # trains and evaluates a run of its own
 def test_any_npy_of_any_dimension_trains_and_evaluates(tmp_path, capsys):
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(3000, 5)) @ rng.normal(size=(5, 5)) + 3.0
@@ -248,6 +250,7 @@ def test_training_over_an_existing_run_is_refused(trained, capsys):
     assert code == 2 and "--resume" in err
 
 
+@pytest.mark.slow  # trains and evaluates a run of its own
 def test_image_runs_evaluate_and_sample_to_a_grid(tmp_path, capsys):
     out = tmp_path / "digits"
     code, _, err = run_cli(capsys, "train", ROOT / "configs" / "realnvp-digits.yaml",
@@ -267,6 +270,7 @@ def test_image_runs_evaluate_and_sample_to_a_grid(tmp_path, capsys):
     assert code == 0 and (tmp_path / "grid.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # trains and evaluates a run of its own
 def test_a_png_folder_without_labels_trains_and_evaluates(tmp_path, capsys):
     # data a new user brings: a flat folder of PNGs (no classes: autoencoder features, no
     # classifier score), through data.path with no code change

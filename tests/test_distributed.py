@@ -87,6 +87,7 @@ def every_family_on_one_and_two(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # every recipe on 1 and 2 processes
 @pytest.mark.xdist_group("every-family-one-and-two")  # one worker trains them all
 @pytest.mark.parametrize("family", list(RECIPES))
 def test_every_family_trains_alike_on_two_processes_and_one(every_family_on_one_and_two, family):
@@ -102,6 +103,7 @@ def test_every_family_trains_alike_on_two_processes_and_one(every_family_on_one_
     assert_close(one, two, atol=RECIPES[family].ddp_atol)
 
 
+@pytest.mark.slow  # every recipe on 1 and 2 processes
 @pytest.mark.xdist_group("every-family-one-and-two")
 def test_leaving_the_group_ends_its_threads_after_every_family(every_family_on_one_and_two):
     # the driver left the group after two dozen runs that built optimizers, EMAs, second stages
@@ -132,6 +134,7 @@ def test_leaving_the_group_with_a_collective_in_flight_exits_cleanly(tmp_path):
         assert not [t for t in threads if t.startswith(GLOO_THREADS)], threads
 
 
+@pytest.mark.slow  # process groups of two, started several times
 @pytest.mark.parametrize("coupling", ["independent", "ot"])
 def test_two_processes_match_one_process(tmp_path, coupling):
     # after one step exp_avg = (1 - beta1) * gradient: the gradients themselves agree
@@ -147,6 +150,7 @@ def test_two_processes_match_one_process(tmp_path, coupling):
     assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=1e-5)
 
 
+@pytest.mark.slow  # process groups of two, started several times
 def test_a_gan_on_two_processes_matches_one_process(tmp_path):
     # both players' updates: each on its own batch, split across the processes
     critic = ["model.n_critic=2", "model.loss=wgan-gp", "model.r1=1.0", "model.r1_every=3"]
@@ -155,6 +159,7 @@ def test_a_gan_on_two_processes_matches_one_process(tmp_path):
     assert_close(final(tmp_path / "one"), final(tmp_path / "two"), atol=1e-5)
 
 
+@pytest.mark.slow  # process groups of two, started several times
 def test_checkpoints_move_between_world_sizes(tmp_path):
     const = "trainer.schedule=constant"  # so a 20-step run extended to 30 has the same schedule
     train(tmp_path / "ref", 30, 1, const)
@@ -170,6 +175,7 @@ def test_checkpoints_move_between_world_sizes(tmp_path):
     assert len(rows) == 6
 
 
+@pytest.mark.slow  # process groups of two, started several times
 def test_global_batch_must_divide_across_processes(tmp_path):
     out = tmp_path / "odd"
     cmd = launch(2, "-m", "genlab", "train", CONFIG, *SMALL, "trainer.batch_size=63",

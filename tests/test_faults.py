@@ -120,6 +120,7 @@ def every_family_killed(tmp_path_factory):
     return root, killed
 
 
+@pytest.mark.slow  # every recipe trained twice, one run killed: ~3.5 min
 @pytest.mark.xdist_group("every-family-sigkill")  # one worker trains them all, in one process
 @pytest.mark.parametrize("family", list(RECIPES))
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(every_family_killed, family):
@@ -137,6 +138,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(every_family_kill
     assert_identical(ref, resumed)
 
 
+@pytest.mark.slow  # two 3,000-step runs
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     subprocess.run(command(tmp_path / "ref"), env=ENV, check=True, capture_output=True)
     out = tmp_path / "stopped"
