@@ -36,13 +36,10 @@ def _checkpoints(run: Path) -> dict[str, torch.Tensor]:
     val = [(r["step"], r["val_loss"]) for r in lines if "val_loss" in r]
     assert len(val) >= 2, "the run must validate, so that selection could see a leak"
     out = {"val_loss": torch.tensor(val, dtype=torch.float64)}
-    for which in ("last", ckpt.BEST):
-        found = ckpt.load_latest(run / "checkpoints") if which == "last" else None
-        if which == ckpt.BEST:
-            if not ckpt.checkpoint_paths(run / "checkpoints", ckpt.BEST)[1].is_file():
-                continue
-            found = ckpt.load_checkpoint(run / "checkpoints", ckpt.BEST)
-        tensors, meta = found
+    kept = [("last", ckpt.load_latest(run / "checkpoints"))]
+    if ckpt.checkpoint_paths(run / "checkpoints", ckpt.BEST)[1].is_file():
+        kept.append((ckpt.BEST, ckpt.load_checkpoint(run / "checkpoints", ckpt.BEST)))
+    for which, (tensors, meta) in kept:
         out.update({f"{which}/{k}": v for k, v in tensors.items()})
         out[f"{which}/step"] = torch.tensor(int(meta["step"]))
     return out
