@@ -31,10 +31,8 @@ Prints three tables and writes ``bench/results/flows_2d.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
-import platform
+import os
 import statistics
 import tempfile
 import time
@@ -42,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _machine import machine_info, version, write_results
 
 from genlab.data import TOY
 from genlab.data.base import Batch
@@ -315,13 +314,6 @@ def bench_images(budget: float) -> dict:
     return out
 
 
-def _version(name: str) -> str | None:
-    try:
-        return __import__(name).__version__
-    except Exception:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke test (not a measurement)")
@@ -337,18 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         a.steps, a.tab_steps, a.image_seconds, a.rounds = 100, 100, 3.0, 1
     n_test = 2000 if a.quick else 20_000
-    res: dict = {
-        "when": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "zuko": _version("zuko"),
-            "normflows": _version("normflows"),
-        },  # fmt: skip
-        "quick": a.quick,
-    }
+    t_start = time.perf_counter()
+    machine = machine_info(zuko=version("zuko"), normflows=version("normflows"))
+    res: dict = {"machine": {**machine, "loadavg_before": list(os.getloadavg())}, "quick": a.quick}
     print("(a) two moons", flush=True)
     res["moons"] = m = bench_moons(a.steps, a.rounds, n_test)
     print(f"\ntwo moons, {m['steps']} steps, batch 256, held-out NLL on {m['n_test']} fresh points "
@@ -370,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_images:
         print("\n(c) images", flush=True)
         res["images"] = bench_images(a.image_seconds)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1))
+    write_results(res, a.out, t_start)
     print(f"\nwrote {a.out}")
     return 0
 

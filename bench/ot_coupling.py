@@ -17,9 +17,7 @@ The training step with the coupling (and the trainer's prefetch) is timed in
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import ot
 import torch
+from _machine import machine_info, version, write_results
 from scipy.optimize import linear_sum_assignment
 from sklearn.datasets import make_moons
 
@@ -117,24 +116,14 @@ def main() -> None:
     sizes = [128, 256] if args.quick else [128, 256, 512, 1024]
     seeds = 1 if args.quick else 3
     budget = 0.2 if args.quick else 0.5
+    t_start = time.perf_counter()
+    machine = machine_info(scipy=version("scipy"))
+    record: dict = {"machine": {**machine, "loadavg_before": list(os.getloadavg())}}
     print(f"torch {torch.__version__}, {os.cpu_count()} cpus, load {os.getloadavg()}")
     print("time per call, ms (best of repeats, median over instances; cost matrix included)")
     calls = bench_calls(sizes, [2, 16], seeds, budget)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "torch": torch.__version__,
-                    "loadavg_at_end": os.getloadavg(),
-                },
-                "per_call_ms": calls,
-            },
-            indent=2,
-        )
-    )
+    record["per_call_ms"] = calls
+    write_results(record, RESULTS, t_start)
     print(f"wrote {RESULTS}")
 
 
