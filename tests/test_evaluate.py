@@ -367,7 +367,7 @@ def test_metric_names_are_checked_before_training(tmp_path):
 
 
 def test_a_feature_network_made_for_other_data_is_refused(digits):
-    from genlab.eval.features import feature_network
+    from genlab.feature_networks import feature_network
 
     _, info = feature_network(digits, verbose=False)  # genlab's recipe, cached for the session
     other = load("digits", n=600)

@@ -359,7 +359,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dataclasses.asdict(info), indent=1, default=str))
     else:
-        from genlab.eval.features import describe
+        from genlab.feature_networks import describe
 
         print(describe(info))
     return 0

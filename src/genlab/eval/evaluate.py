@@ -27,7 +27,7 @@ Which real examples (``eval.split``; the report's ``"split"`` and every figure's
   examples, the reference at the held-out ones, and the report says so.
 
 Images are compared in the feature space of a network genlab trains on the run's data and caches
-by the data's content hash (:mod:`genlab.eval.features`); its hash and held-out accuracy are in
+by the data's content hash (:mod:`genlab.feature_networks`); its hash and held-out accuracy are in
 the report. The report's schema is documented in ``docs/metrics.md``.
 """
 
@@ -44,7 +44,7 @@ import torch
 
 from genlab.config import EvalConfig
 from genlab.data.base import Dataset
-from genlab.errors import DataError
+from genlab.errors import CheckpointError, DataError
 from genlab.eval.metrics import (
     NEEDS,
     Comparison,
@@ -54,6 +54,7 @@ from genlab.eval.metrics import (
     metrics_for,
 )
 from genlab.models.base import GenerativeModel
+from genlab.runs import load_run
 
 SCHEMA = 1
 REFERENCE_SEED = 1_000_003  # reference draws never share a seed with model samples
@@ -189,7 +190,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Sample-based metrics with their floors and, where the model has one, the held-out
     likelihood; see the module docstring. ``held_out``: the reference data instead of the run's
-    own. ``features``: a ``(network, info)`` pair from :mod:`genlab.eval.features` (images;
+    own. ``features``: a ``(network, info)`` pair from :mod:`genlab.feature_networks` (images;
     default: ``eval.features`` or genlab's cached network for ``dataset``). Returns the report
     (the ``metrics.json`` schema); with ``keep_samples`` also ``_samples``/``_reference`` of the
     first seed, for plots."""
@@ -436,9 +437,6 @@ def _windows(stream: torch.Tensor, n: int, length: int, g: torch.Generator, what
 def _scorer(path: str, model: GenerativeModel, kind: str):
     """``eval.scorer``: the log-likelihood (nats per row) of token rows under an autoregressive
     run on the same text, refused with the reason when it cannot score this model's samples."""
-    from genlab.api import load_run
-    from genlab.errors import CheckpointError
-
     if kind != "tokens":
         raise DataError(f"eval.scorer scores text samples; this run's data holds {kind}")
     try:
@@ -546,7 +544,7 @@ def _json_options(model: GenerativeModel, opts: dict[str, Any]) -> dict[str, Any
 
 # --- features -------------------------------------------------------------------------------------
 def _feature_network(dataset: Dataset, cfg: EvalConfig):
-    from genlab.eval import features as F
+    import genlab.feature_networks as F
 
     if cfg.features:
         return F.load_feature_network(cfg.features, expected_hash=F.fingerprint(dataset))

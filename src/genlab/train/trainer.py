@@ -27,11 +27,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from genlab import checkpoint as ckpt
 from genlab.config import Config, TrainerConfig
 from genlab.data.base import Batch, Dataset
 from genlab.errors import CheckpointError, GenlabError
+from genlab.io import load_state_dict_checked
 from genlab.models.base import GenerativeModel, Player
-from genlab.train import checkpoint as ckpt
 from genlab.train import distributed
 
 
@@ -439,7 +440,7 @@ class Trainer:
         tensors, meta = found
         where = f"checkpoint step {meta['step']}"
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        ckpt.load_state_dict_checked(self.model, model_state, where)
+        load_state_dict_checked(self.model, model_state, where)
         names = {id(q): n for n, q in self.model.named_parameters()}
         for ps in self.players:
             if ps.ema is not None:

@@ -263,7 +263,7 @@ class FFJORD(GenerativeModel):
         """``log p(x)`` through the ODE. Exact trace (kind ``exact``, up to the solver tolerance)
         when ``exact`` (default: ``config.divergence``), else the mean of ``probes`` Hutchinson
         estimates with its per-example standard error (kind ``ode-estimate``)."""
-        from genlab.sampling.likelihood import ode_log_prob, standard_normal_log_prob
+        from genlab.models.diffusion.likelihood import ode_log_prob, standard_normal_log_prob
 
         exact = self.exact_divergence() if exact is None else exact
         lp = ode_log_prob(
