@@ -21,8 +21,9 @@ from genlab.config import EvalConfig
 from genlab.data import load
 from genlab.data.base import Dataset
 from genlab.errors import ConfigError, DataError
-from genlab.eval.evaluate import check_can_evaluate, evaluate, format_report
+from genlab.eval.evaluate import check_can_evaluate, evaluate
 from genlab.eval.metrics import metrics_for
+from genlab.eval.table import format_report
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleOption, SampleResult
 from genlab.registry import MODELS
 

@@ -165,3 +165,36 @@ def test_the_import_graph_sees_function_level_imports_and_ignores_type_checking_
     assert kept == ["typing", "genlab.eval"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def documented_layout() -> set[str]:
+    """The modules the layout block of ``docs/index.md`` names, as paths under ``src/genlab``: a
+    line's ``.py`` names belong to the deepest folder above it that is indented less."""
+    text = (SRC.parent / "docs" / "index.md").read_text()
+    block = text.split("```\nsrc/genlab/\n", 1)[1].split("\nconfigs/", 1)[0]
+    stack: list[tuple[int, str]] = []
+    found: set[str] = set()
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        words = line.split()
+        if not words:
+            continue
+        if words[0].endswith("/"):  # a folder: its own files follow on the line
+            stack = [(i, p) for i, p in stack if i < indent]
+            stack.append((indent, (stack[-1][1] if stack else "") + words[0]))
+            folder, words = stack[-1][1], words[1:]
+        else:  # files (or a continuation) of the deepest folder indented less
+            folder = next((p for i, p in reversed(stack) if i < indent), "")
+        found.update(folder + w for w in words if w.endswith(".py") and w[:-3].isidentifier())
+    return found
+
+
+def test_the_layout_in_docs_index_names_every_module_and_nothing_else():
+    tree = {
+        str(p.relative_to(SRC / ROOT))
+        for p in (SRC / ROOT).rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    documented = documented_layout()
+    assert sorted(tree - documented) == [], "modules the layout in docs/index.md does not name"
+    assert sorted(documented - tree) == [], "names in the layout of docs/index.md with no module"

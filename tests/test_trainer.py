@@ -21,7 +21,9 @@ from genlab.io import load_state_dict_checked
 from genlab.models.diffusion.model import FlowMatching, FlowMatchingConfig
 from genlab.models.two_stage.stage1 import TwoStage
 from genlab.registry import MODELS
-from genlab.train.trainer import EpochBatcher, Trainer, ema_decay_at, lr_at
+from genlab.train.batching import EpochBatcher
+from genlab.train.optim import ema_decay_at, lr_at
+from genlab.train.trainer import Trainer
 
 
 def small_setup(tmp_path, name="run", steps=30, coupling="independent", **trainer):

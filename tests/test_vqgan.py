@@ -16,10 +16,10 @@ import genlab.feature_networks as feats
 from genlab.config import Config, TrainerConfig
 from genlab.data.base import Batch, Dataset
 from genlab.errors import ConfigError
-from genlab.models import adversarial
-from genlab.models.adversarial import hinge_d_loss, hinge_g_loss, perceptual_recipe
-from genlab.models.kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
-from genlab.models.vqgan import VQGAN, VQGANConfig
+from genlab.models.autoencoders import adversarial
+from genlab.models.autoencoders.adversarial import hinge_d_loss, hinge_g_loss, perceptual_recipe
+from genlab.models.autoencoders.kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
+from genlab.models.autoencoders.vqgan import VQGAN, VQGANConfig
 from genlab.train.trainer import Trainer
 
 SHAPE = (1, 8, 8)

@@ -20,9 +20,10 @@ from genlab import checkpoint as ckpt
 from genlab.config import Config, EvalConfig
 from genlab.data.base import Dataset
 from genlab.errors import ConfigError, DataError
-from genlab.eval.evaluate import check_can_evaluate, format_report
+from genlab.eval.evaluate import EvalReport, check_can_evaluate
 from genlab.eval.evaluate import evaluate as evaluate_model
-from genlab.io import load_state_dict_checked
+from genlab.eval.table import format_report
+from genlab.io import atomic_write_bytes, load_state_dict_checked
 from genlab.registry import DATASETS
 from genlab.runs import Run, build_model, load_config, load_data, load_run
 from genlab.train import distributed
@@ -114,7 +115,7 @@ def _periodic_eval(trainer: Trainer) -> dict[str, float]:
     )  # fmt: skip
     report = evaluate_model(trainer.model, data, quick, keep_samples=True)
     _plot_samples(trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", report)
-    out = {f"eval_{k}": v["value"] for k, v in report["metrics"].items()}
+    out = {f"eval_{k}": v["value"] for k, v in report.metrics.items()}
     modes = out.get("eval_modes_covered")
     if modes is not None:
         seen = trainer.eval_history.setdefault("modes_covered", [])
@@ -129,24 +130,24 @@ def _periodic_eval(trainer: Trainer) -> dict[str, float]:
     return out
 
 
-def _plot_samples(path: Path, report: dict[str, Any]) -> None:
+def _plot_samples(path: Path, report: EvalReport) -> None:
     from genlab.eval.plots import plot_image_grid, plot_samples
 
-    x = report.get("_samples")
+    x = report.samples
     if x is None:
         return
     if x.dim() == 2:
-        plot_samples(x, report["_reference"], path=path, title=_title(report))
+        plot_samples(x, report.reference, path=path, title=_title(report))
     elif x.dim() == 4:
         plot_image_grid(x[:64].clamp(-1, 1), path=path)
 
 
-def _title(report: dict[str, Any]) -> str:
-    w2 = report["metrics"].get("w2", {}).get("value")
+def _title(report: EvalReport) -> str:
+    w2 = report.metrics.get("w2", {}).get("value")
     w2s = f", W2 {w2:.3f}" if w2 is not None else ""
-    sampler = report.get("options", {}).get("sampler")
+    sampler = (report.options or {}).get("sampler")
     how = f"{sampler}, " if sampler else ""
-    return f"{report['family']}: {how}NFE {report.get('nfe', 0):.0f}{w2s}"
+    return f"{report.family}: {how}NFE {report.nfe or 0:.0f}{w2s}"
 
 
 def load_reference(path: str | Path, like: Dataset) -> Dataset:
@@ -194,16 +195,15 @@ def evaluate_run(
         run.model, run.dataset, cfg, held_out=held_out, features=features, keep_samples=True
     )
     if fid is not None:
-        report["inception_fid"] = inception_fid(fid, report["_samples"], report["_reference"])
+        report.inception_fid = inception_fid(fid, report.samples, report.reference)
     if write:
         _plot_samples(run.dir / "samples.png", report)
         if run.model.spec.shape == (2,):
             _plot_paths(run, cfg)
-    report.pop("_samples", None)
-    report.pop("_reference", None)
+    record = report.to_dict()
     if write:
-        (run.dir / "metrics.json").write_text(json.dumps(report, indent=1))
-    return report
+        atomic_write_bytes(run.dir / "metrics.json", json.dumps(record, indent=1).encode())
+    return record
 
 
 def _plot_paths(run: Run, cfg: EvalConfig) -> None:

@@ -311,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
     import genlab
-    from genlab.eval.evaluate import format_report
+    from genlab.eval.table import format_report
 
     for k in ("n", "seeds", "steps"):
         if getattr(args, k) is not None and getattr(args, k) < 1:

@@ -14,8 +14,7 @@ size) until the map is at most 4x4, with at least three convolutions in all; wid
 128. The map is flattened and a linear layer gives the 128-d embedding (the features); a classifier
 adds ReLU and a linear head over the classes. Training uses batch normalization after each
 convolution; it is folded into the convolutions afterwards, so the stored network is plain
-convolutions and the features of 30,000 MNIST images take about 2 s on a CPU (see
-:func:`feature_network` for measured figures). For MNIST the layers are 24@14x14, 48@7x7, 96@4x4.
+convolutions, cheap to run over tens of thousands of images (timings: ``docs/metrics.md``). For MNIST the layers are 24@14x14, 48@7x7, 96@4x4.
 
 **Labelled data** (every example has a class, at least two classes): a classifier, trained by
 cross-entropy; held-out accuracy is reported and the classifier score (``probs``) is available.
@@ -529,11 +528,9 @@ def feature_network(
     :class:`FeatureInfo`; with ``verbose``, training prints a line before and :func:`describe`
     after (to stderr).
 
-    Measured with the default recipe on a 2-core AMD EPYC shared with two other training jobs
-    (load ~3.7), torch 2.13 CPU: digits 98.6% held-out accuracy in 17-20 s with 2 threads (99.2%
-    in 14 s with 1), MNIST's bundled 10k 98.8% in 36 s (29 s with 1); features of 30,000 MNIST
-    images in 1.6-2.2 s. (With 2 threads on a busy machine, set ``OMP_WAIT_POLICY=PASSIVE``:
-    spinning OpenMP threads made the same training 15-20x slower.)
+    Held-out accuracy and training time on digits and MNIST: ``docs/metrics.md``, from
+    ``bench/eval_images.py``. (With 2 threads on a busy machine, set ``OMP_WAIT_POLICY=PASSIVE``:
+    spinning OpenMP threads slow the training down many times.)
 
     Raises :class:`CheckpointError` when the entry is missing and ``train_if_missing`` is False,
     or when it is corrupt (the message names the folder to delete), and :class:`DataError` when

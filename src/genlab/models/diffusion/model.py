@@ -43,9 +43,10 @@ from genlab.models.base import (
     SampleOption,
     SampleResult,
 )
-from genlab.models.coupling import couple
 from genlab.models.diffusion import captions as C
 from genlab.models.diffusion import parameterization as P
+from genlab.models.diffusion.likelihood import ode_log_prob
+from genlab.models.diffusion.ot import couple
 from genlab.models.diffusion.process import make_process
 from genlab.models.diffusion.samplers import (
     probability_flow,
@@ -138,7 +139,6 @@ def build_backbone(
 class Diffusion(GenerativeModel):
     """One continuous diffusion model; see the module docstring."""
 
-    family = "diffusion"
     Config = DiffusionConfig
     conditional = True  # on the data's labels, when it has them
 
@@ -444,8 +444,6 @@ class Diffusion(GenerativeModel):
         Images on a grid of ``levels`` values in [-1, 1] are dequantized: ``x + U`` over the bin
         of width ``2/(levels − 1)`` around each value, and ``log P(x) ≥ E log p(x + U) + D log(bin)``
         is a bound on the discrete likelihood (one-sample estimate, noted in the result)."""
-        from genlab.models.diffusion.likelihood import ode_log_prob
-
         pr, den = self.process, self.denoiser(None, 1.0)
         den.clip = False  # the likelihood is the ODE of the network itself
         s_lo = float(pr.s(pr.t_lo))
@@ -527,7 +525,6 @@ class FlowMatching(Diffusion):
     diffusion family with the linear path ``x_t = (1 − t) x_0 + t ε`` and the velocity loss
     ``E ‖v(x_t, t) − (ε − x_0)‖²``, as defaults of :class:`Diffusion`; nothing else differs."""
 
-    family = "flow-matching"
     Config = FlowMatchingConfig
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor | float, y=None) -> torch.Tensor:
