@@ -54,7 +54,7 @@ QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
 def bare_stepper(model, stream: torch.Tensor, tc, seed: int = 0):
     """The update genlab's trainer makes, written plainly: a batch of windows at random offsets,
     the start token shift, next-character cross-entropy, fused AdamW, global-norm clipping."""
-    from genlab.train.trainer import lr_at
+    from genlab.train.optim import lr_at
 
     net, C, bos = model.net, model.config.context, model.bos
     g = torch.Generator().manual_seed(seed)

@@ -65,7 +65,7 @@ def zuko_flow(name: str, kind: str, dim: int, transforms: int, hidden=(64, 64)) 
 
 
 def gaussian_nll(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
-    from genlab.eval.evaluate import gaussian_baseline
+    from genlab.eval.likelihood import gaussian_baseline
 
     return gaussian_baseline(train_x, test_x)["gaussian_nats"]
 
@@ -172,7 +172,7 @@ def tables(steps: int) -> dict:
 
 
 def binarized_mnist(budget: float, families: list[str]) -> dict:
-    from genlab.eval.evaluate import LIKELIHOOD_SEED
+    from genlab.eval.heldout import LIKELIHOOD_SEED
 
     out = {}
     for family in families:

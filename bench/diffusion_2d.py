@@ -69,7 +69,8 @@ import torch
 from _machine import version
 
 import genlab
-from genlab.eval.evaluate import REFERENCE_SEED, reference_draws
+from genlab.eval.evaluate import reference_draws
+from genlab.eval.heldout import REFERENCE_SEED
 from genlab.eval.metrics import w2
 from genlab.models.diffusion.model import Diffusion, DiffusionConfig
 from genlab.registry import SAMPLERS

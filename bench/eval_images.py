@@ -40,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "eval_images.json"
 def train_features(names: list[str]) -> dict:
     """Feature networks trained from scratch (a fresh cache): accuracy and seconds."""
     from genlab.data import load
-    from genlab.eval.features import feature_network
+    from genlab.feature_networks import feature_network
 
     out = {}
     for name in names:
@@ -68,8 +68,8 @@ def time_metrics(n: int) -> dict:
     (``n`` more real images): features of the 3n images and all metrics, timed together."""
     from genlab.data import load
     from genlab.eval.evaluate import _features
-    from genlab.eval.features import feature_network
     from genlab.eval.metrics import Comparison, check_metrics, metrics_for
+    from genlab.feature_networks import feature_network
 
     data = load("mnist", val_fraction=0.0)
     net, _ = feature_network(data, verbose=False)

@@ -1,4 +1,4 @@
-"""Feature metrics, same features, same numbers: genlab.eval.feature_metrics vs the reference
+"""Feature metrics, same features, same numbers: genlab.eval.metrics.features vs the reference
 implementations, and the cost of each genlab metric at 10,000 x 10,000 in d = 128.
 
 Run:  .bench-venv/bin/python bench/eval_reference.py [--quick]
@@ -57,7 +57,7 @@ import scipy.linalg
 import torch
 from _machine import version
 
-from genlab.eval.feature_metrics import classifier_score, frechet_distance, kid, prdc
+from genlab.eval.metrics.features import classifier_score, frechet_distance, kid, prdc
 
 try:
     from prdc import compute_prdc

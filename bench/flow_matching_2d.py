@@ -59,7 +59,8 @@ from genlab.config import load as load_config
 from genlab.data import load
 from genlab.eval.metrics import w2
 from genlab.models.diffusion.model import FlowMatching, FlowMatchingConfig
-from genlab.train.trainer import Trainer, lr_at, make_optimizer
+from genlab.train.optim import lr_at, make_optimizer
+from genlab.train.trainer import Trainer
 
 try:
     from torchcfm.conditional_flow_matching import (

@@ -8,7 +8,7 @@ Run:  OMP_NUM_THREADS=1 .venv/bin/python bench/gan_2d.py [--seeds 5] [--jobs 2] 
    train, draw 2,500 samples from the generator's EMA and count the modes covered (nearest mode of
    at least one high-quality sample), the share of high-quality samples (within 3 std of their
    nearest mode) and the reverse KL of the high-quality samples' mode histogram to the uniform
-   one (:mod:`genlab.eval.mode_metrics`). Mean ± standard error over seeds, beside PacGAN's
+   one (:mod:`genlab.eval.metrics.modes`). Mean ± standard error over seeds, beside PacGAN's
    published rows.
 2. Seconds per training step: genlab's ``Trainer.train_step`` against a bare loop doing the same
    updates (the same networks, losses, fused AdamW, EMA of the generator, batch drawn by index
@@ -47,7 +47,7 @@ def run_one(job: tuple[str, str, int, int | None]) -> dict:
     import tempfile
 
     import genlab
-    from genlab.eval.mode_metrics import mode_statistics
+    from genlab.eval.metrics.modes import mode_statistics
 
     cfg_path = ROOT / "configs" / f"{loss}-{data}.yaml"
     overrides = [f"trainer.seed={seed}", f"data.seed={seed}", "trainer.progress=false",

@@ -46,8 +46,9 @@ from _machine import ROOT, machine_info, version, write_results
 
 import genlab
 from genlab.config import EvalConfig
-from genlab.eval.evaluate import LIKELIHOOD_SEED
-from genlab.train.trainer import Trainer, lr_at
+from genlab.eval.heldout import LIKELIHOOD_SEED
+from genlab.train.optim import lr_at
+from genlab.train.trainer import Trainer
 
 RESULTS = ROOT / "bench" / "results" / "latent.json"
 BURDA = {"vae": 86.76, "iwae": 84.78}  # Table 1, one stochastic layer, k = 1 and k = 50 trained

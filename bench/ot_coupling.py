@@ -6,7 +6,7 @@ Prints a table and writes ``bench/results/ot_coupling.json``.
 
 1. Time per call (best-of-repeats ms, median over 3 instances; cost matrix construction included for every method) at
    B in {128, 256, 512, 1024} for d=2 (x0 ~ N(0, I), x1 = standardised two moons) and d=16
-   (x0 ~ N(0, I), x1 ~ N(1, I)). ``genlab`` is :func:`genlab.models.coupling.ot_permutation`,
+   (x0 ~ N(0, I), x1 ~ N(1, I)). ``genlab`` is :func:`genlab.models.diffusion.ot.ot_permutation`,
    ``genlab-cold`` the same without the warm-start potential, ``scipy`` is
    ``linear_sum_assignment`` on the squared-distance matrix, ``pot`` is ``ot.emd``. Every result is
    checked against scipy's optimal cost.
@@ -29,7 +29,7 @@ from _machine import machine_info, version, write_results
 from scipy.optimize import linear_sum_assignment
 from sklearn.datasets import make_moons
 
-from genlab.models.coupling import ot_permutation
+from genlab.models.diffusion.ot import ot_permutation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ot_coupling.json"
 

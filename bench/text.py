@@ -208,7 +208,7 @@ def logged_seconds(log: list[dict]) -> float:
 
 
 def held_out(run, n: int, options: dict | None = None) -> dict:
-    from genlab.eval.evaluate import held_out_nll
+    from genlab.eval.likelihood import held_out_nll
 
     model = run.model.eval()
     t0 = time.perf_counter()

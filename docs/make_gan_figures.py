@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 import genlab
-from genlab.eval.mode_metrics import mode_statistics
+from genlab.eval.metrics.modes import mode_statistics
 from genlab.eval.plots import make_grid, plot_samples, read_metrics_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

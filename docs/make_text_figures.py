@@ -116,7 +116,9 @@ def budget_figure(results: list[dict], out: Path) -> None:
                 continue
             nll = row["nll"]
             before = row.get("init_from", {}).get("steps", 0)
-            series = re.sub(r"-restart\d*$", "", name)  # a restart continues the run it started from
+            series = re.sub(
+                r"-restart\d*$", "", name
+            )  # a restart continues the run it started from
             if "init_from" in row:
                 restarted.add(series)
             by_model.setdefault(series, []).append(

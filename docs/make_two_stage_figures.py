@@ -48,7 +48,7 @@ PROMPTS = [("a thin one", 1), ("a bold one", 1), ("the digit 2", 2), ("three", 3
 def captions(run_dir: str, per_prompt: int, n_score: int) -> dict:
     """A row of samples per prompt (guidance 3, dpmpp-2m, 20 steps) and, on ``n_score`` samples of
     each, the feature classifier's agreement with the prompted digit and the mean ink."""
-    from genlab.eval.features import feature_network
+    from genlab.feature_networks import feature_network
     from genlab.models.diffusion.captions import ink
 
     run = genlab.load_run(run_dir)

@@ -23,13 +23,15 @@ from genlab.models.diffusion import (
     sigma_schedule,
 )
 from genlab.models.diffusion import parameterization as P
+from genlab.registry import SAMPLERS
 
 MU = torch.tensor([0.6, -0.4], dtype=torch.float64)
 COV = torch.tensor([[0.5, 0.3], [0.3, 0.4]], dtype=torch.float64)
 PROCESSES = ["vp-linear", "vp-cosine", "ve", "edm", "linear"]
 PARAMS = ["eps", "x0", "v", "score", "velocity", "edm"]
-DETERMINISTIC = ["euler", "heun", "ddim", "dpmpp-2m", "dopri5"]
-STOCHASTIC = ["ddpm", "euler-maruyama", "pc"]
+# every registered sampler, by its metadata: a new one joins the oracle tests when it registers
+DETERMINISTIC = [e.name for e in SAMPLERS.in_order() if e.meta["ode"]]
+STOCHASTIC = [e.name for e in SAMPLERS.in_order() if not e.meta["ode"]]
 
 
 def gaussian_denoiser(xhat: torch.Tensor, sigma):

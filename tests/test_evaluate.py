@@ -21,8 +21,9 @@ from genlab.config import EvalConfig
 from genlab.data import load
 from genlab.data.base import Dataset
 from genlab.errors import ConfigError, DataError
-from genlab.eval.evaluate import check_can_evaluate, evaluate, format_report
+from genlab.eval.evaluate import check_can_evaluate, evaluate
 from genlab.eval.metrics import metrics_for
+from genlab.eval.table import format_report
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleOption, SampleResult
 from genlab.registry import MODELS
 
@@ -367,7 +368,7 @@ def test_metric_names_are_checked_before_training(tmp_path):
 
 
 def test_a_feature_network_made_for_other_data_is_refused(digits):
-    from genlab.eval.features import feature_network
+    from genlab.feature_networks import feature_network
 
     _, info = feature_network(digits, verbose=False)  # genlab's recipe, cached for the session
     other = load("digits", n=600)

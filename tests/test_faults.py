@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlab.train import checkpoint as ckpt
+from genlab import checkpoint as ckpt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import EXEMPT, RECIPES, TINY, VARIANTS, driver_command, result, write_plan  # noqa: E402

@@ -1,4 +1,4 @@
-"""genlab.eval.features: the feature networks behind the image metrics (architecture, content hash,
+"""genlab.feature_networks: the feature networks behind the image metrics (architecture, content hash,
 training recipe, cache and its checks, the autoencoder fallback).
 
 Training uses quick variants of the recipe (far fewer steps), whose hash differs from the real
@@ -14,23 +14,22 @@ import numpy as np
 import pytest
 import torch
 
-import genlab.eval.features as feats
+import genlab.feature_networks as feats
 from genlab.data import load
 from genlab.data.base import Dataset, from_examples
 from genlab.data.images import load_image_folder
 from genlab.errors import CheckpointError, DataError
-from genlab.eval.features import (
+from genlab.feature_networks import (
     RECIPE,
-    FeatureNet,
     Recipe,
     content_hash,
-    conv_plan,
     default_cache_dir,
     describe,
     feature_network,
     fingerprint,
     load_feature_network,
 )
+from genlab.nets.features import FeatureNet, conv_plan
 
 QUICK = Recipe(min_steps=100, max_steps=100)  # ~95% on digits in a few seconds
 TINY = Recipe(min_steps=20, max_steps=20)

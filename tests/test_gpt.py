@@ -18,8 +18,9 @@ from genlab.cli import TEXT_SEPARATOR, main
 from genlab.data.base import Dataset
 from genlab.data.text import decode, encode
 from genlab.errors import ConfigError, DataError
-from genlab.models.autoregressive.gpt import GPT, GPTConfig, draw_categorical, next_token_probs
+from genlab.models.autoregressive.gpt import GPT, GPTConfig, next_token_probs
 from genlab.models.base import ModelSpec
+from genlab.models.shared import draw_categorical
 from genlab.nets.transformer import Transformer
 from genlab.train.trainer import Trainer
 
@@ -362,7 +363,7 @@ def test_weight_decay_spares_biases_and_layernorm_gains():
     # GPT-2 / nanoGPT: AdamW decays matrices and embeddings only; with zero gradients one step
     # shrinks those by lr * weight_decay and leaves every vector as it is
     from genlab.config import TrainerConfig
-    from genlab.train.trainer import make_optimizer
+    from genlab.train.optim import make_optimizer
 
     model = tiny_gpt()
     (player,) = model.players()

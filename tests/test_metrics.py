@@ -20,9 +20,11 @@ from genlab.eval.metrics import (
     evaluate_points,
     median_bandwidth,
     mmd,
+    points,
     sliced_w2,
     w2,
 )
+from genlab.eval.metrics import base as metrics_base
 from genlab.registry import METRICS
 
 NAMES = ("w2", "sliced_w2", "mmd", "energy")
@@ -106,7 +108,7 @@ def test_w2_raises_when_solver_stops_early() -> None:
 
 
 def test_w2_refuses_huge_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(M, "W2_MAX_PAIRS", 100)
+    monkeypatch.setattr(points, "W2_MAX_PAIRS", 100)
     with pytest.raises(DataError, match="sliced_w2"):
         w2(randn(11, 2, 0), randn(10, 2, 1))
 
@@ -200,7 +202,7 @@ def test_mmd_median_heuristic() -> None:
 def test_mmd_and_energy_blocks_do_not_change_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = randn(97, 3, 24), randn(61, 3, 25) + 0.5
     whole = (mmd(x, y), energy(x, y))
-    monkeypatch.setattr(M, "_BLOCK_ENTRIES", 50)  # one row per block
+    monkeypatch.setattr(metrics_base, "_BLOCK_ENTRIES", 50)  # one row per block
     assert mmd(x, y) == pytest.approx(whole[0], rel=1e-10, abs=1e-14)
     assert energy(x, y) == pytest.approx(whole[1], rel=1e-10)
 

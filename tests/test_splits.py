@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import genlab
+from genlab import checkpoint as ckpt
 from genlab.data import load, split
-from genlab.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.log_every=5"]
@@ -77,7 +77,7 @@ def test_poisoned_test_points_leave_training_and_selection_bit_identical(tmp_pat
 
 
 def test_poisoned_test_images_reach_neither_training_nor_the_feature_network(tmp_path):
-    from genlab.eval.features import fingerprint
+    from genlab.feature_networks import fingerprint
 
     ds = load("digits", val_fraction=0.0, test_fraction=0.0, n=600)
     images = np.round((ds.train.numpy()[:, 0] + 1) * 127.5).astype(np.uint8)

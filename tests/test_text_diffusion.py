@@ -21,9 +21,9 @@ from genlab.cli import TEXT_SEPARATOR, _sampling_options, main
 from genlab.data.base import Batch
 from genlab.data.text import decode
 from genlab.errors import ConfigError, DataError, GenlabError
-from genlab.models.text.bd3lm import BD3LM, BD3LMConfig
-from genlab.models.text.mdlm import MDLM, MDLMConfig, Schedule, stratified_times
-from genlab.models.text.sedd import SEDD, SEDDConfig
+from genlab.models.discrete_diffusion.bd3lm import BD3LM, BD3LMConfig
+from genlab.models.discrete_diffusion.mdlm import MDLM, MDLMConfig, Schedule, stratified_times
+from genlab.models.discrete_diffusion.sedd import SEDD, SEDDConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,17 +10,20 @@ import pytest
 import torch
 from families import TINY as RECIPES
 
+from genlab import checkpoint as ckpt
 from genlab.api import build_model, load_config, load_data
 from genlab.config import Config, DataConfig, TrainerConfig
 from genlab.data.base import Dataset
 from genlab.data.images import from_uint8
 from genlab.data.text import encode
 from genlab.errors import CheckpointError, GenlabError
+from genlab.io import load_state_dict_checked
 from genlab.models.diffusion.model import FlowMatching, FlowMatchingConfig
 from genlab.models.two_stage.stage1 import TwoStage
 from genlab.registry import MODELS
-from genlab.train import checkpoint as ckpt
-from genlab.train.trainer import EpochBatcher, Trainer, ema_decay_at, lr_at
+from genlab.train.batching import EpochBatcher
+from genlab.train.optim import ema_decay_at, lr_at
+from genlab.train.trainer import Trainer
 
 
 def small_setup(tmp_path, name="run", steps=30, coupling="independent", **trainer):
@@ -276,7 +279,7 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
     tensors, _ = ckpt.load_checkpoint(tr.checkpoint_dir, 5)
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     with pytest.raises(CheckpointError, match=r"net\.net\.0\.weight.*\(16, 34\).*\(8, 34\)"):
-        ckpt.load_state_dict_checked(other, state, "test")
+        load_state_dict_checked(other, state, "test")
 
 
 def test_metrics_logs_are_written(tmp_path):

@@ -20,6 +20,7 @@ import torch
 from families import TINY, stage1_run
 
 import genlab
+from genlab import checkpoint as ckpt
 from genlab.api import Run, build_model, load_data
 from genlab.data.base import Batch, Dataset
 from genlab.errors import ConfigError, DataError
@@ -28,7 +29,6 @@ from genlab.models.diffusion.model import Diffusion, DiffusionConfig
 from genlab.models.two_stage import LDMConfig, PriorConfig
 from genlab.models.two_stage.stage1 import stage1_record
 from genlab.registry import MODELS
-from genlab.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 

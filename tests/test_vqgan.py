@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import genlab.feature_networks as feats
 from genlab.config import Config, TrainerConfig
 from genlab.data.base import Batch, Dataset
 from genlab.errors import ConfigError
-from genlab.eval import features as feats
-from genlab.models import adversarial
-from genlab.models.adversarial import hinge_d_loss, hinge_g_loss, perceptual_recipe
-from genlab.models.kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
-from genlab.models.vqgan import VQGAN, VQGANConfig
+from genlab.models.autoencoders import adversarial
+from genlab.models.autoencoders.adversarial import hinge_d_loss, hinge_g_loss, perceptual_recipe
+from genlab.models.autoencoders.kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
+from genlab.models.autoencoders.vqgan import VQGAN, VQGANConfig
 from genlab.train.trainer import Trainer
 
 SHAPE = (1, 8, 8)
@@ -258,7 +258,7 @@ def test_a_run_with_the_perceptual_term_resumes_bit_identically(tmp_path, monkey
     # the perceptual network is trained when a fresh run starts and then travels in checkpoints:
     # a run stopped at step 6 and resumed reaches the uninterrupted run's weights exactly
     import genlab
-    from genlab.train import checkpoint as ckpt
+    from genlab import checkpoint as ckpt
 
     monkeypatch.setattr(adversarial, "PERCEPTUAL_RECIPE", perceptual_recipe(quick()))
     args = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.steps=12",

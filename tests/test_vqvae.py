@@ -8,7 +8,7 @@ import torch
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.vqvae import VQVAE, VQVAEConfig
+from genlab.models.autoencoders.vqvae import VQVAE, VQVAEConfig
 
 
 def make(shape, **kw) -> VQVAE:

@@ -37,8 +37,8 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(plan_path: str) -> int:
+    from genlab import checkpoint as ckpt
     from genlab import cli
-    from genlab.train import checkpoint as ckpt
     from genlab.train import distributed
 
     plan = json.loads(Path(plan_path).read_text())

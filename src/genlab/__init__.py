@@ -4,20 +4,10 @@ with the same metrics, through one API."""
 __version__ = "0.1.0"
 
 from genlab import models as _models  # noqa: F401  (registers the families)
-from genlab.api import (
-    Run,
-    build_model,
-    evaluate,
-    evaluate_run,
-    features,
-    load_config,
-    load_data,
-    load_run,
-    reflow,
-    train,
-)
+from genlab.api import evaluate, evaluate_run, features, reflow, train
 from genlab.config import Config
 from genlab.errors import GenlabError
+from genlab.runs import Run, build_model, load_config, load_data, load_run
 
 __all__ = [
     "Config",

@@ -11,104 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from genlab import config as config_mod
+from genlab import checkpoint as ckpt
 from genlab.config import Config, EvalConfig
 from genlab.data.base import Dataset
-from genlab.errors import CheckpointError, ConfigError, DataError
-from genlab.eval.evaluate import check_can_evaluate, format_report
+from genlab.errors import ConfigError, DataError
+from genlab.eval.evaluate import EvalReport, check_can_evaluate
 from genlab.eval.evaluate import evaluate as evaluate_model
-from genlab.models.base import GenerativeModel, ModelSpec
-from genlab.registry import DATASETS, MODELS
-from genlab.train import checkpoint as ckpt
+from genlab.eval.table import format_report
+from genlab.io import atomic_write_bytes, load_state_dict_checked
+from genlab.registry import DATASETS
+from genlab.runs import Run, build_model, load_config, load_data, load_run
 from genlab.train import distributed
 from genlab.train.trainer import Trainer, TrainResult
-
-
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, *, saved: bool = False
-) -> Config:
-    """A :class:`Config` from a YAML file (or the defaults) and ``key=value`` overrides
-    (``saved``: a run's own ``config.yaml``, see :func:`genlab.config.load`)."""
-    return config_mod.load(path, overrides, saved=saved)
-
-
-def load_data(cfg: Config) -> Dataset:
-    """The dataset a config names (``data.path`` wins over ``data.name``)."""
-    from genlab.data import load
-
-    d = cfg.data
-    fractions = {"val_fraction": d.val_fraction, "test_fraction": d.test_fraction}
-    if d.path is not None:
-        ds = load(path=d.path, seed=d.seed, **fractions, **d.options)
-    else:
-        ds = load(d.name, n=d.n, seed=d.seed, **fractions, **d.options)
-    if d.pairs is None:
-        return ds
-    pairs = load(path=d.pairs, seed=d.seed, **fractions)
-    if pairs.noise_train is None:
-        raise DataError(
-            f"data.pairs={d.pairs!r} has no 'noise' array (write it with genlab reflow)"
-        )
-    if pairs.shape != ds.shape:
-        raise DataError(f"data.pairs holds examples of shape {pairs.shape}, the data {ds.shape}")
-    return dataclasses.replace(
-        ds, train=pairs.train, val=pairs.val, test=pairs.test, labels_train=pairs.labels_train,
-        labels_val=pairs.labels_val, labels_test=pairs.labels_test, noise_train=pairs.noise_train,
-        noise_val=pairs.noise_val, noise_test=pairs.noise_test,
-    )  # fmt: skip
-
-
-def build_model(
-    cfg: Config, spec_or_dataset: ModelSpec | Dataset, *, resume: bool = False
-) -> GenerativeModel:
-    """A fresh model of ``cfg``'s family for the dataset's shape (or a saved spec): both carry
-    ``shape`` and ``num_classes``, and for text the vocabulary. Data of a kind the family does not
-    model (text for a flow, points for a GPT) is a :class:`DataError`.
-
-    For a dataset (a model to train on it), the family first binds its config to the data
-    (:meth:`~genlab.models.base.GenerativeModel.bind`: a second stage loads and checks its stage-1
-    run), ``cfg.model`` becomes the bound config (what the run saves), and unless ``resume`` the
-    model is initialized from the data (:meth:`~genlab.models.base.GenerativeModel.initialize`).
-    A saved spec rebuilds the model from the config alone."""
-    src = spec_or_dataset
-    cls = MODELS.get(cfg.family)
-    if isinstance(src, Dataset):
-        if src.kind not in cls.data_kinds:
-            raise DataError(
-                f"{cfg.family} models train on {' or '.join(cls.data_kinds)}, and the data "
-                f"{src.name!r} holds {src.kind}"
-            )
-        cfg.model = cls.bind(cfg.model, src, resume=resume)
-        model = cls.from_config(cfg.model, src.shape, src.num_classes, src.meta.get("vocab"))
-        if not resume:
-            model.initialize(src)
-        return model
-    return cls.from_config(cfg.model, src.shape, src.num_classes, src.vocab)
-
-
-@dataclass
-class Run:
-    """A run directory with its config and model (carrying the EMA weights when there are any)."""
-
-    dir: Path
-    config: Config
-    model: GenerativeModel
-    step: int
-    _dataset: Dataset | None = field(default=None, repr=False)
-    checkpoint: Path | None = None  # the checkpoint file the weights came from
-    sha256: str | None = None  # its sha256 (hex), verified on loading
-
-    @property
-    def dataset(self) -> Dataset:
-        if self._dataset is None:
-            self._dataset = load_data(self.config)
-        return self._dataset
 
 
 def train(
@@ -140,7 +59,7 @@ def train(
         model.resolve_options(cfg.eval.options)
     if cfg.trainer.init_from and not resume:
         teacher = load_run(cfg.trainer.init_from, device="cpu").model
-        ckpt.load_state_dict_checked(
+        load_state_dict_checked(
             model, teacher.state_dict(), f"trainer.init_from={cfg.trainer.init_from}"
         )
     trainer = Trainer(model, dataset, cfg, run_dir, evaluate_fn=_periodic_eval)
@@ -196,7 +115,7 @@ def _periodic_eval(trainer: Trainer) -> dict[str, float]:
     )  # fmt: skip
     report = evaluate_model(trainer.model, data, quick, keep_samples=True)
     _plot_samples(trainer.run_dir / "samples" / f"step_{trainer.step:07d}.png", report)
-    out = {f"eval_{k}": v["value"] for k, v in report["metrics"].items()}
+    out = {f"eval_{k}": v["value"] for k, v in report.metrics.items()}
     modes = out.get("eval_modes_covered")
     if modes is not None:
         seen = trainer.eval_history.setdefault("modes_covered", [])
@@ -211,68 +130,24 @@ def _periodic_eval(trainer: Trainer) -> dict[str, float]:
     return out
 
 
-def _plot_samples(path: Path, report: dict[str, Any]) -> None:
+def _plot_samples(path: Path, report: EvalReport) -> None:
     from genlab.eval.plots import plot_image_grid, plot_samples
 
-    x = report.get("_samples")
+    x = report.samples
     if x is None:
         return
     if x.dim() == 2:
-        plot_samples(x, report["_reference"], path=path, title=_title(report))
+        plot_samples(x, report.reference, path=path, title=_title(report))
     elif x.dim() == 4:
         plot_image_grid(x[:64].clamp(-1, 1), path=path)
 
 
-def _title(report: dict[str, Any]) -> str:
-    w2 = report["metrics"].get("w2", {}).get("value")
+def _title(report: EvalReport) -> str:
+    w2 = report.metrics.get("w2", {}).get("value")
     w2s = f", W2 {w2:.3f}" if w2 is not None else ""
-    sampler = report.get("options", {}).get("sampler")
+    sampler = (report.options or {}).get("sampler")
     how = f"{sampler}, " if sampler else ""
-    return f"{report['family']}: {how}NFE {report.get('nfe', 0):.0f}{w2s}"
-
-
-def load_run(
-    run_dir: str | Path,
-    *,
-    ema: bool = True,
-    device: str | torch.device = "cpu",
-    checkpoint: str | int = "auto",
-) -> Run:
-    """Rebuild a trained model from its run directory alone: its config and a checkpoint
-    (``"auto"``: the best by validation loss when validation was tracked, else the newest good one;
-    ``"last"``, ``"best"`` or a step number)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory not found: {run_dir}")
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a genlab run: it has no config.yaml")
-    cfg = load_config(cfg_path, saved=True)
-    directory = run_dir / "checkpoints"
-    if checkpoint == "auto":
-        has_best = ckpt.checkpoint_paths(directory, ckpt.BEST)[1].is_file()
-        checkpoint = ckpt.BEST if has_best else "last"
-    if checkpoint == "last":
-        found = ckpt.load_latest(directory)
-    else:
-        found = ckpt.load_checkpoint(directory, checkpoint)
-    if found is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet (checkpoints/ is empty)")
-    tensors, meta = found
-    spec = ModelSpec.from_dict(meta["spec"])
-    model = build_model(cfg, spec)
-    prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if prefix == "ema.":  # buffers are not averaged: take them from the raw weights
-        for k, v in tensors.items():
-            if k.startswith("model.") and k[6:] not in state:
-                state[k[6:]] = v
-    ckpt.load_state_dict_checked(model, state, f"{run_dir} step {meta['step']}")
-    model.to(device).eval()
-    return Run(
-        run_dir, cfg, model, int(meta["step"]), checkpoint=directory / meta["weights"],
-        sha256=meta["sha256"],
-    )  # fmt: skip
+    return f"{report.family}: {how}NFE {report.nfe or 0:.0f}{w2s}"
 
 
 def load_reference(path: str | Path, like: Dataset) -> Dataset:
@@ -320,16 +195,15 @@ def evaluate_run(
         run.model, run.dataset, cfg, held_out=held_out, features=features, keep_samples=True
     )
     if fid is not None:
-        report["inception_fid"] = inception_fid(fid, report["_samples"], report["_reference"])
+        report.inception_fid = inception_fid(fid, report.samples, report.reference)
     if write:
         _plot_samples(run.dir / "samples.png", report)
         if run.model.spec.shape == (2,):
             _plot_paths(run, cfg)
-    report.pop("_samples", None)
-    report.pop("_reference", None)
+    record = report.to_dict()
     if write:
-        (run.dir / "metrics.json").write_text(json.dumps(report, indent=1))
-    return report
+        atomic_write_bytes(run.dir / "metrics.json", json.dumps(record, indent=1).encode())
+    return record
 
 
 def _plot_paths(run: Run, cfg: EvalConfig) -> None:
@@ -356,7 +230,7 @@ def features(data: str | Path | Dataset, *, train_if_missing: bool = True):
     folder, or a Dataset): trained with genlab's fixed recipe on first use, then taken from the
     cache by the data's content hash. Returns its record (kind, held-out accuracy, hash, path)."""
     from genlab.data import load
-    from genlab.eval.features import feature_network
+    from genlab.feature_networks import feature_network
 
     if not isinstance(data, Dataset):
         if str(data) in DATASETS:

@@ -311,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
     import genlab
-    from genlab.eval.evaluate import format_report
+    from genlab.eval.table import format_report
 
     for k in ("n", "seeds", "steps"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
@@ -359,7 +359,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dataclasses.asdict(info), indent=1, default=str))
     else:
-        from genlab.eval.features import describe
+        from genlab.feature_networks import describe
 
         print(describe(info))
     return 0

@@ -30,15 +30,18 @@ class Registry(Generic[T]):
     >>> SAMPLERS.get("eulr")  # UnknownNameError: unknown sampler 'eulr'; did you mean 'euler'?
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, on_register: Callable[[str, Any], None] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._on_register = on_register  # what registering does to the object besides listing it
 
     def register(self, name: str, obj: T | None = None, *, help: str = "", **meta: Any) -> Any:
         def add(o: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             doc = help or (getattr(o, "__doc__", None) or "").strip().split("\n")[0]
+            if self._on_register is not None:
+                self._on_register(name, o)
             self._entries[name] = Entry(name, o, doc, dict(meta))
             return o
 
@@ -76,8 +79,22 @@ class Registry(Generic[T]):
 
 
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
-MODELS: Registry[Callable[..., Any]] = Registry("model")
+
+
+def _name_family(name: str, cls: Any) -> None:
+    """A family's name is written once, where it is registered: the class gets it as ``family``."""
+    if "family" in vars(cls):
+        raise ValueError(
+            f"{cls.__name__} sets family = {vars(cls)['family']!r}; the name it is registered "
+            f"under ({name!r}) is its family"
+        )
+    cls.family = name
+
+
+MODELS: Registry[Callable[..., Any]] = Registry("model", on_register=_name_family)
 SAMPLERS: Registry[Callable[..., Any]] = Registry("sampler")
+#: samplers of the discrete-diffusion text families (meta ``families``: the families that take them)
+TEXT_SAMPLERS: Registry[Any] = Registry("text sampler")
 METRICS: Registry[Callable[..., Any]] = Registry("metric")
 NETS: Registry[Callable[..., Any]] = Registry("backbone")
 PROCESSES: Registry[Callable[..., Any]] = Registry("process")  # diffusion noise processes
@@ -86,6 +103,7 @@ ALL = {
     "datasets": DATASETS,
     "models": MODELS,
     "samplers": SAMPLERS,
+    "text samplers": TEXT_SAMPLERS,
     "processes": PROCESSES,
     "metrics": METRICS,
     "backbones": NETS,

@@ -15,7 +15,7 @@ becomes a reason on the run's row, and the report is always written):
 - ``samples.png`` (written by ``genlab eval``), or, for text models, a few hundred characters
   sampled from the run's weights when the report is made (``sample_text=False`` skips it).
 - with ``nfe=True`` (the CLI's default), for models sampled by a solver with a ``steps`` option:
-  quality against NFE (:func:`quality_vs_nfe`), measured from the weights when the report is made.
+  quality against NFE (:func:`genlab.eval.probes.quality_vs_nfe`), measured from the weights when the report is made.
 
 A metric a run does not have is shown as "n/a" when the run was evaluated (``genlab eval`` computes
 every metric that applies to the family and data kind, so what it left out does not apply: a GAN's
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from genlab.eval.probes import NFE_METRIC, quality_vs_nfe, sample_text
 
 # metrics of each data kind (for "n/a" against "—"): the metric registry's own kinds
 _LIKELIHOOD = "nll"
@@ -74,7 +76,7 @@ class RunRow:
 def read_run(path: str | Path, *, sample_text: bool = True, nfe: bool = False) -> RunRow:
     """Everything the report needs from a run directory; problems are recorded, never raised.
     ``nfe``: also measure quality against NFE for models with fixed-step samplers
-    (:func:`quality_vs_nfe`)."""
+    (:func:`genlab.eval.probes.quality_vs_nfe`)."""
     path = Path(path)
     row = RunRow(path=path, name=path.name or str(path))
     if not path.is_dir():
@@ -97,43 +99,6 @@ def read_run(path: str | Path, *, sample_text: bool = True, nfe: bool = False) -
         except Exception as e:  # the report is always written
             row.problems.append(f"quality against NFE failed: {_short(e)}")
     return row
-
-
-NFE_METRIC = {"points": "w2", "images": "fd"}  # what quality against NFE is measured with
-NFE_SAMPLERS = ("euler", "heun", "dpmpp-2m")  # fixed-step samplers, where the model has them
-NFE_STEPS = (2, 4, 8, 16, 32)
-
-
-def quality_vs_nfe(
-    path: str | Path, steps: tuple[int, ...] = NFE_STEPS, n: int | None = None
-) -> dict[str, list[tuple[float, float]]]:
-    """For a model sampled by an ODE/SDE solver (one with a ``steps`` option): the metric of
-    :data:`NFE_METRIC` (W2 for points, FD for images; one seed of ``n`` samples, 1,000 points or
-    300 images) at each step count, for each of :data:`NFE_SAMPLERS` the model takes:
-    ``{sampler: [(NFE, metric), ...]}``; empty for other families."""
-    from genlab.api import load_run
-    from genlab.config import EvalConfig
-    from genlab.errors import GenlabError
-    from genlab.eval.evaluate import evaluate
-
-    run = load_run(path)
-    model, ds = run.model, run.dataset
-    if "steps" not in model.options({}) or ds.kind not in NFE_METRIC:
-        return {}
-    metric = NFE_METRIC[ds.kind]
-    n = n or (1000 if ds.kind == "points" else 300)
-    out: dict[str, list[tuple[float, float]]] = {}
-    for sampler in NFE_SAMPLERS:
-        try:
-            model.resolve_options({"sampler": sampler})
-        except GenlabError:
-            continue  # a sampler this family does not take
-        for k in steps:
-            cfg = EvalConfig(n=n, seeds=1, metrics=[metric], floor=False, nll=False,
-                             options={"sampler": sampler, "steps": k})  # fmt: skip
-            rep = evaluate(model, ds, cfg)
-            out.setdefault(sampler, []).append((float(rep["nfe"]), rep["metrics"][metric]["value"]))
-    return out
 
 
 def _read_config(row: RunRow) -> None:
@@ -182,7 +147,7 @@ def _read_metrics(row: RunRow) -> None:
             row.metrics[name] = entry
     nll = report.get("nll")
     if isinstance(nll, dict) and _number(nll.get("nats")) is not None:
-        from genlab.eval.evaluate import NLL_UNITS, nll_unit
+        from genlab.eval.likelihood import NLL_UNITS, nll_unit
 
         per = nll_unit(nll)
         kind = str(nll.get("kind", "exact"))
@@ -227,17 +192,7 @@ def _stopped_early(row: RunRow) -> bool:
 
 def _sample_text(row: RunRow, chars: int = 300) -> str | None:
     try:
-        import torch
-
-        from genlab.api import load_run
-        from genlab.data.text import decode
-
-        run = load_run(row.path)
-        opts = run.model.options({})
-        kw = {"length": chars} if "length" in opts else {}
-        out = run.model.sample(2, generator=torch.Generator().manual_seed(0), **kw)
-        vocab = run.model.spec.vocab
-        return "\n\n".join(decode(x, vocab) for x in out.x)
+        return sample_text(row.path, chars)
     except Exception as e:  # the report is always written: a run that cannot sample says why
         row.problems.append(f"could not sample text: {_short(e)}")
         return None

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.data.base import Dataset, from_examples, require_file
+from genlab.data.base import Dataset, check_labels, from_examples, require_file
+from genlab.data.images import from_uint8
 from genlab.errors import DataError
 
 IMAGE_KEYS = ("images", "x")  # .npz keys looked for first
@@ -194,8 +195,6 @@ def _points_or_images(
     source: str | None = None,
 ) -> Dataset:
     if arr.dtype == np.uint8 and arr.ndim in (3, 4):
-        from genlab.data.images import from_uint8  # images imports this module
-
         return from_uint8(
             arr,
             labels,
@@ -293,32 +292,6 @@ def check_finite(arr: np.ndarray, source: str) -> None:
             f"{source}: {int(bad.sum())} value(s) are NaN or infinite; the first is at index "
             f"{first if len(first) > 1 else first[0]} ({arr[first]})"
         )
-
-
-MAX_CLASSES = 100_000  # a class embedding of this many rows is still small
-
-
-def check_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:
-    """Labels as int64 ``(N,)``: class indices ``0..K-1``, one per example. ``K = max + 1`` may
-    not exceed the number of examples nor :data:`MAX_CLASSES`: sparse ids such as 10⁹ are refused
-    with a hint to renumber them, rather than sizing a class embedding by them (up to 1,000
-    classes are always accepted)."""
-    labels = np.asarray(labels)
-    if labels.shape != (n,) or labels.dtype.kind not in "iu" or (n and labels.min() < 0):
-        raise DataError(
-            f"{source}: labels must be {n} non-negative integers, got dtype {labels.dtype} and "
-            f"shape {tuple(labels.shape)}"
-        )
-    if n:
-        k = int(labels.max()) + 1
-        if k > MAX_CLASSES or (k > 1000 and k > n):
-            distinct = len(np.unique(labels))
-            raise DataError(
-                f"{source}: labels must be class indices 0..K-1; the largest is {k - 1:,}, which "
-                f"would make {k:,} classes for {n:,} examples ({distinct} distinct labels); "
-                "renumber them, e.g. np.unique(labels, return_inverse=True)[1]"
-            )
-    return labels.astype(np.int64)
 
 
 def _unreadable(path: Path, e: ValueError) -> DataError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from genlab.errors import DataError
@@ -50,7 +51,7 @@ class TrueDistribution:
     def modes(self) -> tuple[torch.Tensor, float] | None:
         """For an equal-weight mixture of isotropic Gaussians with a common std: its centres
         ``(K, dim)`` (float64) and that std, in data units, as the mode-collapse metrics need
-        (:mod:`genlab.eval.mode_metrics`); None for any other law."""
+        (:mod:`genlab.eval.metrics.modes`); None for any other law."""
         return None
 
 
@@ -269,3 +270,29 @@ def asset(relpath: str, sha256: str) -> Path:
             "reinstall genlab"
         )
     return path
+
+
+MAX_CLASSES = 100_000  # a class embedding of this many rows is still small
+
+
+def check_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:
+    """Labels as int64 ``(N,)``: class indices ``0..K-1``, one per example. ``K = max + 1`` may
+    not exceed the number of examples nor :data:`MAX_CLASSES`: sparse ids such as 10⁹ are refused
+    with a hint to renumber them, rather than sizing a class embedding by them (up to 1,000
+    classes are always accepted)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu" or (n and labels.min() < 0):
+        raise DataError(
+            f"{source}: labels must be {n} non-negative integers, got dtype {labels.dtype} and "
+            f"shape {tuple(labels.shape)}"
+        )
+    if n:
+        k = int(labels.max()) + 1
+        if k > MAX_CLASSES or (k > 1000 and k > n):
+            distinct = len(np.unique(labels))
+            raise DataError(
+                f"{source}: labels must be class indices 0..K-1; the largest is {k - 1:,}, which "
+                f"would make {k:,} classes for {n:,} examples ({distinct} distinct labels); "
+                "renumber them, e.g. np.unique(labels, return_inverse=True)[1]"
+            )
+    return labels.astype(np.int64)

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.data.arrays import check_labels
-from genlab.data.base import Dataset, asset, from_examples, require_file
+from genlab.data.base import Dataset, asset, check_labels, from_examples, require_file
 from genlab.errors import DataError
 from genlab.registry import DATASETS
 

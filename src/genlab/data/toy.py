@@ -384,7 +384,7 @@ class TwentyFiveGaussians(_GaussianMixture):
 
 # The two data sets of the mode-collapse protocol (VEEGAN, Srivastava et al. 2017, sec. 5.1;
 # PacGAN, Lin et al. 2018, sec. 5, Tables 1-2; parameters as in PacGAN's released configs), scored
-# by the metrics of genlab.eval.mode_metrics, which read the centres and std from `modes()`.
+# by the metrics of genlab.eval.metrics.modes, which read the centres and std from `modes()`.
 
 
 @_toy("ring", help="8 Gaussians on the unit circle, std 0.01 (VEEGAN/PacGAN 2D-ring protocol)")

@@ -27,24 +27,35 @@ Which real examples (``eval.split``; the report's ``"split"`` and every figure's
   examples, the reference at the held-out ones, and the report says so.
 
 Images are compared in the feature space of a network genlab trains on the run's data and caches
-by the data's content hash (:mod:`genlab.eval.features`); its hash and held-out accuracy are in
+by the data's content hash (:mod:`genlab.feature_networks`); its hash and held-out accuracy are in
 the report. The report's schema is documented in ``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from genlab.config import EvalConfig
 from genlab.data.base import Dataset
-from genlab.errors import DataError
+from genlab.errors import CheckpointError, DataError
+from genlab.eval.heldout import (
+    FLOOR_SEED,
+    REFERENCE_SEED,
+    SPLIT_NAMES,
+    RealSets,
+    all_examples,
+    content_sha256,
+    held_out_examples,
+    real_sets,
+    split_of,
+)
+from genlab.eval.likelihood import held_out_nll
 from genlab.eval.metrics import (
     NEEDS,
     Comparison,
@@ -53,92 +64,14 @@ from genlab.eval.metrics import (
     get_metric,
     metrics_for,
 )
+from genlab.eval.table import format_report
 from genlab.models.base import GenerativeModel
+from genlab.runs import load_run
 
 SCHEMA = 1
-REFERENCE_SEED = 1_000_003  # reference draws never share a seed with model samples
-FLOOR_SEED = 2_000_003
 METRIC_SEED = 3_000_017  # randomised metrics (sliced W2 directions, KID subsets): the same for
 # the model and its floor, so the two are compared on equal terms
-LIKELIHOOD_SEED = 4_000_037
 IMAGE_BATCH = 500  # images sampled per call (the U-Net's activations bound the memory)
-
-
-@dataclass
-class RealSets:
-    """Real examples to compare with. The reference is held out from training (the test split, the
-    validation split, or the data given); the floor's examples are training examples, so the floor is what a
-    model that reproduced its training data would score against the same reference, and a model
-    that memorises cannot beat it. ``(N, *shape)`` tensors with their labels."""
-
-    reference: torch.Tensor
-    reference_labels: torch.Tensor | None
-    floor: torch.Tensor
-    floor_labels: torch.Tensor | None
-    reference_what: str
-    floor_what: str
-
-
-SPLIT_NAMES = {"test": "test split", "val": "validation split"}
-
-
-def split_of(dataset: Dataset, held_out: Dataset | None, split: str = "test") -> str:
-    """What an evaluation's figures are measured on: ``"file"`` (data given with ``--data``),
-    ``"fresh"`` (new draws of a known law), else ``split`` (``"test"`` or ``"val"``)."""
-    if held_out is not None:
-        return "file"
-    if dataset.true is not None:
-        return "fresh"
-    if split not in SPLIT_NAMES:
-        raise DataError(f"eval.split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
-    return split
-
-
-def held_out_examples(
-    dataset: Dataset, held_out: Dataset | None, split: str = "test"
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The real examples an evaluation reports on (and its labels): all of ``held_out`` when
-    given, else the run's ``split`` (for a known law: its validation split, the only one it has;
-    the sample metrics and the likelihood draw fresh points instead)."""
-    if held_out is not None:
-        return all_examples(held_out)
-    if dataset.true is not None:
-        return dataset.part("val")
-    return dataset.part(split_of(dataset, None, split))
-
-
-def real_sets(dataset: Dataset, held_out: Dataset | None, split: str = "test") -> RealSets | None:
-    """The real examples of an evaluation (None: fresh draws of a known law instead)."""
-    where = split_of(dataset, held_out, split)
-    if where == "fresh":
-        return None
-    ref, ref_labels = held_out_examples(dataset, held_out, split)
-    if where == "file":
-        what = f"held-out data {held_out.name!r}"
-    else:
-        what = f"the {SPLIT_NAMES[where]} of {dataset.name!r}"
-    train = f"training examples of {dataset.name!r}"
-    return RealSets(ref, ref_labels, dataset.train, dataset.labels_train, what, train)
-
-
-def all_examples(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Every example of ``ds`` (train, validation and test parts) with their labels."""
-    parts = [p for p in (ds.train, ds.val, ds.test) if len(p)]
-    x = torch.cat(parts) if len(parts) > 1 else ds.train
-    if ds.labels_train is None:
-        return x, None
-    labels = [
-        lab for p, lab in ((ds.train, ds.labels_train), (ds.val, ds.labels_val),
-                           (ds.test, ds.labels_test)) if len(p)
-    ]  # fmt: skip
-    return x, (torch.cat(labels) if len(labels) > 1 else ds.labels_train)
-
-
-def content_sha256(x: torch.Tensor) -> str:
-    """sha256 (hex) of a tensor's values as little-endian bytes of its dtype: the identity of a
-    held-out set given with ``--data``, written beside every figure measured on it."""
-    t = x.detach().to("cpu").contiguous()
-    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
 
 
 def set_sizes(cfg: EvalConfig, real: RealSets | None) -> int:
@@ -149,6 +82,63 @@ def set_sizes(cfg: EvalConfig, real: RealSets | None) -> int:
         return cfg.n
     n = min(cfg.n, len(real.reference))
     return min(n, len(real.floor)) if cfg.floor else n
+
+
+@dataclass
+class EvalReport(Mapping[str, Any]):
+    """One evaluation, built field by field and read as the ``metrics.json`` mapping it serialises
+    to (:meth:`to_dict`; ``docs/metrics.md`` documents the schema). ``samples`` and ``reference``
+    (the first seed's samples and real examples, for plots) are never serialised."""
+
+    family: str
+    data: dict[str, Any]
+    split: str
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    features: dict[str, Any] | None = None  # the feature network that image metrics used
+    # what the samples were drawn with and compared to (present when the model was sampled)
+    options: dict[str, Any] | None = None
+    n: int | None = None
+    seeds: int | None = None
+    reference_what: str | None = None
+    note: str | None = None
+    nfe: float | None = None  # mean function evaluations per sample, with the timings below
+    seconds: dict[str, float] | None = None
+    floor: str | None = None  # what the real-data floor compared (None: no floor)
+    nll: dict[str, Any] | None = None
+    inception_fid: float | None = None
+    schema: int = SCHEMA
+    samples: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    reference: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` record (keys in the order a reader meets them)."""
+        out: dict[str, Any] = {
+            "schema": self.schema, "family": self.family, "data": self.data, "split": self.split,
+            "metrics": self.metrics,
+        }  # fmt: skip
+        if self.features is not None:
+            out["features"] = self.features
+        if self.options is not None:
+            out.update(options=self.options, n=self.n, seeds=self.seeds)
+            out["reference"] = self.reference_what
+        if self.note is not None:
+            out["note"] = self.note
+        if self.nfe is not None:
+            out.update(nfe=self.nfe, seconds=self.seconds, floor=self.floor)
+        if self.nll is not None:
+            out["nll"] = self.nll
+        if self.inception_fid is not None:
+            out["inception_fid"] = self.inception_fid
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
 
 
 def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) -> None:
@@ -186,26 +176,21 @@ def evaluate(
     features: Any = None,
     keep_samples: bool = False,
     verbose: bool = False,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Sample-based metrics with their floors and, where the model has one, the held-out
     likelihood; see the module docstring. ``held_out``: the reference data instead of the run's
-    own. ``features``: a ``(network, info)`` pair from :mod:`genlab.eval.features` (images;
+    own. ``features``: a ``(network, info)`` pair from :mod:`genlab.feature_networks` (images;
     default: ``eval.features`` or genlab's cached network for ``dataset``). Returns the report
-    (the ``metrics.json`` schema); with ``keep_samples`` also ``_samples``/``_reference`` of the
-    first seed, for plots."""
+    (read as the ``metrics.json`` mapping); with ``keep_samples`` its ``samples`` and
+    ``reference`` are the first seed's, for plots."""
     model.eval()
     ref_data = held_out if held_out is not None else dataset
     where = split_of(dataset, held_out, cfg.split)
-    report: dict[str, Any] = {
-        "schema": SCHEMA,
-        "family": model.family,
-        "data": {"name": ref_data.name, "kind": ref_data.kind, "shape": list(model.spec.shape)},
-        "split": where,
-        "metrics": {},
-    }
+    data = {"name": ref_data.name, "kind": ref_data.kind, "shape": list(model.spec.shape)}
+    report = EvalReport(model.family, data, where)
     if held_out is not None:
         _check_same_kind(model, dataset, held_out)
-        report["data"]["sha256"] = content_sha256(all_examples(held_out)[0])
+        data["sha256"] = content_sha256(all_examples(held_out)[0])
     own = held_out_examples(dataset, held_out, cfg.split)
     if where in SPLIT_NAMES and len(own[0]) == 0:
         raise DataError(
@@ -215,7 +200,7 @@ def evaluate(
             + (", or on the validation split with --split val" if where == "test" else "")
         )
     if not model.can_sample:  # not a generative model (a noise classifier): its own figures
-        report["metrics"] = _with_split(model.report(*own), where)
+        report.metrics = _with_split(model.report(*own), where)
         return report
     opts = model.resolve_options(cfg.options)  # an unknown option fails before any work
     model.resolve_likelihood_options(cfg.nll_options)
@@ -225,7 +210,7 @@ def evaluate(
     wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
     if kind == "images" and (wanted is None or any("features" in m.needs for m in wanted)):
         fnet, finfo = features if features is not None else _feature_network(dataset, cfg)
-        report["features"] = _describe_features(finfo)
+        report.features = _describe_features(finfo)
     available = _available(model, opts, fnet, finfo)
     score = None
     if cfg.scorer:
@@ -238,17 +223,11 @@ def evaluate(
     n = set_sizes(cfg, real)
     if records and n < 2:
         raise DataError(f"{n} real example(s) to compare samples with: too few (at least 2)")
-    report.update(
-        {
-            "options": _json_options(model, opts),
-            "n": n,
-            "seeds": cfg.seeds,
-            "reference": "fresh draws of the true law" if real is None else real.reference_what,
-        }
-    )
+    report.options, report.n, report.seeds = _json_options(model, opts), n, cfg.seeds
+    report.reference_what = "fresh draws of the true law" if real is None else real.reference_what
     if real is not None and n < cfg.n:
         fix = "give more data" if where == "file" else f"raise data.{where}_fraction"
-        report["note"] = (
+        report.note = (
             f"n capped at {n}: {len(real.reference)} held-out examples to compare with and "
             f"{len(real.floor)} training examples for the floor ({fix}, or give a larger "
             "held-out set with --data)"
@@ -257,15 +236,15 @@ def evaluate(
     if records or (keep_samples and kind != "tokens" and n > 0):  # (samples for plots)
         first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report, score)
     if cfg.nll and model.has_log_prob:
-        report["nll"] = held_out_nll(
+        report.nll = held_out_nll(
             model, dataset, held_out, cfg.nll_n, cfg.nll_options, split=cfg.split
         )
     own_split = "val" if where == "fresh" else where  # (a known law's own figures: validation)
-    report["metrics"].update(_with_split(model.report(*own), own_split))
-    for entry in report["metrics"].values():
+    report.metrics.update(_with_split(model.report(*own), own_split))
+    for entry in report.metrics.values():
         entry.setdefault("split", where)
     if keep_samples and first is not None:
-        report["_samples"], report["_reference"] = first
+        report.samples, report.reference = first
     if verbose:
         print(format_report(report))
     return report
@@ -281,7 +260,7 @@ def _sample_metrics(
     records: list[Metric],
     n: int,
     fnet: Any,
-    report: dict[str, Any],
+    report: EvalReport,
     score: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample, score and fill ``report`` (metrics with floors, NFE, timings); returns the first
@@ -304,7 +283,7 @@ def _sample_metrics(
         ref, floor, floor_i = _real_draws(dataset, real, n, seed, cfg.floor, x.shape[-1])
         seen = model.observed(ref, torch.Generator().manual_seed(REFERENCE_SEED + seed))
         if seen is not ref and seed == 0:  # a binary model sees binarized images, say
-            report["reference"] += (
+            report.reference_what += (
                 " as the model represents data (model.observed, e.g. binarized), the floor too"
             )
         ref = seen
@@ -342,15 +321,14 @@ def _sample_metrics(
             if floor_c is not None and ("labels" not in rec.needs or floor_c.labels_x is not None):
                 floors[rec.name].append(_value(rec(floor_c))[0])
         seconds["metrics"] += time.perf_counter() - t0
-    report["nfe"] = statistics.mean(nfes)
-    report["seconds"] = seconds
+    report.nfe, report.seconds = statistics.mean(nfes), seconds
     if not cfg.floor:
-        report["floor"] = None
+        report.floor = None
     elif real is None:
-        report["floor"] = f"{n} more fresh draws of the true law"
+        report.floor = f"{n} more fresh draws of the true law"
     else:
-        report["floor"] = f"{n} {real.floor_what} (real data the model was trained on)"
-    report["metrics"] = {
+        report.floor = f"{n} {real.floor_what} (real data the model was trained on)"
+    report.metrics = {
         rec.name: _entry(rec, values[rec.name], floors[rec.name], spread[rec.name], n, report)
         for rec in records
     }
@@ -358,7 +336,12 @@ def _sample_metrics(
 
 
 def _entry(
-    rec: Metric, values: list[float], floors: list[float], spread: list[float], n: int, report
+    rec: Metric,
+    values: list[float],
+    floors: list[float],
+    spread: list[float],
+    n: int,
+    report: EvalReport,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "value": statistics.mean(values),
@@ -374,8 +357,8 @@ def _entry(
     }
     if spread:  # the estimator's own spread (KID over subsets, the classifier score over splits)
         out["estimator_std"] = statistics.mean(spread)
-    if "features" in rec.needs and report.get("features"):
-        out["features"] = report["features"]["hash"]
+    if "features" in rec.needs and report.features:
+        out["features"] = report.features["hash"]
     return out
 
 
@@ -436,9 +419,6 @@ def _windows(stream: torch.Tensor, n: int, length: int, g: torch.Generator, what
 def _scorer(path: str, model: GenerativeModel, kind: str):
     """``eval.scorer``: the log-likelihood (nats per row) of token rows under an autoregressive
     run on the same text, refused with the reason when it cannot score this model's samples."""
-    from genlab.api import load_run
-    from genlab.errors import CheckpointError
-
     if kind != "tokens":
         raise DataError(f"eval.scorer scores text samples; this run's data holds {kind}")
     try:
@@ -546,7 +526,7 @@ def _json_options(model: GenerativeModel, opts: dict[str, Any]) -> dict[str, Any
 
 # --- features -------------------------------------------------------------------------------------
 def _feature_network(dataset: Dataset, cfg: EvalConfig):
-    from genlab.eval import features as F
+    import genlab.feature_networks as F
 
     if cfg.features:
         return F.load_feature_network(cfg.features, expected_hash=F.fingerprint(dataset))
@@ -585,228 +565,3 @@ def _features(fnet: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | 
     f = fnet.features(x).double()
     p = fnet.probs(x).double() if fnet.has_classes else None
     return f, p
-
-
-# --- likelihood -----------------------------------------------------------------------------------
-def held_out_nll(
-    model: GenerativeModel,
-    dataset: Dataset,
-    held_out: Dataset | None,
-    n: int,
-    options: dict[str, Any] | None = None,
-    *,
-    split: str = "test",
-) -> dict[str, Any]:
-    """The held-out negative log-likelihood with its kind and standard error: nats per example
-    and bits per dimension (points, images), or nats and bits per character (text); for synthetic
-    data the true law's NLL on the same points beside it. A family that reports several figures
-    (a VAE's ELBO and IWAE-k bound) has the tightest as the main one and the others, with their
-    kinds, under ``bounds``. ``options``: the family's likelihood options. ``split``: the run's
-    split to measure on (``"test"`` or ``"val"``) when no ``held_out`` data is given; the record
-    names it (``"split"``)."""
-    opts = model.resolve_likelihood_options(options or {})
-    where = split_of(dataset, held_out, split)
-    src = held_out if held_out is not None else dataset
-    if dataset.kind == "tokens":
-        stream = held_out_examples(dataset, held_out, split)[0]
-        return {**_text_nll(model, src.name, stream, n, opts, where), "split": where}
-    if where == "fresh":
-        pts = dataset.true.sample(n, generator=torch.Generator().manual_seed(REFERENCE_SEED - 1))
-    else:
-        pts = held_out_examples(dataset, held_out, split)[0]
-    if len(pts) == 0:
-        raise DataError(f"{src.name!r} has no held-out examples for the likelihood")
-    if len(pts) > n:
-        g = torch.Generator().manual_seed(REFERENCE_SEED - 1)
-        pts = pts[torch.randperm(len(pts), generator=g)[:n]]
-    dtype = next(model.parameters()).dtype
-    with torch.random.fork_rng(devices=[]):  # dequantization noise, Hutchinson probes
-        torch.manual_seed(LIKELIHOOD_SEED)
-        lps = model.likelihoods(pts.to(device=model.device, dtype=dtype), **opts)
-    dim = math.prod(model.spec.shape)
-    if lps[-1].of == "codes":  # a prior's likelihood of the stage-1 codes: not of the pixels
-        out = _summary(lps[-1], len(pts), per=lps[-1].dims or dim, unit="bits_per_code")
-        out["of"] = "codes"
-        out["split"] = where
-        return out
-    out = _summary(lps[-1], len(pts), per=dim, unit="bits_per_dim")
-    if len(lps) > 1:
-        out["bounds"] = [_summary(lp, len(pts), per=dim, unit="bits_per_dim") for lp in lps[:-1]]
-    if held_out is None and dataset.true is not None and dataset.true.has_log_prob:
-        out["true_nats"] = float(-dataset.true.log_prob(pts.double()).mean())
-    elif dataset.kind == "points":
-        out.update(gaussian_baseline(dataset.train, pts))
-    out["split"] = where
-    return out
-
-
-def gaussian_baseline(train: torch.Tensor, held_out: torch.Tensor) -> dict[str, float]:
-    """The held-out NLL (nats per example) of a full-covariance Gaussian fitted by maximum
-    likelihood to the training rows: the baseline any density model of a table must beat. A
-    singular covariance (more columns than rows, a constant column) gets a ridge of 1e-6 times
-    its mean variance."""
-    x = train.reshape(len(train), -1).double()
-    if len(x) < 2:
-        return {}
-    cov = torch.cov(x.T, correction=0).reshape(x.shape[1], x.shape[1])
-    ridge = 1e-6 * float(cov.diagonal().mean().clamp(min=1e-12))
-    law = torch.distributions.MultivariateNormal(
-        x.mean(0), cov + ridge * torch.eye(x.shape[1], dtype=x.dtype)
-    )
-    nll = -law.log_prob(held_out.reshape(len(held_out), -1).double())
-    return {
-        "gaussian_nats": float(nll.mean()),
-        "gaussian_note": "full-covariance Gaussian, ML fit to the training rows",
-    }
-
-
-def _text_nll(
-    model: GenerativeModel,
-    name: str,
-    stream: torch.Tensor,
-    n: int,
-    opts: dict[str, Any] | None = None,
-    where: str = "test",
-) -> dict[str, Any]:
-    """Bits per character of the first ``n`` characters of the held-out ``stream``, cut into
-    consecutive windows of the model's length (``spec.shape``; the whole stretch for models
-    without one). ``opts``: the family's resolved likelihood options (a diffusion model's
-    ``elbo_samples``)."""
-    stream = stream[: min(n, len(stream))]
-    length = model.spec.shape[0] if model.spec.shape else len(stream)
-    windows = stream[: len(stream) // length * length].reshape(-1, length)
-    if len(windows) == 0:
-        fix = "give more text" if where == "file" else f"raise data.{where}_fraction"
-        raise DataError(
-            f"{name!r} has {len(stream)} held-out characters, fewer than one window of "
-            f"{length}; raise eval.nll_n or {fix}"
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(LIKELIHOOD_SEED)
-        lp = model.log_prob(windows.to(model.device), **(opts or {}))
-    return _summary(lp, len(windows), per=length, unit="bits_per_char")
-
-
-def _summary(lp: Any, count: int, *, per: int, unit: str) -> dict[str, Any]:
-    """Mean NLL in nats per example and per dimension/character, in bits, with the standard
-    error of the mean over examples (it includes an estimator's own noise)."""
-    nll = -lp.value.double()
-    stderr = float(nll.std() / math.sqrt(count)) if count > 1 else None
-    ln2 = math.log(2.0)
-    nats = float(nll.mean())
-    out: dict[str, Any] = {
-        "nats": nats,
-        "stderr": stderr,
-        unit: nats / (per * ln2),
-        f"{unit}_stderr": None if stderr is None else stderr / (per * ln2),
-        "kind": lp.kind,
-        "n": count,
-        "nfe": lp.nfe,
-        "note": lp.note,
-    }
-    if unit == "bits_per_char":
-        out["nats_per_char"] = nats / per
-    if lp.stderr is not None:  # the estimator's own error of the mean (in the stderr above too)
-        out["estimator_stderr"] = float(lp.stderr.double().square().sum().sqrt() / count)
-    return out
-
-
-#: the per-variable units a held-out likelihood is reported in, with their labels
-NLL_UNITS = {"bits_per_char": "bits/char", "bits_per_code": "bits/code", "bits_per_dim": "bits/dim"}
-
-
-def nll_unit(nll: dict[str, Any]) -> str | None:
-    """The per-variable unit of a held-out likelihood record (a key of :data:`NLL_UNITS`), or
-    ``None`` when it has none (a record written by something else)."""
-    return next((u for u in NLL_UNITS if u in nll), None)
-
-
-# --- the terminal table ---------------------------------------------------------------------------
-def format_report(report: dict[str, Any]) -> str:
-    """A small fixed-width table of a report, for the terminal."""
-    data = report["data"]
-    shape = "x".join(map(str, data["shape"])) or "stream"
-    lines = [f"{report['family']} on {data['name']} ({data['kind']} {shape})"]
-    if report.get("split"):
-        lines.append(f"  measured on: {SPLIT_WORDS.get(report['split'], report['split'])}")
-    if "nfe" in report:  # samples were drawn (no sample metric exists for text yet)
-        opts = " ".join(f"{k}={_short(v)}" for k, v in report["options"].items())
-        nfe = f", NFE {report['nfe']:.0f}"
-        lines.append(f"  sampling: {opts or 'defaults'}{nfe}")
-        lines.append(
-            f"  {report['n']} samples x {report['seeds']} seed(s) vs {report['reference']}"
-        )
-        if report.get("floor"):
-            lines.append(f"  floor: {report['floor']}")
-    if report.get("note"):
-        lines.append(f"  note: {report['note']}")
-    feats = report.get("features")
-    if feats:
-        acc = feats.get("accuracy")
-        what = f", held-out accuracy {acc:.2%}" if acc is not None else ""
-        lines.append(f"  features: {feats['kind']} network {feats['hash']}{what}")
-    metrics = report.get("metrics", {})
-    if metrics:
-        lines.append(f"  {'metric':<18} {'value':>22} {'floor':>10}  better  unit")
-        for name, m in metrics.items():
-            val = f"{m['value']:.4g}"
-            if m.get("std"):
-                val += f" ± {m['std']:.2g}"
-            floor = "-" if m.get("floor") is None else f"{m['floor']:.4g}"
-            lines.append(f"  {name:<18} {val:>22} {floor:>10}  {m['better']:<6}  {m['unit']}")
-    inc = report.get("inception_fid")
-    if inc:
-        lines.append(
-            f"  {'inception_fid':<18} {inc['value']:>22.4g} {'-':>10}  lower   {inc['unit']}"
-        )
-    nll = report.get("nll")
-    if nll:
-        unit = nll_unit(nll)
-        err = nll.get(f"{unit}_stderr")
-        pm = f" ± {err:.4f}" if err is not None else ""
-        extra = f" (true law: {nll['true_nats']:.4f} nats)" if "true_nats" in nll else ""
-        if "gaussian_nats" in nll:
-            extra = (
-                f" (full-covariance Gaussian on the training rows: {nll['gaussian_nats']:.4f} nats)"
-            )
-        per = NLL_UNITS[unit]
-        if nll.get("of") == "codes":
-            extra += " (of the stage-1 codes, not of the pixels)"
-        for b in nll.get("bounds", []):
-            lines.append(
-                f"  {'nll':<18} {b['nats']:.4f} nats, {b[unit]:.4f} ± {b[f'{unit}_stderr']:.4f} "
-                f"{per} [{b['kind']}]"
-            )
-        lines.append(
-            f"  {'nll':<18} {nll['nats']:.4f} nats, {nll[unit]:.4f}{pm} {per} "
-            f"[{nll['kind']}]{extra}"
-        )
-    return "\n".join(lines)
-
-
-SPLIT_WORDS = {
-    "test": "the test split (never seen by training or checkpoint selection)",
-    "val": "the validation split (it chose the checkpoint: for diagnosis, not for reporting)",
-    "file": "the data given with --data",
-    "fresh": "fresh draws of the true law",
-}
-
-
-def _short(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-__all__ = [
-    "SCHEMA",
-    "RealSets",
-    "check_can_evaluate",
-    "evaluate",
-    "format_report",
-    "all_examples",
-    "held_out_examples",
-    "held_out_nll",
-    "real_sets",
-    "reference_draws",
-    "set_sizes",
-    "split_of",
-]

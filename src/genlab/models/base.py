@@ -202,11 +202,11 @@ class ModelSpec:
 
 
 class GenerativeModel(nn.Module):
-    """Base class of every family. Subclasses set ``family``, ``Config`` and
+    """Base class of every family. Subclasses set ``Config`` and
     ``sample_options``, and implement ``loss`` and ``_sample``; likelihood models implement
     ``log_prob``."""
 
-    family: ClassVar[str] = ""
+    family: ClassVar[str] = ""  #: set by registering the class in MODELS (its name there)
     Config: ClassVar[type] = object
     #: the keywords ``sample`` takes besides ``labels`` and ``generator``
     sample_options: ClassVar[tuple[SampleOption, ...]] = ()

@@ -72,7 +72,6 @@ class GANConfig(GANNetConfig):
 class GAN(GenerativeModel):
     """A generator and a critic; see the module docstring."""
 
-    family = "gan"
     Config = GANConfig
     conditional = True  # on the data's labels, when it has them
 

@@ -58,7 +58,6 @@ from genlab.models.autoregressive.pixelcnn import (
     from_levels,
     to_levels,
 )
-from genlab.models.autoregressive.vector import binarize
 from genlab.models.base import (
     FROM_CONFIG,
     GenerativeModel,
@@ -68,6 +67,7 @@ from genlab.models.base import (
     SampleOption,
     SampleResult,
 )
+from genlab.models.shared import binarize
 from genlab.nets.autoencoder import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from genlab.registry import MODELS
 
@@ -99,7 +99,6 @@ class VAEConfig:
 class VAE(GenerativeModel):
     """A Gaussian-encoder VAE (see the module docstring)."""
 
-    family = "vae"
     Config: ClassVar[type] = VAEConfig
     sample_options = (
         SampleOption("sample_mean", "the decoder's mean (false: a draw from p(x|z))", bool,

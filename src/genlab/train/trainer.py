@@ -12,237 +12,25 @@ The hot loop does no host synchronisation: the loss is accumulated on the device
 
 from __future__ import annotations
 
-import collections
-import csv
-import json
 import math
 import os
-import signal
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from genlab.config import Config, TrainerConfig
+from genlab import checkpoint as ckpt
+from genlab.config import Config
 from genlab.data.base import Batch, Dataset
 from genlab.errors import CheckpointError, GenlabError
+from genlab.io import load_state_dict_checked
 from genlab.models.base import GenerativeModel, Player
-from genlab.train import checkpoint as ckpt
 from genlab.train import distributed
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise GenlabError(f"trainer.device={name!r} is not a device: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenlabError(
-            f"trainer.device={name!r} but CUDA is not available here; use cpu or auto"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise GenlabError(
-            f"trainer.device={name!r} but this machine has {torch.cuda.device_count()} CUDA "
-            "device(s)"
-        )
-    mps = getattr(torch.backends, "mps", None)
-    if dev.type == "mps" and not (mps and mps.is_available()):
-        raise GenlabError(f"trainer.device={name!r} but MPS is not available here; use cpu or auto")
-    return dev
-
-
-class EpochBatcher:
-    """Shuffled minibatches from in-memory tensors, reproducible from ``(seed, epoch, position)``.
-
-    Each epoch is a permutation drawn from a generator seeded by ``(seed, epoch)``, so the state to
-    save is two integers; batches run across epoch boundaries, so any batch size works with any
-    dataset size.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None,
-        batch_size: int,
-        seed: int,
-        noise: torch.Tensor | None = None,
-    ) -> None:
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.noise = noise  # paired noise (reflow), indexed like x
-        self.epoch, self.pos = 0, 0
-        self._perm = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.x), generator=g).to(self.x.device)
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._perm = self._permutation(self.epoch)
-
-    def next(self) -> Batch:
-        n = len(self.x)
-        if self.pos + self.batch_size <= n:  # the common case: one slice of one permutation
-            idx = self._perm[self.pos : self.pos + self.batch_size]
-            self.pos += self.batch_size
-        else:
-            parts, need = [], self.batch_size
-            while need:
-                if self.pos == n:
-                    self.epoch, self.pos = self.epoch + 1, 0
-                    self._perm = self._permutation(self.epoch)
-                take = min(need, n - self.pos)
-                parts.append(self._perm[self.pos : self.pos + take])
-                self.pos += take
-                need -= take
-            idx = torch.cat(parts)
-        return Batch(
-            torch.index_select(self.x, 0, idx),
-            None if self.y is None else torch.index_select(self.y, 0, idx),
-            None if self.noise is None else torch.index_select(self.noise, 0, idx),
-        )
-
-
-def stream_windows(stream: torch.Tensor, length: int, stride: int, what: str) -> torch.Tensor:
-    """The windows of ``length`` consecutive tokens of a 1-D ``stream`` starting every ``stride``
-    tokens, ``(count, length)``: a view, no copy (``stride=1``: every offset, the training examples
-    of a model with a ``window``; ``stride=length``: consecutive windows, for validation)."""
-    if stream.dim() != 1:
-        raise GenlabError(
-            f"a model of windows of a token stream needs 1-D token data, got shape "
-            f"{tuple(stream.shape)}"
-        )
-    if len(stream) < length:
-        raise GenlabError(
-            f"the {what} text has {len(stream)} tokens, fewer than one window of {length} (the "
-            "model's context): give more text or lower model.context"
-        )
-    return stream.unfold(0, length, stride)
-
-
-def step_generator(seed: int, draw: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator of the randomness of batch number ``draw`` (one per step for one player; a
-    GAN draws one batch per player update): a pure function of the seed and the draw, so prepared
-    batches are the same on every rank, in every thread, after any resume."""
-    return torch.Generator(device=device).manual_seed((seed + 1) * 2_654_435_761 + draw)
-
-
-class Prefetcher:
-    """Runs ``model.prepare`` (data- and randomness-only work, such as an OT coupling) for the next
-    few batches in worker threads while the current step trains.
-
-    Determinism: batches are drawn in the calling thread, in order; batch number ``k`` is prepared
-    with its own generator seeded by ``(seed, k)``; results are consumed in order. So the prepared
-    batches do not depend on thread timing, and resuming after ``k`` batches needs only the data
-    position then, which is recorded with each submitted batch.
-    """
-
-    def __init__(
-        self,
-        batcher: EpochBatcher,
-        prepare,
-        seed: int,
-        draw: int,
-        device: torch.device,
-        workers: int = 2,
-        depth: int = 4,
-    ) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.batcher, self.prepare, self.seed, self.device = batcher, prepare, seed, device
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="genlab-prepare")
-        self.depth = depth
-        self.next_draw = draw  # the number of the next batch to submit
-        self.pending: collections.deque = collections.deque()
-        self.consumed_state = batcher.state()
-
-    def _fill(self) -> None:
-        while len(self.pending) < self.depth:
-            batch = self.batcher.next()
-            gen = step_generator(self.seed, self.next_draw, self.device)
-            fut = self.pool.submit(self.prepare, batch, gen)
-            self.pending.append((fut, self.batcher.state()))
-            self.next_draw += 1
-
-    def next(self) -> Batch:
-        self._fill()
-        fut, state = self.pending.popleft()
-        self.consumed_state = state
-        batch = fut.result()
-        self._fill()
-        return batch
-
-    def close(self) -> None:
-        for fut, _ in self.pending:
-            fut.cancel()
-        self.pool.shutdown(wait=True)
-        self.pending.clear()
-
-
-def lr_at(step: int, cfg: TrainerConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine or constant."""
-    if cfg.warmup and step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if cfg.schedule == "constant":
-        return cfg.lr
-    span = max(1, cfg.steps - cfg.warmup)
-    progress = min(1.0, (step - cfg.warmup) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def ema_decay_at(step: int, decay: float) -> float:
-    """EMA decay with the usual warmup ``min(decay, (1 + k) / (10 + k))`` so early averages track."""
-    return min(decay, (1.0 + step) / (10.0 + step))
-
-
-def make_optimizer(
-    params: list[torch.nn.Parameter],
-    cfg: TrainerConfig,
-    device: torch.device,
-    player: Player | None = None,
-):
-    """AdamW with the player's settings (``trainer.*`` where it sets none), fused where this torch
-    build supports it for the device (same maths, fewer kernels)."""
-    p = player or Player("model", torch.nn.Module())
-    kwargs = dict(
-        lr=cfg.lr if p.lr is None else p.lr,
-        betas=cfg.betas if p.betas is None else p.betas,
-        weight_decay=cfg.weight_decay if p.weight_decay is None else p.weight_decay,
-    )
-    groups: list[torch.nn.Parameter] | list[dict] = params
-    if not p.decay_vectors:  # decay matrices and embeddings only (GPT-2, nanoGPT)
-        groups = [
-            {"params": [q for q in params if q.dim() >= 2]},
-            {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
-        ]
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, **kwargs)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    final_loss: float
-    seconds: float
-    steps_per_second: float
+from genlab.train.batching import EpochBatcher, Prefetcher, step_generator, stream_windows
+from genlab.train.device import resolve_device
+from genlab.train.logs import LossWindow, RunLogger, StopOnSignal, TrainResult
+from genlab.train.optim import ema_decay_at, lr_at, make_optimizer, swap_weights
 
 
 @dataclass
@@ -297,8 +85,8 @@ class Trainer:
         cpus = os.cpu_count() or 1
         self.prefetch_workers = 1 if cpus <= 4 else 2
         #: torch intra-op threads while training (None: leave torch's setting). With batches
-        #: prepared in worker threads on the CPU, the workers get their cores: on 2 cores, 1 torch
-        #: thread + 1 OT-solver thread measured 2.1x the bare step, 2 + 2 threads 3.2x.
+        #: prepared in worker threads on the CPU, the workers get their cores (torch threads and
+        #: solver threads competing for the same cores slow both; docs/flow-matching.md).
         self.threads: int | None = self.tc.threads or None
         if self.threads is None and model.prepares_batches and self.device.type == "cpu":
             self.threads = max(1, cpus - self.prefetch_workers)
@@ -439,7 +227,7 @@ class Trainer:
         tensors, meta = found
         where = f"checkpoint step {meta['step']}"
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        ckpt.load_state_dict_checked(self.model, model_state, where)
+        load_state_dict_checked(self.model, model_state, where)
         names = {id(q): n for n, q in self.model.named_parameters()}
         for ps in self.players:
             if ps.ema is not None:
@@ -644,10 +432,10 @@ class Trainer:
         there, as an interrupted run would)."""
         end = self.tc.steps if stop_at is None else min(stop_at, self.tc.steps)
         self._begin(resume)
-        log = _Window(self, RunLogger(
+        log = LossWindow(self, RunLogger(
             self.run_dir, tensorboard=self.tc.tensorboard, append=resume, enabled=self.dist.is_main
         ))  # fmt: skip
-        handlers = _StopOnSignal()
+        handlers = StopOnSignal()
         threads_before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -693,7 +481,7 @@ class Trainer:
         if self.dist.is_main:  # rank 0 alone writes
             self.cfg.save(self.run_dir / "config.yaml")
 
-    def _diverged(self, log: _Window) -> bool:
+    def _diverged(self, log: LossWindow) -> bool:
         """After ``trainer.max_skipped`` non-finite updates in a row, or when the model reports a
         divergence of its own (:meth:`~genlab.models.base.GenerativeModel.divergence`): stop (an
         error that says what happened; the last good checkpoint stays) or roll back (True: the
@@ -718,7 +506,7 @@ class Trainer:
         log.restart()
         return True
 
-    def _validate_if_due(self, log: _Window) -> bool:
+    def _validate_if_due(self, log: LossWindow) -> bool:
         """Validation every ``val_every`` steps, keeping the best checkpoint; True when early
         stopping ends the run."""
         tc = self.tc
@@ -742,7 +530,7 @@ class Trainer:
             return True
         return False
 
-    def _evaluate_if_due(self, log: _Window) -> None:
+    def _evaluate_if_due(self, log: LossWindow) -> None:
         tc = self.tc
         due = tc.eval_every and self.step % tc.eval_every == 0
         if due and self.evaluate_fn and self.dist.is_main:
@@ -760,171 +548,3 @@ class Trainer:
         if self.ema is not None:
             with torch.no_grad():
                 torch._foreach_copy_(self.ema_params, self.ema)
-
-
-class _Window:
-    """The losses of each player and the rate since the last log line, the progress bar and the
-    run's logger: what ``fit`` reports, kept out of the loop."""
-
-    def __init__(self, trainer: Trainer, logger: RunLogger) -> None:
-        self.trainer, self.logger = trainer, logger
-        tc = trainer.tc
-        self.bar = tqdm(
-            total=tc.steps,
-            initial=trainer.step,
-            disable=None if tc.progress and trainer.dist.is_main else True,  # None: not a tty
-            desc=trainer.cfg.name,
-            mininterval=0.5,
-            dynamic_ncols=True,
-        )
-        self.start_step, self.t_start = trainer.step, time.perf_counter()
-        self.last_loss = float("nan")
-        self.restart()
-
-    def restart(self) -> None:
-        dev = self.trainer.device
-        self.sums = {ps.name: torch.zeros((), device=dev) for ps in self.trainer.players}
-        self.counts = {ps.name: torch.zeros((), device=dev) for ps in self.trainer.players}
-        self.steps, self.t0 = 0, time.perf_counter()
-        self.bar.n = self.trainer.step
-
-    def add(self, losses: dict[str, torch.Tensor]) -> None:
-        for name, loss in losses.items():  # finite losses only (a skipped update reports none)
-            ok = torch.isfinite(loss)
-            self.sums[name] += torch.where(ok, loss, torch.zeros_like(loss))
-            self.counts[name] += ok
-        self.steps += 1
-        self.bar.update(1)
-
-    def write(self) -> None:
-        tr = self.trainer
-        counts = {k: float(v) for k, v in self.counts.items()}
-        if not any(counts.values()):  # a window of skipped updates only has nothing to report
-            return
-        means = {k: float(self.sums[k]) / c for k, c in counts.items() if c > 0}
-        if len(tr.players) == 1:
-            row = {"loss": next(iter(means.values()))}
-        else:
-            row = {f"loss_{k}": v for k, v in means.items()}
-        self.last_loss = (
-            next(iter(row.values()))
-            if len(row) == 1
-            else row.get(f"loss_{tr.players[-1].name}", float("nan"))
-        )
-        peak = tr.players[0].player.lr
-        lr = lr_at(tr.step - 1, tr.tc) * tr.lr_scale * ((peak or tr.tc.lr) / tr.tc.lr)
-        rate = self.steps / max(time.perf_counter() - self.t0, 1e-9)
-        self.logger.log(
-            tr.step,
-            {**row, **tr.model.training_stats(), "lr": lr, "steps_per_s": rate,
-             "skipped_steps": int(tr.bad_steps)},
-        )  # fmt: skip
-        self.bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()}, refresh=False)
-        self.restart()
-
-    def note(self, text: str) -> None:
-        self.bar.write(text)
-
-    def close_bar(self) -> None:
-        self.bar.close()
-
-    def close(self) -> None:
-        self.logger.close()
-
-    def result(self) -> TrainResult:
-        tr = self.trainer
-        seconds = time.perf_counter() - self.t_start
-        done = tr.step - self.start_step
-        return TrainResult(tr.run_dir, tr.step, self.last_loss, seconds, done / max(seconds, 1e-9))
-
-
-class _StopOnSignal:
-    """While training, SIGINT and SIGTERM ask the loop to stop at the next step boundary (where
-    the state is consistent, so the checkpoint written then resumes exactly); a second signal
-    interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.saved = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-
-class swap_weights:
-    def __init__(self, params: list[torch.nn.Parameter], other: list[torch.Tensor] | None) -> None:
-        self.params, self.other = params, other
-
-    def __enter__(self):
-        if self.other is not None:
-            self.saved = [p.detach().clone() for p in self.params]
-            with torch.no_grad():
-                torch._foreach_copy_(self.params, self.other)
-        return self
-
-    def __exit__(self, *exc):
-        if self.other is not None:
-            with torch.no_grad():
-                torch._foreach_copy_(self.params, self.saved)
-        return False
-
-
-class RunLogger:
-    """Metrics to ``metrics.jsonl`` and ``metrics.csv`` (one row per log step) and TensorBoard.
-    A disabled logger (ranks other than 0) writes nothing."""
-
-    def __init__(
-        self, run_dir: Path, tensorboard: bool = True, append: bool = False, enabled: bool = True
-    ) -> None:
-        self.enabled = enabled
-        if not enabled:
-            return
-        self.jsonl = open(run_dir / "metrics.jsonl", "a" if append else "w")  # noqa: SIM115
-        self.csv_path = run_dir / "metrics.csv"
-        self.csv_rows: list[dict[str, Any]] = []
-        if append and self.csv_path.exists():
-            with open(self.csv_path) as f:
-                self.csv_rows = list(csv.DictReader(f))
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:  # TensorBoard is an optional extra
-                self.tb = None
-
-    def log(self, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        row = {"step": step, **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
-        self.csv_rows.append(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.close()
-        keys: list[str] = []
-        for r in self.csv_rows:
-            keys += [k for k in r if k not in keys]
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.csv_rows)
-        if self.tb is not None:
-            self.tb.close()

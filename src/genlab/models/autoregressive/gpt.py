@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from genlab.data.base import Batch
 from genlab.data.text import encode, unknown_characters
-from genlab.errors import ConfigError, DataError
+from genlab.errors import ConfigError
 from genlab.models.base import (
     FROM_CONFIG,
     GenerativeModel,
@@ -57,6 +57,7 @@ from genlab.models.base import (
     SampleOption,
     SampleResult,
 )
+from genlab.models.shared import check_windows, draw_categorical
 from genlab.nets.transformer import Transformer
 from genlab.registry import MODELS
 
@@ -80,7 +81,6 @@ class GPTConfig:
 class GPT(GenerativeModel):
     """A causal transformer over characters; see the module docstring."""
 
-    family = "gpt"
     Config = GPTConfig
     data_kinds = ("tokens",)
 
@@ -263,17 +263,7 @@ def next_token_probs(
     return probs
 
 
-def draw_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One index per row of ``probs`` ``(B, V)`` by inverting the float64 CDF at a uniform drawn
-    from ``generator`` (on its device); a token of probability 0 is never drawn."""
-    dev = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand((len(probs), 1), generator=generator, dtype=torch.float64, device=dev)
-    cdf = probs.double().cumsum(-1)  # (B, V)
-    idx = torch.searchsorted(cdf, u.to(cdf.device) * cdf[:, -1:], right=True)
-    return idx[:, 0].clamp(max=probs.shape[-1] - 1)
-
-
-__all__ = ["GPT", "GPTConfig", "draw_categorical", "next_token_probs"]
+__all__ = ["GPT", "GPTConfig", "next_token_probs"]
 
 
 def check_truncation(options) -> None:
@@ -284,23 +274,3 @@ def check_truncation(options) -> None:
         raise ConfigError(f"top_k must be >= 0 (0: off), got {options['top_k']}")
     if not 0.0 < options["top_p"] <= 1.0:
         raise ConfigError(f"top_p must be in (0, 1] (1: off), got {options['top_p']}")
-
-
-def check_windows(
-    x, family: str, vocab_size: int, device: torch.device, context: int | None = None
-) -> torch.Tensor:
-    """Windows of character ids ``(B, L)`` for a text family's ``log_prob``: integer, in
-    ``[0, vocab_size)``, at most ``context`` long when given; as int64 on ``device``."""
-    x = torch.as_tensor(x)
-    if x.is_floating_point() or x.dtype == torch.bool or x.dim() != 2 or x.shape[1] < 1:
-        raise DataError(
-            f"{family} log_prob takes windows of character ids (B, L), int64; got {x.dtype} "
-            f"of shape {tuple(x.shape)}"
-        )
-    if context is not None and x.shape[1] > context:
-        raise DataError(
-            f"windows of {x.shape[1]} characters are longer than the context of {context}"
-        )
-    if len(x) and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
-        raise DataError(f"character ids must be in [0, {vocab_size - 1}]")
-    return x.to(device=device, dtype=torch.long)

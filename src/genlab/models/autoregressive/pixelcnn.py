@@ -49,9 +49,8 @@ import torch.nn.functional as F
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.autoregressive.gpt import draw_categorical
-from genlab.models.autoregressive.vector import binarize
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleResult
+from genlab.models.shared import binarize, draw_categorical
 from genlab.nets.pixelcnn import ChannelHead, GatedPixelCNN
 from genlab.registry import MODELS
 
@@ -130,7 +129,6 @@ def discretized_logistic_log_prob(
 class PixelCNN(GenerativeModel):
     """Gated PixelCNN over binarized or ``levels``-valued images (see the module docstring)."""
 
-    family = "pixelcnn"
     Config: ClassVar[type] = PixelCNNConfig
     conditional = True  # on the data's labels, when it has them and model.conditional
     data_kinds = ("images",)

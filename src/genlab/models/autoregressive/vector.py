@@ -53,18 +53,11 @@ from torch import nn
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleOption, SampleResult
+from genlab.models.shared import binarize, global_moments
 from genlab.nets.made import MADE, MaskedLinear
 from genlab.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-def binarize(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Intensities in [0, 1] -> {0, 1} of the same dtype: each value 1 with probability itself
-    (uniforms drawn on the CPU from ``generator``, so the draw is the same on any device). Binary
-    data passes unchanged."""
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-    return (u < x).to(x.dtype)
 
 
 @dataclass
@@ -214,8 +207,6 @@ class VectorAR(GenerativeModel):
     def _standardize(self, x: torch.Tensor) -> None:
         """Set ``loc`` and ``log_scale`` from the first training batch (the global batch under
         data parallelism), so that it has zero mean and unit variance per coordinate."""
-        from genlab.models.flows.layers import global_moments
-
         mean, std = global_moments(x)
         self.loc.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + 1e-6))
@@ -301,7 +292,6 @@ class FVSBN(VectorAR):
     """One linear map, strictly lower-triangular in the natural order: the logistic (or linear
     Gaussian-mixture) baseline of the chain rule."""
 
-    family = "fvsbn"
     Config = FVSBNConfig
 
     def __init__(self, config: FVSBNConfig, spec: ModelSpec) -> None:
@@ -321,7 +311,6 @@ class NADE(VectorAR):
     """``h_i = σ(c + Σ_{j<i} W_{·j} x_j)``, conditional ``i`` from ``V_i h_i + b_i``: the running
     sum makes all ``D`` hidden vectors cost one ``O(BDH)`` pass (Larochelle & Murray 2011, eq. 6)."""
 
-    family = "nade"
     Config = NADEConfig
 
     def __init__(self, config: NADEConfig, spec: ModelSpec) -> None:
@@ -341,8 +330,7 @@ class NADE(VectorAR):
         blocks) plus a strictly lower-triangular matmul within the block; the hidden units stay
         in ``(blocks, B, T, H)`` layout until ``V`` contracts them. The same sums as one running
         sum over ``D``, but ``torch.cumsum`` over a ``(B, D, H)`` tensor is memory-bound and
-        flipped twice in its backward pass (measured 1.74 s against 1.16 s a step of 100
-        binarized MNIST images, one thread)."""
+        flipped twice in its backward pass, which makes it the slower of the two."""
         b, d = x.shape
         h = self.W.shape[1]
         t = max(1, math.isqrt(d - 1) + 1)  # ≈ √D
@@ -366,7 +354,6 @@ class NADE(VectorAR):
 class MADEModel(VectorAR):
     """A masked MLP (:class:`~genlab.nets.made.MADE`) giving every conditional in one pass."""
 
-    family = "made"
     Config = MADEConfig
 
     def __init__(self, config: MADEConfig, spec: ModelSpec) -> None:

@@ -48,7 +48,6 @@ class NoiseClassifierConfig:
     "noise-classifier", help="noise-aware classifier p(y | x_t) for classifier guidance"
 )
 class NoiseClassifier(GenerativeModel):
-    family = "noise-classifier"
     Config = NoiseClassifierConfig
 
     def __init__(self, config: NoiseClassifierConfig, spec: ModelSpec) -> None:

@@ -4,7 +4,7 @@ matching and rectified flow.
 A model is a process (:mod:`.process`), a parameterization of the network's output
 (:mod:`.parameterization`), a weighting of the denoising loss, and a backbone. Sampling and
 likelihood go through the denoiser ``D(x̂; σ)`` only, so every sampler (:mod:`.samplers`) and the
-probability-flow-ODE likelihood (:mod:`genlab.sampling.likelihood`) work with every model.
+probability-flow-ODE likelihood (:mod:`genlab.models.diffusion.likelihood`) work with every model.
 
 The loss is ``E_{t, x_0, ε} λ(σ) ‖D(x̂; σ) − x_0‖²``, computed on the network output as
 ``λ b² ‖F − F*‖²`` (``b = ∂D/∂F``); ``weighting="native"`` is each parameterization's own MSE
@@ -43,9 +43,10 @@ from genlab.models.base import (
     SampleOption,
     SampleResult,
 )
-from genlab.models.coupling import couple
 from genlab.models.diffusion import captions as C
 from genlab.models.diffusion import parameterization as P
+from genlab.models.diffusion.likelihood import ode_log_prob
+from genlab.models.diffusion.ot import couple
 from genlab.models.diffusion.process import make_process
 from genlab.models.diffusion.samplers import (
     probability_flow,
@@ -138,7 +139,6 @@ def build_backbone(
 class Diffusion(GenerativeModel):
     """One continuous diffusion model; see the module docstring."""
 
-    family = "diffusion"
     Config = DiffusionConfig
     conditional = True  # on the data's labels, when it has them
 
@@ -439,13 +439,11 @@ class Diffusion(GenerativeModel):
         levels: int | None = None,
     ) -> LogProb:
         """``log p(x)`` in nats through the probability-flow ODE from ``t_lo`` to ``t_hi``
-        (:func:`genlab.sampling.likelihood.ode_log_prob`; ``x`` is taken as ``x̂`` at σ_min).
+        (:func:`genlab.models.diffusion.likelihood.ode_log_prob`; ``x`` is taken as ``x̂`` at σ_min).
 
         Images on a grid of ``levels`` values in [-1, 1] are dequantized: ``x + U`` over the bin
         of width ``2/(levels − 1)`` around each value, and ``log P(x) ≥ E log p(x + U) + D log(bin)``
         is a bound on the discrete likelihood (one-sample estimate, noted in the result)."""
-        from genlab.sampling.likelihood import ode_log_prob
-
         pr, den = self.process, self.denoiser(None, 1.0)
         den.clip = False  # the likelihood is the ODE of the network itself
         s_lo = float(pr.s(pr.t_lo))
@@ -527,7 +525,6 @@ class FlowMatching(Diffusion):
     diffusion family with the linear path ``x_t = (1 − t) x_0 + t ε`` and the velocity loss
     ``E ‖v(x_t, t) − (ε − x_0)‖²``, as defaults of :class:`Diffusion`; nothing else differs."""
 
-    family = "flow-matching"
     Config = FlowMatchingConfig
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor | float, y=None) -> torch.Tensor:

@@ -40,6 +40,7 @@ from genlab.models.base import (
     SampleOption,
     SampleResult,
 )
+from genlab.models.diffusion.likelihood import ode_log_prob, standard_normal_log_prob
 from genlab.models.diffusion.process import make_process
 from genlab.models.diffusion.samplers import (
     ode_samplers,
@@ -156,7 +157,6 @@ def _exact_divergence(v: torch.Tensor, x: torch.Tensor, create_graph: bool) -> t
 class FFJORD(GenerativeModel):
     """Continuous normalizing flow on points ``(B, d)`` (Grathwohl et al. 2019)."""
 
-    family = "ffjord"
     Config = FFJORDConfig
 
     def __init__(self, config: FFJORDConfig, spec: ModelSpec) -> None:
@@ -263,8 +263,6 @@ class FFJORD(GenerativeModel):
         """``log p(x)`` through the ODE. Exact trace (kind ``exact``, up to the solver tolerance)
         when ``exact`` (default: ``config.divergence``), else the mean of ``probes`` Hutchinson
         estimates with its per-example standard error (kind ``ode-estimate``)."""
-        from genlab.sampling.likelihood import ode_log_prob, standard_normal_log_prob
-
         exact = self.exact_divergence() if exact is None else exact
         lp = ode_log_prob(
             self.velocity, x, 0.0, 1.0,

@@ -337,7 +337,6 @@ def _check_even(shape: tuple[int, int, int], squeezes: int, family: str) -> None
 class NICE(Flow):
     """Volume-preserving additive couplings followed by a diagonal scaling (Dinh et al. 2015)."""
 
-    family = "nice"
     Config = NICEConfig
 
     def build_points(self, c: NICEConfig, dim: int) -> L.Sequential:
@@ -355,7 +354,6 @@ class RealNVP(Flow):
     """Affine couplings with alternating masks (points) or the multi-scale checkerboard / channel
     architecture of Dinh et al. (2017, §3.6) on images."""
 
-    family = "realnvp"
     Config = RealNVPConfig
 
     def build_points(self, c: RealNVPConfig, dim: int) -> L.Sequential:
@@ -398,7 +396,6 @@ class Glow(Flow):
     """Steps of actnorm → invertible 1×1 convolution → coupling (Kingma & Dhariwal 2018); on
     images in a multi-scale architecture with a learned prior on the factored-out channels."""
 
-    family = "glow"
     Config = GlowConfig
 
     def _step(self, c: GlowConfig, channels: int, mask: torch.Tensor, net: nn.Module, i: int):
@@ -445,7 +442,6 @@ class NSF(Flow):
     """Rational-quadratic spline couplings with linear tails (Durkan et al. 2019), optionally with
     an LU linear layer between them; images are flattened."""
 
-    family = "nsf"
     Config = NSFConfig
 
     def build_points(self, c: NSFConfig, dim: int) -> L.Sequential:
@@ -485,7 +481,6 @@ class MAF(Flow):
     MAF-with-BN). Density in one pass per layer; sampling in ``d`` passes per layer. Images are
     flattened."""
 
-    family = "maf"
     Config = MAFConfig
     invert = False  # IAF: the same layers run backwards
 
@@ -510,7 +505,6 @@ class IAF(MAF):
     to data in one pass (``x_i = z_i · exp(α_i(z_{<i})) + μ_i(z_{<i})``), so sampling is fast and
     the density (data to noise) takes ``d`` passes per layer; the same contract as MAF."""
 
-    family = "iaf"
     invert = True
 
 

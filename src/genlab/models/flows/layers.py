@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.models.shared import global_moments
+
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -85,22 +87,6 @@ class Sequential(Transform):
 
 
 # --- element-wise and linear layers ------------------------------------------------------------
-@torch.no_grad()
-def global_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (unbiased) standard deviation of ``x`` ``(B, C, ...)`` in float64,
-    over the global batch under data parallelism (the sums are all-reduced across processes)."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (C, B·H·W)
-    sums = torch.stack(
-        [flat.sum(1), flat.square().sum(1), flat.new_full((len(flat),), flat.shape[1])]
-    )
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(sums)  # the global batch's sums
-    total, squares, count = sums
-    mean = total / count
-    var = (squares - count * mean**2).clamp(min=0) / (count - 1).clamp(min=1)
-    return mean, var.sqrt()
-
-
 class ActNorm(Transform):
     """Per-channel affine ``z = (x + loc) · exp(log_scale)`` (Kingma & Dhariwal 2018, §3.1).
 

@@ -61,7 +61,6 @@ class LDMConfig(DiffusionConfig):
 class LatentDiffusion(TwoStage):
     """Diffusion in the latent space of a frozen stage 1; see the module docstring."""
 
-    family = "ldm"
     Config = LDMConfig
     latent_kind = "continuous"
     other_family = "vqgan-prior"

@@ -44,7 +44,6 @@ from genlab.data.base import Batch
 from genlab.errors import ConfigError, DataError
 from genlab.models.autoregressive.gpt import (
     check_truncation,
-    draw_categorical,
     next_token_probs,
 )
 from genlab.models.base import (
@@ -55,6 +54,7 @@ from genlab.models.base import (
     SampleOption,
     SampleResult,
 )
+from genlab.models.shared import draw_categorical
 from genlab.models.two_stage.stage1 import TwoStage
 from genlab.nets.transformer import Transformer
 from genlab.registry import MODELS
@@ -80,7 +80,6 @@ class PriorConfig:
 class VQGANPrior(TwoStage):
     """A class-conditional causal transformer over stage-1 code maps; see the module docstring."""
 
-    family = "vqgan-prior"
     Config = PriorConfig
     latent_kind = "codes"
     other_family = "ldm"

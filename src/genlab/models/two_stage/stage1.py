@@ -34,20 +34,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from genlab.config import from_dict
 from genlab.data.base import Dataset
 from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.feature_networks import content_hash
+from genlab.io import load_state_dict_checked
 from genlab.models.base import GenerativeModel, LatentSpec, ModelSpec
 from genlab.registry import MODELS
+from genlab.runs import load_run
 
 
 def data_hash(dataset: Dataset) -> str:
     """sha256 (hex) of a dataset's content, independent of order and of the train/validation
     split: for images the content hash the feature networks are cached by
-    (:func:`genlab.eval.features.content_hash`); for other kinds the sha256 of the shape, the
+    (:func:`genlab.feature_networks.content_hash`); for other kinds the sha256 of the shape, the
     labels' presence and the sorted sha256 of each example's float32 bytes and label."""
     if dataset.kind == "images":
-        from genlab.eval.features import content_hash
-
         return content_hash(dataset)
     x = torch.cat([dataset.train, dataset.val])
     rows = x.reshape(len(x), -1).to("cpu", torch.float32).add(0.0).numpy().astype("<f4")
@@ -92,8 +94,6 @@ def _same_stage1(path: str, record: dict[str, Any]) -> bool:
     run whose checkpoint has the recorded sha256 (moved, or named from another directory)."""
     if str(Path(path).resolve()) == record["path"]:
         return True
-    from genlab.api import load_run
-
     try:
         return load_run(path).sha256 == record["sha256"]
     except CheckpointError:
@@ -103,8 +103,6 @@ def _same_stage1(path: str, record: dict[str, Any]) -> bool:
 def build_stage1(record: dict[str, Any]) -> GenerativeModel:
     """The stage-1 model a record describes, frozen (weights still to be loaded), built without
     touching the global random state (the stage-2 initial weights do not depend on it)."""
-    from genlab.config import from_dict
-
     cfg = from_dict(record["config"])
     spec = ModelSpec.from_dict(record["spec"])
     with torch.random.fork_rng(devices=[]):
@@ -175,8 +173,6 @@ class TwoStage(GenerativeModel):
                 f"{cls.family} models need model.autoencoder=RUN_DIR: a trained stage-1 "
                 "autoencoder run on the same data"
             )
-        from genlab.api import load_run
-
         try:
             run = load_run(path)
         except CheckpointError as e:
@@ -220,9 +216,6 @@ class TwoStage(GenerativeModel):
 
     def initialize(self, dataset: Dataset) -> None:
         """Copy the frozen stage-1 weights from the recorded run (checked by its checksum)."""
-        from genlab.api import load_run
-        from genlab.train.checkpoint import load_state_dict_checked
-
         record = self.config.stage1
         try:
             run = load_run(record["path"])

@@ -6,7 +6,7 @@ images; here the features come from whatever network the caller used (genlab tra
 ones), so every function takes plain arrays: ``x``/``real`` of shape ``(n, d)`` and ``y``/``fake``
 of shape ``(m, d)`` (torch tensors or numpy arrays), or class probabilities ``(n, K)`` for
 :func:`classifier_score`. Everything is computed in float64 on the device of the first input, and
-pairwise distance or kernel matrices are processed in row blocks of at most ``_BLOCK_ENTRIES``
+pairwise distance or kernel matrices are processed in row blocks of at most ``base._BLOCK_ENTRIES``
 entries (32 MiB), so memory stays bounded for any ``n, m`` (10,000 x 10,000 in d = 128 needs a few
 tens of MB beyond the inputs).
 
@@ -48,13 +48,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 
 from genlab.errors import DataError
-from genlab.eval.metrics import ArrayLike, as_points, check_pair
+from genlab.eval.metrics import base
+from genlab.eval.metrics.base import (
+    ArrayLike,
+    Comparison,
+    Metric,
+    _row_blocks,
+    as_points,
+    check_pair,
+    register,
+)
 
 __all__ = [
     "MeanStd",
@@ -65,9 +73,6 @@ __all__ = [
     "prdc",
 ]
 
-# Distance/kernel blocks hold at most this many entries (float64: 32 MiB). Tests lower it to
-# exercise the block boundaries.
-_BLOCK_ENTRIES = 1 << 22
 # Rows of probabilities may miss a sum of 1 by this much (float32 softmax over many classes);
 # they are renormalised exactly before use.
 PROB_SUM_TOL = 1e-3
@@ -78,18 +83,6 @@ class MeanStd(NamedTuple):
 
     mean: float
     std: float
-
-
-# ---------------------------------------------------------------------------------------------
-# Blockwise helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _row_blocks(n: int, m: int) -> Iterator[slice]:
-    """Row slices of an ``(n, m)`` matrix holding at most ``_BLOCK_ENTRIES`` entries each."""
-    step = max(1, _BLOCK_ENTRIES // max(m, 1))
-    for i in range(0, n, step):
-        yield slice(i, min(i + step, n))
 
 
 def _sqdist(
@@ -154,7 +147,7 @@ def _mean_and_factor(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mu)``, by a blockwise (TSQR) QR decomposition of the centred rows: memory ``O(block * d)``."""
     n, d = t.shape
     mu = t.mean(dim=0)
-    step = max(_BLOCK_ENTRIES // d, 8 * d)
+    step = max(base._BLOCK_ENTRIES // d, 8 * d)
     r: torch.Tensor | None = None
     for i in range(0, n, step):
         block = t[i : i + step] - mu
@@ -212,7 +205,7 @@ def _poly_sum_offdiag(a: torch.Tensor, gamma: float, coef0: float, degree: int) 
     so that symmetry saves about 3/8 of the work even when the whole matrix would fit one block."""
     n = a.shape[0]
     total = a.new_zeros(())
-    step = min(max(1, _BLOCK_ENTRIES // n), max(128, -(-n // 4)))
+    step = min(max(1, base._BLOCK_ENTRIES // n), max(128, -(-n // 4)))
     for rows in (slice(i, min(i + step, n)) for i in range(0, n, step)):
         total += _poly_sum(a[rows], a[rows], gamma, coef0, degree)
         if rows.stop < n:
@@ -385,3 +378,86 @@ def classifier_score(probs: ArrayLike, *, splits: int = 10) -> MeanStd:
     s = torch.stack(scores)
     std = float(s.std(correction=1)) if splits > 1 else math.nan
     return MeanStd(float(s.mean()), std)
+
+
+def _prdc(c: Comparison) -> dict[str, float]:
+    return c.once("prdc", lambda: prdc(c.fy, c.fx, k=5))
+
+
+def _class_accuracy(c: Comparison) -> float:
+    return float((c.px.argmax(dim=-1) == c.labels_x.to(c.px.device)).double().mean())
+
+
+_IMG = ("images",)
+register(
+    Metric(
+        "fd",
+        lambda c: frechet_distance(c.fx, c.fy),
+        "feature units²",
+        "Fréchet distance of Gaussians fitted to the features (FID's formula)",
+        _IMG,
+        ("features",),
+    ),
+    Metric(
+        "kid",
+        lambda c: kid(c.fx, c.fy, generator=c.generator),
+        "feature units²",
+        "kernel distance: unbiased MMD², cubic polynomial kernel, mean over subsets",
+        _IMG,
+        ("features",),
+    ),
+    Metric(
+        "precision",
+        lambda c: _prdc(c)["precision"],
+        "fraction",
+        "samples inside the real k-NN manifold (Kynkäänniemi et al. 2019, k = 5)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "recall",
+        lambda c: _prdc(c)["recall"],
+        "fraction",
+        "real examples inside the samples' k-NN manifold (Kynkäänniemi et al. 2019, k = 5)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "density",
+        lambda c: _prdc(c)["density"],
+        "ratio",
+        "real k-NN balls holding each sample, over k (Naeem et al. 2020; ~1 for real data)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "coverage",
+        lambda c: _prdc(c)["coverage"],
+        "fraction",
+        "real examples whose k-NN ball holds a sample (Naeem et al. 2020, k = 5)",
+        _IMG,
+        ("features",),
+        lower_is_better=False,
+    ),
+    Metric(
+        "classifier_score",
+        lambda c: classifier_score(c.px),
+        "classes",
+        "exp E KL(p(y|x) || p(y)) on the feature classifier (Inception-Score style)",
+        _IMG,
+        ("features", "classes"),
+        lower_is_better=False,
+    ),
+    Metric(
+        "class_accuracy",
+        _class_accuracy,
+        "fraction",
+        "the feature classifier's accuracy on samples drawn for given classes",
+        _IMG,
+        ("features", "classes", "labels"),
+        lower_is_better=False,
+    ),
+)

@@ -19,11 +19,11 @@ Algorithm (:func:`ot_permutation`)
   where ``v_j = -2 phi*(x1_j)`` is a *warm-start column potential*: ``phi`` is the Brenier potential
   of the Gaussian approximation (the affine Monge map between N(mean0, cov0) and N(mean1, cov1)) and
   ``phi*`` its convex conjugate. The solver starts from zero column duals, so subtracting a
-  potential close to the optimal dual shortens its augmenting paths. Measured: it cuts the solve by
-  ~25-50% for d <= 8 (two moons vs normal, uniform vs normal), is neutral at d=16 and costs ~50% at
-  d=100, where the batch duals are dominated by sampling noise; so by default it is used for
-  d <= 8 only, and for d > 8 the solver runs on ``-2 <x0_i, x1_j>`` alone (which, measured, is
-  itself 2-3x faster there than the squared-distance matrix). If the potential cannot be formed
+  potential close to the optimal dual shortens its augmenting paths. It helps in low dimension,
+  where the Gaussian approximation's duals are close to the batch's, and stops helping as the
+  dimension grows and the batch duals are dominated by sampling noise; so by default it is used
+  for d <= 8 only, and for d > 8 the solver runs on ``-2 <x0_i, x1_j>`` alone (the crossover and
+  the timings: ``bench/ot_coupling.py``). If the potential cannot be formed
   (non-finite values) the solver runs on the plain cost (the *fallback* path).
 
 Exactness (the whole argument): for any permutation ``pi``,
@@ -33,19 +33,19 @@ same constant on *every* permutation and share their minimisers. The solver is e
 the result is exact for the squared Euclidean cost, up to float64 rounding of ``C'`` (relative
 ~1e-16 per entry: it can only choose between permutations whose costs tie to that precision).
 
-Speed, measured on a 2-core CPU (see ``bench/ot_coupling.py``): the exact solve stays the dominant
-cost (several ms at B=256, d=2). The things tried and measured that did *not* beat it in pure
-numpy/scipy: a vectorised Jacobi auction with epsilon-scaling (hundreds to thousands of bidding
-rounds, 10-20 ms at B=256), log-domain Sinkhorn to estimate duals, sparse k-nearest-neighbour
-candidate graphs solved with ``scipy.sparse.csgraph.min_weight_full_bipartite_matching`` (fast only
-once near-exact duals are known; with cheap duals the candidate graphs miss the optimal edges by a
-wide margin), and multiscale warm starts from a subsample (dual sampling noise too large). With the
-*exact* duals the dense solver still takes ~0.9 ms at B=256, which is the floor of this approach.
+Speed (timings: ``bench/ot_coupling.py``): the exact solve stays the dominant cost. What was tried
+and did *not* beat it in pure numpy/scipy: a vectorised Jacobi auction with epsilon-scaling
+(hundreds to thousands of bidding rounds), log-domain Sinkhorn to estimate duals, sparse
+k-nearest-neighbour candidate graphs solved with
+``scipy.sparse.csgraph.min_weight_full_bipartite_matching`` (fast only once near-exact duals are
+known; with cheap duals the candidate graphs miss the optimal edges by a wide margin), and
+multiscale warm starts from a subsample (dual sampling noise too large). Even with the *exact*
+duals the dense solver keeps most of its cost, which is the floor of this approach.
 
 The trainer hides most of the solve: a model's ``prepare`` step (for flow matching: draw noise,
 couple it) runs in worker threads a few batches ahead of the training step (the solver releases the
 GIL), with per-step generators so the pairs do not depend on thread timing
-(``genlab.train.trainer.Prefetcher``).
+(``genlab.train.batching.Prefetcher``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import torch
 __all__ = ["COUPLINGS", "couple", "ot_permutation"]
 
 COUPLINGS = ("independent", "ot")
-_WARM_START_MAX_DIM = 8  # measured crossover, see the module docstring
+_WARM_START_MAX_DIM = 8  # the crossover, see the module docstring
 
 
 def _check_pair(x0: torch.Tensor, x1: torch.Tensor) -> None:
@@ -114,7 +114,7 @@ def _solve_dense(a: np.ndarray, b: np.ndarray, warm_start: bool) -> np.ndarray:
             if np.all(np.isfinite(reduced)):
                 cost = reduced
         # otherwise: fallback, solve on the plain cost (still exact).
-    # Noise rows, data columns (measured faster than the transpose on normal-vs-moons):
+    # Noise rows, data columns (faster than the transpose on normal-vs-moons):
     # x0[k] is paired with x1[cols[k]], so perm is the inverse permutation of cols.
     _, cols = linear_sum_assignment(cost)
     perm = np.empty_like(cols)

@@ -32,8 +32,8 @@ CNN that genlab trains on the data itself (nothing is downloaded)::
 
     d(x, x̂) = Σ_l mean_{h,w} ‖ f̂_l(x)_{hw} − f̂_l(x̂)_{hw} ‖²,   f̂ = f / (‖f‖₂ over channels + 1e-10)
 
-The network is the evaluation's :class:`~genlab.eval.features.FeatureNet` architecture trained by
-the evaluation's machinery (:func:`~genlab.eval.features.feature_network`, cached by the data's
+The network is the evaluation's :class:`~genlab.nets.features.FeatureNet` architecture trained by
+the evaluation's machinery (:func:`~genlab.feature_networks.feature_network`, cached by the data's
 content hash) but with another recipe, :data:`PERCEPTUAL_RECIPE`: another seed (other initial
 weights and batch order) and twice the random translation. It is a *different network* from the
 one whose features the Fréchet distance, KID and precision/recall use, on purpose: a generator
@@ -58,8 +58,9 @@ from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.eval.features import RECIPE, FeatureNet, Recipe, feature_network
+from genlab.feature_networks import RECIPE, Recipe, feature_network
 from genlab.models.base import Player
+from genlab.nets.features import FeatureNet
 from genlab.nets.patch_discriminator import PatchDiscriminator
 
 
@@ -135,7 +136,7 @@ PERCEPTUAL_RECIPE = perceptual_recipe(RECIPE)
 
 def feature_classes(num_classes: int | None) -> int | None:
     """The classes of the feature network of data with ``num_classes`` (None: an autoencoder's
-    encoder), as :func:`~genlab.eval.features.feature_network` decides."""
+    encoder), as :func:`~genlab.feature_networks.feature_network` decides."""
     return num_classes if num_classes is not None and num_classes >= 2 else None
 
 

@@ -2,7 +2,7 @@
 
 **The forward process** is a continuous-time Markov chain per character with rates
 ``σ(t) Q`` (Lou et al. 2024, sec. 2), written with the schedule's ``α(t) = exp(−σ̄(t))``
-(:class:`~genlab.models.text.mdlm.Schedule`; ``σ = −α'/α``):
+(:class:`~genlab.models.discrete_diffusion.mdlm.Schedule`; ``σ = −α'/α``):
 
 - ``absorb``: a character jumps to the mask token (an extra id) at rate ``σ(t)``: it is still
   itself with probability ``α(t)``, masked otherwise (the forward process of MDLM);
@@ -54,6 +54,7 @@ Reference:
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -63,13 +64,63 @@ from torch import nn
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.autoregressive.gpt import draw_categorical
 from genlab.models.base import FROM_CONFIG, LogProb, ModelSpec, SampleOption, SampleResult
-from genlab.models.text.mdlm import MDLM, MDLMConfig, stratified_times
-from genlab.registry import MODELS
+from genlab.models.discrete_diffusion.mdlm import MDLM, MDLMConfig, stratified_times
+from genlab.models.shared import draw_categorical
+from genlab.registry import MODELS, TEXT_SAMPLERS
 
 TRANSITIONS = ("absorb", "uniform")
-SAMPLERS = ("tweedie", "euler")
+
+
+# --- the samplers: one reverse step for each transition ------------------------------------------
+@TEXT_SAMPLERS.register(
+    "tweedie", help="τ-leaping with the Tweedie denoiser (Lou et al. 2024, sec. 4.1)",
+    families=("sedd",),
+)  # fmt: skip
+class Tweedie:
+    @staticmethod
+    def absorb(e: torch.Tensor, move: float, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(jump, stay)`` of a masked character: ``y`` with ``move · e^{o_y}`` (normalised
+        afterwards), stay ``1 − move`` (``move = (α_r − α_s)/(1 − α_s)``)."""
+        jump = e * move
+        return jump, jump.new_full((*jump.shape[:2], 1), 1.0 - move)
+
+    @staticmethod
+    def uniform(s: torch.Tensor, cur: torch.Tensor, d: float, rate: float) -> torch.Tensor:
+        """Probabilities ``(n, L, N)``: ``exp(−ΔQ) s`` times ``exp(ΔQ)(a, ·)``, ``Δ = σ̄_t − σ̄_r``."""
+        N = s.shape[-1]
+        back = math.exp(d) * s + (1 - math.exp(d)) * s.mean(-1, keepdim=True)
+        fwd = math.exp(-d) * cur + (1 - math.exp(-d)) / N
+        return (back * fwd).clamp(min=0.0)
+
+
+@TEXT_SAMPLERS.register(
+    "euler", help="an Euler step of the reverse rates, clamped (Lou et al. 2024, sec. 4.1)",
+    families=("sedd",),
+)  # fmt: skip
+class Euler:
+    @staticmethod
+    def absorb(e: torch.Tensor, move: float, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(jump, stay)``: ``y`` with ``Δt · w(t_s) · e^{o_y}``, stay ``1 − Σ`` clamped at 0."""
+        jump = e * rate
+        return jump, (1.0 - jump.sum(-1, keepdim=True)).clamp(min=0.0)
+
+    @staticmethod
+    def uniform(s: torch.Tensor, cur: torch.Tensor, d: float, rate: float) -> torch.Tensor:
+        """Probabilities ``(n, L, N)``: jump to ``y`` with ``Δt · σ(t)/N · s_y``, the rest stays."""
+        jump = rate * s * (1 - cur)
+        return jump + cur * (1.0 - jump.sum(-1, keepdim=True)).clamp(min=0.0)
+
+
+def text_sampler(name: str, family: str):
+    """The registered text sampler ``name`` that ``family`` takes; a :class:`ConfigError` naming
+    the ones it takes (and a close one, on a typo) otherwise."""
+    takes = [e.name for e in TEXT_SAMPLERS.in_order() if family in e.meta.get("families", ())]
+    if name not in takes:
+        close = difflib.get_close_matches(str(name), takes, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"sampler must be one of {', '.join(takes)}, got {name!r}{hint}")
+    return TEXT_SAMPLERS.get(name)
 
 
 @dataclass
@@ -108,10 +159,9 @@ class TimeEmbedding(nn.Module):
 class SEDD(MDLM):
     """Score entropy discrete diffusion over windows of characters; see the module docstring."""
 
-    family: ClassVar[str] = "sedd"
     Config: ClassVar[type] = SEDDConfig
     sample_options = (
-        SampleOption("sampler", "tweedie or euler", str, FROM_CONFIG),
+        SampleOption("sampler", "a text sampler (genlab list: tweedie, euler)", str, FROM_CONFIG),
         *MDLM.sample_options,
     )
 
@@ -119,10 +169,7 @@ class SEDD(MDLM):
         if config.transition not in TRANSITIONS:
             raise ConfigError(f"model.transition must be one of {', '.join(TRANSITIONS)}, got "
                               f"{config.transition!r}")  # fmt: skip
-        if config.sampler not in SAMPLERS:
-            raise ConfigError(
-                f"model.sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}"
-            )
+        text_sampler(config.sampler, "sedd")  # an unknown name fails here, with a suggestion
         self.uniform = config.transition == "uniform"
         if self.uniform and config.estimator != "time":
             raise ConfigError("model.estimator=count is for the absorbing transition only")
@@ -139,9 +186,7 @@ class SEDD(MDLM):
         return -1 if self.config.transition == "uniform" else self.vocab_size
 
     def check_options(self, options) -> None:
-        if options["sampler"] not in SAMPLERS:
-            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got "
-                              f"{options['sampler']!r}")  # fmt: skip
+        text_sampler(options["sampler"], self.family)
         super().check_options(options)
 
     # --- absorb: MDLM's machinery with the score entropy as the per-character term ----------------
@@ -164,16 +209,11 @@ class SEDD(MDLM):
         normalised; Euler: ``Δt · w(t_s)``, stay ``1 − Σ``, clamped), the last step fills."""
         a_s, a_r = float(alpha[i]), float(alpha[i - 1])
         e = logits.double().exp()  # (n, L, V)
-        if sampler == "euler":
-            steps = len(alpha) - 1
-            t_s = torch.tensor(i / steps, dtype=torch.float64)
-            rate = float(self.schedule.weight(t_s)) / steps  # Δt · σ_s · α_s / (1 − α_s)
-            jump = e * rate
-            stay = (1.0 - jump.sum(-1, keepdim=True)).clamp(min=0.0)
-        else:
-            move = (a_r - a_s) / (1.0 - a_s)
-            jump = e * move
-            stay = jump.new_full((*jump.shape[:2], 1), 1.0 - move)
+        steps = len(alpha) - 1
+        t_s = torch.tensor(i / steps, dtype=torch.float64)
+        rate = float(self.schedule.weight(t_s)) / steps  # Δt · σ_s · α_s / (1 − α_s)
+        move = (a_r - a_s) / (1.0 - a_s)
+        jump, stay = text_sampler(sampler, self.family).absorb(e, move, rate)
         if i == 1:  # t_0 = 0: every mask is filled
             stay = torch.zeros_like(stay)
         return torch.cat([jump, stay], -1)
@@ -315,21 +355,15 @@ class SEDD(MDLM):
         T, N = self.config.t_max, self.vocab_size
         grid = torch.linspace(0, T, steps + 1, dtype=torch.float64)
         sbar = self._sigma_bar(grid)
+        step = text_sampler(sampler, self.family)
         for i in range(steps, 0, -1):
             t = grid[i].expand(n).to(self.device)
             s = self.scores(z, t).double().exp()  # (n, L, N)
             s = s.scatter(-1, z[..., None], 1.0)  # the ratio of the current character to itself
             cur = torch.nn.functional.one_hot(z, N).double()
-            if sampler == "euler":
-                a = float(self.schedule.alpha(grid[i]))
-                sigma = float(self.schedule.weight(grid[i])) * (1 - a) / a
-                jump = (T / steps) * sigma / N * s * (1 - cur)
-                probs = jump + cur * (1.0 - jump.sum(-1, keepdim=True)).clamp(min=0.0)
-            else:  # Tweedie τ-leaping: exp(−ΔQ) s, times exp(ΔQ)(a, ·)
-                d = float(sbar[i] - sbar[i - 1])
-                back = math.exp(d) * s + (1 - math.exp(d)) * s.mean(-1, keepdim=True)
-                fwd = math.exp(-d) * cur + (1 - math.exp(-d)) / N
-                probs = (back * fwd).clamp(min=0.0)
+            a = float(self.schedule.alpha(grid[i]))
+            sigma = float(self.schedule.weight(grid[i])) * (1 - a) / a
+            probs = step.uniform(s, cur, float(sbar[i] - sbar[i - 1]), (T / steps) * sigma / N)
             draw = draw_categorical(probs.reshape(-1, N), generator).reshape(n, -1)
             z = torch.where(free, draw.to(self.device), z)
         return SampleResult(z, steps)

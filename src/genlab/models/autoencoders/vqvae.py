@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
+from genlab.models.autoencoders.conv_autoencoder import ConvAutoencoder
 from genlab.models.base import LatentSpec, ModelSpec, SampleResult
-from genlab.models.conv_autoencoder import ConvAutoencoder
 from genlab.nets.quantize import VectorQuantizer, code_statistics
 from genlab.registry import MODELS
 
@@ -58,7 +58,6 @@ class VQVAEConfig:
 class VQVAE(ConvAutoencoder):
     """See the module docstring."""
 
-    family = "vqvae"
     Config: ClassVar[type] = VQVAEConfig
 
     def __init__(self, config: VQVAEConfig, spec: ModelSpec) -> None:

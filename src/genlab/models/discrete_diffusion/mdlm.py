@@ -85,7 +85,6 @@ import torch
 from genlab.data.base import Batch
 from genlab.data.text import encode, unknown_characters
 from genlab.errors import ConfigError
-from genlab.models.autoregressive.gpt import check_windows, draw_categorical
 from genlab.models.base import (
     FROM_CONFIG,
     GenerativeModel,
@@ -95,6 +94,7 @@ from genlab.models.base import (
     SampleOption,
     SampleResult,
 )
+from genlab.models.shared import check_windows, draw_categorical
 from genlab.nets.transformer import Transformer
 from genlab.registry import MODELS
 
@@ -168,7 +168,6 @@ class MDLMConfig:
 class MDLM(GenerativeModel):
     """Masked diffusion over windows of characters; see the module docstring."""
 
-    family: ClassVar[str] = "mdlm"
     Config: ClassVar[type] = MDLMConfig
     data_kinds = ("tokens",)
 

@@ -1,8 +1,8 @@
 """VQGAN (Esser, Rombach & Ommer 2021, "Taming Transformers for High-Resolution Image Synthesis",
-sec. 3.1): the VQ-VAE (:mod:`genlab.models.vqvae`: the same encoder, decoder and
+sec. 3.1): the VQ-VAE (:mod:`genlab.models.autoencoders.vqvae`: the same encoder, decoder and
 :class:`~genlab.nets.quantize.VectorQuantizer` with its EMA codebook, k-means initialization and
 dead-code restarts) trained with an L1 + perceptual reconstruction loss and a patch discriminator
-whose hinge loss is weighted adaptively (:mod:`genlab.models.adversarial`, shared with the KL
+whose hinge loss is weighted adaptively (:mod:`genlab.models.autoencoders.adversarial`, shared with the KL
 autoencoder).
 
 Two players on genlab's trainer, in this order each step: ``"autoencoder"`` (encoder, decoder and,
@@ -26,15 +26,15 @@ from dataclasses import dataclass
 import torch
 
 from genlab.data.base import Batch
-from genlab.models.adversarial import AdversarialAutoencoder, AdversarialConfig
+from genlab.models.autoencoders.adversarial import AdversarialAutoencoder, AdversarialConfig
+from genlab.models.autoencoders.vqvae import VQVAE, VQVAEConfig
 from genlab.models.base import ModelSpec
-from genlab.models.vqvae import VQVAE, VQVAEConfig
 from genlab.registry import MODELS
 
 
 @dataclass
 class VQGANConfig(AdversarialConfig, VQVAEConfig):
-    """The VQ-VAE's settings plus :class:`~genlab.models.adversarial.AdversarialConfig`."""
+    """The VQ-VAE's settings plus :class:`~genlab.models.autoencoders.adversarial.AdversarialConfig`."""
 
 
 @MODELS.register(
@@ -45,7 +45,6 @@ class VQGANConfig(AdversarialConfig, VQVAEConfig):
 class VQGAN(AdversarialAutoencoder, VQVAE):
     """See the module docstring."""
 
-    family = "vqgan"
     Config = VQGANConfig
 
     def __init__(self, config: VQGANConfig, spec: ModelSpec) -> None:

@@ -1,11 +1,11 @@
 """The KL-regularized autoencoder of latent diffusion (Rombach et al. 2022, "High-Resolution Image
 Synthesis with Latent Diffusion Models", sec. 3 and appendix G; Stable Diffusion's first stage).
 
-The encoder (the convolutional encoder shared with the VQ-VAE, :mod:`genlab.models.conv_autoencoder`)
+The encoder (the convolutional encoder shared with the VQ-VAE, :mod:`genlab.models.autoencoders.conv_autoencoder`)
 maps an image ``(C, H, W)`` to the mean and log-variance of a diagonal Gaussian posterior
 ``q(z | x)`` over a *spatial* latent of ``latent_channels`` maps at ``H / 2^downsample ×
 W / 2^downsample`` (floor at each halving); training decodes a draw ``z = μ + σ·ε`` (``ε`` drawn
-in :meth:`prepare` from the step's generator). The loss is that of :mod:`genlab.models.adversarial`
+in :meth:`prepare` from the step's generator). The loss is that of :mod:`genlab.models.autoencoders.adversarial`
 (pixel L1 or MSE, optional perceptual term, optional patch discriminator with the adaptive
 weight, all shared with VQGAN) with the regularizer
 
@@ -36,9 +36,9 @@ import torch.nn.functional as F
 
 from genlab.data.base import Batch
 from genlab.errors import ConfigError
-from genlab.models.adversarial import AdversarialAutoencoder, AdversarialConfig
+from genlab.models.autoencoders.adversarial import AdversarialAutoencoder, AdversarialConfig
+from genlab.models.autoencoders.conv_autoencoder import ConvAutoencoder
 from genlab.models.base import LatentSpec, ModelSpec, SampleResult
-from genlab.models.conv_autoencoder import ConvAutoencoder
 from genlab.registry import MODELS
 
 
@@ -59,7 +59,6 @@ class KLAutoencoderConfig(AdversarialConfig):
 class KLAutoencoder(AdversarialAutoencoder, ConvAutoencoder):
     """See the module docstring."""
 
-    family = "kl-autoencoder"
     Config = KLAutoencoderConfig
 
     def __init__(self, config: KLAutoencoderConfig, spec: ModelSpec) -> None:

@@ -12,7 +12,7 @@ Decoder: a 3×3 convolution from the latent's channels and a residual block, the
 nearest-neighbour resize to the *exact* stored size of the level above and a 3×3 convolution, and
 a last 3×3 convolution (:attr:`dec_out`) to the image's channels, so odd sizes come back exactly.
 ``dec_out.weight`` is the decoder's last layer, where the adversarial weight of VQGAN and the KL
-autoencoder compares gradient norms (:func:`genlab.models.adversarial.adaptive_weight`).
+autoencoder compares gradient norms (:func:`genlab.models.autoencoders.adversarial.adaptive_weight`).
 """
 
 from __future__ import annotations

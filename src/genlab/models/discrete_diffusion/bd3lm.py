@@ -51,7 +51,7 @@ import torch
 
 from genlab.errors import ConfigError, DataError
 from genlab.models.base import FROM_CONFIG, ModelSpec, SampleOption, SampleResult
-from genlab.models.text.mdlm import MDLM, MDLMConfig
+from genlab.models.discrete_diffusion.mdlm import MDLM, MDLMConfig
 from genlab.nets.transformer import KVCache
 from genlab.registry import MODELS
 
@@ -84,7 +84,6 @@ def block_causal_mask(start: int, T: int, S: int, device: torch.device | str) ->
 class BD3LM(MDLM):
     """Block diffusion over windows of characters; see the module docstring."""
 
-    family: ClassVar[str] = "bd3lm"
     Config: ClassVar[type] = BD3LMConfig
 
     likelihood_options = (

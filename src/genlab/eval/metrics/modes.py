@@ -42,7 +42,15 @@ from dataclasses import dataclass
 import torch
 
 from genlab.errors import DataError
-from genlab.eval.metrics import ArrayLike, _cdist, _row_blocks, check_pair
+from genlab.eval.metrics.base import (
+    ArrayLike,
+    Comparison,
+    Metric,
+    _cdist,
+    _row_blocks,
+    check_pair,
+    register,
+)
 
 RADIUS = 3.0  # component stds: the protocol's "within three standard deviations"
 
@@ -62,7 +70,7 @@ class ModeStatistics:
 
 def nearest_modes(samples: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
     """Index ``(n,)`` int64 of each sample's nearest centre and the distance ``(n,)`` to it (data
-    units, float64), in row blocks of at most ``metrics._BLOCK_ENTRIES`` distances; ties go to the
+    units, float64), in row blocks of at most ``base._BLOCK_ENTRIES`` distances; ties go to the
     lower index."""
     x, c = check_pair(samples, centers, names=("samples", "mode centres"))
     index = torch.empty(len(x), dtype=torch.int64, device=x.device)
@@ -102,3 +110,35 @@ def mode_statistics(
 
 
 __all__ = ["RADIUS", "ModeStatistics", "mode_statistics", "nearest_modes"]
+
+
+def _modes(c: Comparison):  # the samples' nearest modes, shared by the three metrics below
+    return c.once("mode_statistics", lambda: mode_statistics(c.x, *c.modes))
+
+
+_MODES = ("modes",)
+register(
+    Metric(
+        "modes_covered",
+        lambda c: float(_modes(c).modes_covered),
+        "modes",
+        "modes that are the nearest mode of a sample within 3 stds (VEEGAN/PacGAN protocol)",
+        needs=_MODES,
+        lower_is_better=False,
+    ),
+    Metric(
+        "high_quality",
+        lambda c: _modes(c).high_quality,
+        "fraction",
+        "samples within 3 stds of their nearest mode (VEEGAN/PacGAN; ~0.989 for the law in 2-D)",
+        needs=_MODES,
+        lower_is_better=False,
+    ),
+    Metric(
+        "reverse_kl",
+        lambda c: _modes(c).reverse_kl,
+        "nats",
+        "KL(high-quality samples' mode histogram || uniform) (PacGAN; log K if none)",
+        needs=_MODES,
+    ),
+)

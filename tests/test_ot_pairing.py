@@ -1,4 +1,4 @@
-"""Exactness and API tests for genlab.models.coupling (float64, fast)."""
+"""Exactness and API tests for genlab.models.diffusion.ot (float64, fast)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from genlab.models import coupling
-from genlab.models.coupling import couple, ot_permutation
+from genlab.models.diffusion import ot as coupling
+from genlab.models.diffusion.ot import couple, ot_permutation
 
 
 def _sqdist(x0: torch.Tensor, x1: torch.Tensor) -> np.ndarray:

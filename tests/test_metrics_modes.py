@@ -19,8 +19,9 @@ from genlab.data import TOY, load
 from genlab.errors import DataError
 from genlab.eval import metrics as M
 from genlab.eval.evaluate import evaluate
+from genlab.eval.metrics import base as metrics_base
 from genlab.eval.metrics import check_metrics, get_metric, metrics_for
-from genlab.eval.mode_metrics import mode_statistics, nearest_modes
+from genlab.eval.metrics.modes import mode_statistics, nearest_modes
 from genlab.models.base import GenerativeModel, ModelSpec, SampleResult
 from genlab.registry import DATASETS
 
@@ -154,7 +155,7 @@ def test_a_brute_force_loop_agrees_on_random_data_in_blocks(monkeypatch):
     hq = sum(counts)
     q = [c / hq for c in counts]
     kl = sum(p * math.log(p * 25) for p in q if p > 0)
-    monkeypatch.setattr(M, "_BLOCK_ENTRIES", 7 * 25)
+    monkeypatch.setattr(metrics_base, "_BLOCK_ENTRIES", 7 * 25)
     st = mode_statistics(x, centers, std)
     assert 0.3 < hq / len(x) < 0.9  # the data do test the threshold
     assert st.counts.tolist() == counts

@@ -10,9 +10,9 @@ import pytest
 import scipy.linalg
 import torch
 
-import genlab.eval.feature_metrics as FM
 from genlab.errors import DataError
-from genlab.eval.feature_metrics import (
+from genlab.eval.metrics import base as metrics_base
+from genlab.eval.metrics.features import (
     MeanStd,
     classifier_score,
     frechet_distance,
@@ -128,7 +128,7 @@ def test_frechet_is_symmetric() -> None:
 def test_frechet_blockwise_qr_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = randn(700, 4, 11), randn(650, 4, 12) * 0.5 + 1.0
     whole = frechet_distance(x, y)
-    monkeypatch.setattr(FM, "_BLOCK_ENTRIES", 1)  # blocks of 8 d = 32 rows: ~22 QR steps
+    monkeypatch.setattr(metrics_base, "_BLOCK_ENTRIES", 1)  # blocks of 8 d = 32 rows: ~22 QR steps
     assert frechet_distance(x, y) == pytest.approx(whole, rel=1e-12)
 
 
@@ -257,7 +257,9 @@ def test_kid_global_generator_when_none() -> None:
 def test_kid_blockwise_kernel_sums_equal_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = randn(90, 6, 25), randn(80, 6, 26) * 1.5
     whole = kid(x, y, subsets=3, subset_size=70, generator=gen(0))
-    monkeypatch.setattr(FM, "_BLOCK_ENTRIES", 7 * 70 + 3)  # 7-row blocks, ragged last block
+    monkeypatch.setattr(
+        metrics_base, "_BLOCK_ENTRIES", 7 * 70 + 3
+    )  # 7-row blocks, ragged last block
     blocked = kid(x, y, subsets=3, subset_size=70, generator=gen(0))
     assert blocked.mean == pytest.approx(whole.mean, rel=1e-10)
     assert blocked.std == pytest.approx(whole.std, rel=1e-9)
@@ -313,7 +315,9 @@ def test_kth_neighbour_distances_match_sorted_full_matrix(monkeypatch: pytest.Mo
     for k in (1, 3, 56):
         expected = full.sort(dim=1).values[:, k]  # column 0 is the point itself
         torch.testing.assert_close(kth_neighbour_distances(x, k), expected, rtol=1e-10, atol=1e-10)
-    monkeypatch.setattr(FM, "_BLOCK_ENTRIES", 5 * 57 - 1)  # 4-row blocks: self entries cross blocks
+    monkeypatch.setattr(
+        metrics_base, "_BLOCK_ENTRIES", 5 * 57 - 1
+    )  # 4-row blocks: self entries cross blocks
     torch.testing.assert_close(
         kth_neighbour_distances(x, 3), full.sort(dim=1).values[:, 3], rtol=1e-10, atol=1e-10
     )
@@ -327,7 +331,7 @@ def test_kth_neighbour_counts_duplicates_as_neighbours() -> None:
 def test_prdc_blockwise_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     real, fake = randn(120, 3, 51), randn(90, 3, 52) + 0.5
     whole = prdc(real, fake, k=4)
-    monkeypatch.setattr(FM, "_BLOCK_ENTRIES", 7 * 120 + 5)  # 7-row blocks
+    monkeypatch.setattr(metrics_base, "_BLOCK_ENTRIES", 7 * 120 + 5)  # 7-row blocks
     assert prdc(real, fake, k=4) == whole
 
 

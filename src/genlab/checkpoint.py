@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -22,27 +21,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from genlab.errors import CheckpointError
+from genlab.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{7,})\.json$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 BEST = "best"  # the checkpoint with the lowest validation loss (never rotated away)
@@ -150,32 +135,3 @@ def load_latest(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict] |
     if problems:
         raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
     return None
-
-
-def load_state_dict_checked(
-    module: torch.nn.Module, state: dict[str, torch.Tensor], what: str
-) -> None:
-    """``module.load_state_dict`` with a message naming the first missing or mismatched tensor."""
-    own = module.state_dict()
-    for name, t in own.items():
-        if name not in state:
-            raise CheckpointError(f"{what}: parameter {name!r} is missing from the checkpoint")
-        if tuple(state[name].shape) != tuple(t.shape):
-            raise CheckpointError(
-                f"{what}: parameter {name!r} has shape {tuple(state[name].shape)} in the checkpoint "
-                f"but {tuple(t.shape)} in the model (was the run trained with another config?)"
-            )
-    extra = sorted(set(state) - set(own))
-    if extra:
-        raise CheckpointError(f"{what}: the checkpoint has unexpected parameter {extra[0]!r}")
-    module.load_state_dict(state)
-
-
-def load_file_verified(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a bare safetensors file with a clear error if it is missing or corrupt."""
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise CheckpointError(f"weights file not found: {path}") from None
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"weights file {path} cannot be read: {e}") from None

@@ -1,0 +1,143 @@
+"""What the trainer feeds the model: shuffled epochs of examples or windows of a token stream,
+per-step seeded generators, and a background prefetch of the next batches; each with a state that a
+checkpoint saves, so a resumed run draws the same batches."""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+
+from genlab.data.base import Batch
+from genlab.errors import GenlabError
+
+
+class EpochBatcher:
+    """Shuffled minibatches from in-memory tensors, reproducible from ``(seed, epoch, position)``.
+
+    Each epoch is a permutation drawn from a generator seeded by ``(seed, epoch)``, so the state to
+    save is two integers; batches run across epoch boundaries, so any batch size works with any
+    dataset size.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        batch_size: int,
+        seed: int,
+        noise: torch.Tensor | None = None,
+    ) -> None:
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.noise = noise  # paired noise (reflow), indexed like x
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.x), generator=g).to(self.x.device)
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation(self.epoch)
+
+    def next(self) -> Batch:
+        n = len(self.x)
+        if self.pos + self.batch_size <= n:  # the common case: one slice of one permutation
+            idx = self._perm[self.pos : self.pos + self.batch_size]
+            self.pos += self.batch_size
+        else:
+            parts, need = [], self.batch_size
+            while need:
+                if self.pos == n:
+                    self.epoch, self.pos = self.epoch + 1, 0
+                    self._perm = self._permutation(self.epoch)
+                take = min(need, n - self.pos)
+                parts.append(self._perm[self.pos : self.pos + take])
+                self.pos += take
+                need -= take
+            idx = torch.cat(parts)
+        return Batch(
+            torch.index_select(self.x, 0, idx),
+            None if self.y is None else torch.index_select(self.y, 0, idx),
+            None if self.noise is None else torch.index_select(self.noise, 0, idx),
+        )
+
+
+def stream_windows(stream: torch.Tensor, length: int, stride: int, what: str) -> torch.Tensor:
+    """The windows of ``length`` consecutive tokens of a 1-D ``stream`` starting every ``stride``
+    tokens, ``(count, length)``: a view, no copy (``stride=1``: every offset, the training examples
+    of a model with a ``window``; ``stride=length``: consecutive windows, for validation)."""
+    if stream.dim() != 1:
+        raise GenlabError(
+            f"a model of windows of a token stream needs 1-D token data, got shape "
+            f"{tuple(stream.shape)}"
+        )
+    if len(stream) < length:
+        raise GenlabError(
+            f"the {what} text has {len(stream)} tokens, fewer than one window of {length} (the "
+            "model's context): give more text or lower model.context"
+        )
+    return stream.unfold(0, length, stride)
+
+
+def step_generator(seed: int, draw: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of the randomness of batch number ``draw`` (one per step for one player; a
+    GAN draws one batch per player update): a pure function of the seed and the draw, so prepared
+    batches are the same on every rank, in every thread, after any resume."""
+    return torch.Generator(device=device).manual_seed((seed + 1) * 2_654_435_761 + draw)
+
+
+class Prefetcher:
+    """Runs ``model.prepare`` (data- and randomness-only work, such as an OT coupling) for the next
+    few batches in worker threads while the current step trains.
+
+    Determinism: batches are drawn in the calling thread, in order; batch number ``k`` is prepared
+    with its own generator seeded by ``(seed, k)``; results are consumed in order. So the prepared
+    batches do not depend on thread timing, and resuming after ``k`` batches needs only the data
+    position then, which is recorded with each submitted batch.
+    """
+
+    def __init__(
+        self,
+        batcher: EpochBatcher,
+        prepare,
+        seed: int,
+        draw: int,
+        device: torch.device,
+        workers: int = 2,
+        depth: int = 4,
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.batcher, self.prepare, self.seed, self.device = batcher, prepare, seed, device
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="genlab-prepare")
+        self.depth = depth
+        self.next_draw = draw  # the number of the next batch to submit
+        self.pending: collections.deque = collections.deque()
+        self.consumed_state = batcher.state()
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.depth:
+            batch = self.batcher.next()
+            gen = step_generator(self.seed, self.next_draw, self.device)
+            fut = self.pool.submit(self.prepare, batch, gen)
+            self.pending.append((fut, self.batcher.state()))
+            self.next_draw += 1
+
+    def next(self) -> Batch:
+        self._fill()
+        fut, state = self.pending.popleft()
+        self.consumed_state = state
+        batch = fut.result()
+        self._fill()
+        return batch
+
+    def close(self) -> None:
+        for fut, _ in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=True)
+        self.pending.clear()
