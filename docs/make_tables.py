@@ -857,12 +857,16 @@ def flows_moons() -> str:
 @table(FLOWS)
 def flows_tabular() -> str:
     tab = load(FLOWS)["tabular"]
-    out = [
-        [name, f"{m['params']:,}", num(m["test_nll"], 2), f"{m['best_step']:,}"]
-        for name, m in tab["models"].items()
-    ]
+    out = []
+    for name, m in tab["models"].items():
+        steps = m["best_step"] if isinstance(m["best_step"], list) else [m["best_step"]]
+        se = m.get("test_nll_se")
+        nll = num(m["test_nll"], 2) + ("" if se is None else f" ± {num(se, 2)}")
+        out.append([name, f"{m['params']:,}", nll, ", ".join(f"{k:,}" for k in steps)])
     out.append(["full-covariance Gaussian", "", num(tab["gaussian_nll"], 2), ""])
-    return md(["model", "parameters", "test NLL (nats per row)", "best step (validation)"], out)
+    seeds = tab.get("seeds", 1)
+    head = f"test NLL (nats per row, mean ± s.e., {seeds} seeds)" if seeds > 1 else "test NLL"
+    return md(["model", "parameters", head, "best step (validation)"], out)
 
 
 @table(FLOWS)
