@@ -198,3 +198,15 @@ def test_the_layout_in_docs_index_names_every_module_and_nothing_else():
     documented = documented_layout()
     assert sorted(tree - documented) == [], "modules the layout in docs/index.md does not name"
     assert sorted(documented - tree) == [], "names in the layout of docs/index.md with no module"
+
+
+MAX_LINES = 700  # a module longer than this is doing more than one job
+
+
+def test_no_source_file_is_longer_than_700_lines():
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in (SRC / ROOT).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
