@@ -869,6 +869,29 @@ def flows_tabular() -> str:
     return md(["model", "parameters", head, "best step (validation)"], out)
 
 
+FLOWS_PAIRS = (  # (arm, other, what the difference measures)
+    ("genlab-nsf-nodrop", "zuko-nsf-3t", "the flows and their defaults, both without dropout"),
+    ("genlab-realnvp", "genlab-realnvp-nodrop", "dropout 0.1 (RealNVP)"),
+    ("genlab-nsf", "genlab-nsf-nodrop", "dropout 0.1 (NSF)"),
+    ("genlab-realnvp", "genlab-nsf", "RealNVP against NSF, both with dropout"),
+)
+
+
+@table(FLOWS)
+def flows_tabular_pairs() -> str:
+    models = load(FLOWS)["tabular"]["models"]
+    out = []
+    for a, b, what in FLOWS_PAIRS:
+        if a not in models or b not in models or "test_nll_seeds" not in models[a]:
+            continue
+        xa, xb = models[a]["test_nll_seeds"], models[b]["test_nll_seeds"]
+        mean, sd = paired(xa, xb)
+        verdict = "level" if level(xa, xb) else (f"{a} lower" if mean < 0 else f"{b} lower")
+        out.append([f"{a} − {b}", what, f"{num(mean, 2)} (sd {num(sd, 2)})", verdict])
+    return md(["paired difference (same seeds)", "what it measures", "test NLL, nats",
+               "verdict"], out)  # fmt: skip
+
+
 @table(FLOWS)
 def flows_images() -> str:
     images = load(FLOWS)["images"]
