@@ -9,7 +9,12 @@ occurrence of a flag or key wins, so the documented values are replaced, never t
 shape). A command that is a template (a placeholder such as ``RUN_DIR``, ``FILE`` or ``...``) is
 not run; :func:`test_templates_are_few_and_named` lists them.
 
-A documented command that fails makes its file's test fail with the command and its stderr."""
+A documented command that fails makes its file's test fail with the command and its stderr.
+
+Running all of them takes longer than the whole suite may (about 300 commands), so it is marked
+``docs`` and run by ``make test-docs``; ``make test`` runs the fast half, which parses every
+command with genlab's own parser and loads every config it trains with its overrides (an unknown
+flag or key, a missing config, a bad value: the usual ways a page goes stale)."""
 
 from __future__ import annotations
 
@@ -48,20 +53,32 @@ def sources() -> list[Path]:
             *sorted((ROOT / "configs").glob("*.yaml"))]  # fmt: skip
 
 
-def documented(path: Path) -> list[str]:
-    """The ``genlab`` command lines of a page's code blocks or a config's comment header."""
+def documented(path: Path) -> list[tuple[str, str | None]]:
+    """The ``genlab`` command lines of a page's code blocks or a config's comment header, each
+    with the error the page shows right after it (``genlab train: error: ...``: the command must
+    fail with that message), else None. ``a; b`` and ``a && b`` are two commands."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".yaml":
-        lines = [m.group(1) for m in re.finditer(r"^#\s+(genlab .*)$", text, re.M)]
+        lines = [ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")]
     else:
         lines = []
         for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
             lines += [ln.strip().removeprefix("$ ") for ln in block.splitlines()]
-    out = []
+    joined: list[str] = []  # a line ending in a backslash continues on the next
     for line in lines:
+        if joined and joined[-1].endswith("\\"):
+            joined[-1] = joined[-1][:-1].rstrip() + " " + line
+        else:
+            joined.append(line)
+    out: list[tuple[str, str | None]] = []
+    for line in joined:
+        error = re.match(r"genlab [a-z]+: error: (.*)$", line)
+        if error and out:  # the output of the command above
+            out[-1] = (out[-1][0], error.group(1).split("(")[0].strip())
+            continue
         line = re.sub(r"\s+#.*$", "", line).strip()  # a trailing comment
-        if line.startswith("genlab ") and not re.match(r"genlab [a-z]+: ", line):  # (output)
-            out.append(line)
+        if line.startswith("genlab "):
+            out += [(part.strip(), None) for part in re.split(r";|&&", line) if part.strip()]
     return out
 
 
@@ -149,10 +166,28 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     return int(code or 0), err.getvalue()
 
 
-PAGES = [p for p in sources() if any(not is_template(c) for c in documented(p))]
+PAGES = [p for p in sources() if any(not is_template(c) for c, _ in documented(p))]
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_documented_command_parses_and_its_config_loads(page):
+    import genlab
+    from genlab.cli import build_parser, parse
+
+    for command, error in documented(page):
+        if is_template(command) or error:
+            continue
+        argv = tiny(command)
+        try:
+            args = parse(build_parser(), argv)
+        except SystemExit:
+            pytest.fail(f"{page.name}: `{command}` is refused by the parser")
+        config = getattr(args, "config", None)
+        if args.command == "train" and config and not config.startswith("runs/"):
+            genlab.load_config(ROOT / config, [o for o in args.overrides if "path=" not in o])
+
+
+@pytest.mark.docs
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_documented_command_runs(page, tmp_path):
     work = tmp_path / "work"
@@ -174,11 +209,15 @@ def test_commands_are_found_in_every_kind_of_source():
     for p in sources():
         found[p.suffix] += len(documented(p))
     assert found[".md"] > 100 and found[".yaml"] > 50
-    assert documented(ROOT / "README.md")[0].startswith("genlab train")
+    assert documented(ROOT / "README.md")[0][0].startswith("genlab train")
+    errors = dict(documented(ROOT / "docs" / "training.md"))
+    assert errors["genlab train configs/flow-matching-moons.yaml trainer.stpes=3"].startswith(
+        "unknown config key 'trainer.stpes'"
+    )
 
 
 def test_templates_are_few_and_named():
-    templates = [(p.name, c) for p in sources() for c in documented(p) if is_template(c)]
+    templates = [(p.name, c) for p in sources() for c, _ in documented(p) if is_template(c)]
     assert len(templates) < 10, templates
     assert not is_template("genlab train configs/ddpm-moons.yaml --out runs/ddpm")
     assert is_template("genlab train configs/ldm-mnist.yaml model.autoencoder=RUN_DIR --out x")
