@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.genlab-installed
 PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=25
 
-.PHONY: install demo test test-fast lint format bench bench-env clean browser
+.PHONY: install demo test test-docs test-fast lint format bench bench-env clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 
 test: lint browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not docs" $(PYTEST_ARGS)
 
 # Headless Chromium for the report's browser test (tests/test_report.py), installed where it can be
 # (Debian, as root); elsewhere that one test is skipped and says why.
@@ -45,7 +45,11 @@ browser:
 	else echo "no Chromium and no apt-get as root: the browser test will be skipped"; fi
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not docs" $(PYTEST_ARGS)
+
+# Every genlab command in README.md, docs/*.md and the config headers, run at a tiny size (long)
+test-docs: $(STAMP)
+	$(PY) -m pytest -m docs $(PYTEST_ARGS)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench

@@ -145,11 +145,67 @@ def test_resume_continues_a_run_to_more_steps(trained, tmp_path, capsys):
 
     run = tmp_path / "copy"
     shutil.copytree(trained, run)
-    code, _, err = run_cli(
-        capsys, "train", CONFIG, "trainer.steps=1550", "--out", run, "--resume", "--no-eval"
-    )
+    code, out, err = run_cli(
+        capsys, "train", CONFIG, *TINY, "--out", run, "--resume", "--no-eval", "trainer.steps=1550"
+    )  # (the overrides after the flags, as the docs write them)
     assert code == 0, err
     assert (run / "checkpoints" / "step_0001550.safetensors").is_file()
+    assert "trained 50 steps (steps 1501-1550)" in out  # this invocation's steps, not the run's
+    code, out, err = run_cli(capsys, "train", run / "config.yaml", "--out", run, "--resume")
+    assert code == 0, err
+    assert "nothing to train: the run is at step 1550 of its 1550 steps" in out
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def test_resume_with_another_model_or_data_refuses_naming_the_keys(trained, capsys):
+    before = _tree(trained)
+    gan = ROOT / "configs" / "gan-moons.yaml"
+    code, _, err = run_cli(capsys, "train", gan, "--out", trained, "--resume")
+    assert code == 2 and "model.family: 'flow-matching' in the run, 'gan' given" in err
+    code, _, err = run_cli(
+        capsys, "train", CONFIG, *TINY, "data.n=7000", "--out", trained, "--resume"
+    )
+    assert code == 2 and "data.n: 5000 in the run, 7000 given" in err
+    assert _tree(trained) == before  # the refused commands wrote nothing
+
+
+def test_overrides_are_accepted_anywhere_and_bad_flags_show_the_subcommand_usage(tmp_path, capsys):
+    run = tmp_path / "r"
+    code, _, err = run_cli(
+        capsys, "train", CONFIG, "trainer.steps=3", "--out", run, *TINY[1:], "--no-eval",
+        "trainer.steps=4",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "steps: 4" in (run / "config.yaml").read_text()
+    with pytest.raises(SystemExit) as e:
+        main(["train", CONFIG, "--out", str(run), "--frobnicate"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: genlab train" in err and "unrecognized arguments: --frobnicate" in err
+    with pytest.raises(SystemExit):
+        main(["eval", str(run), "trainer.steps=3"])  # eval takes no overrides
+    assert "usage: genlab eval" in capsys.readouterr().err
+
+
+def test_a_relative_data_path_is_stored_absolute_so_the_run_works_from_anywhere(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    np.save("points.npy", np.random.default_rng(0).normal(size=(600, 2)).astype(np.float32))
+    args = ["data.path=points.npy", "trainer.steps=3", "trainer.progress=false", "eval.n=50"]
+    code, _, err = run_cli(capsys, "train", CONFIG, *args, "--out", "run", "--no-eval")
+    assert code == 0, err
+    assert f"path: {tmp_path / 'points.npy'}" in (tmp_path / "run" / "config.yaml").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli(capsys, "eval", tmp_path / "run", "--n", "50", "--seeds", "1")
+    assert code == 0, err
 
 
 @pytest.mark.parametrize(
@@ -313,3 +369,44 @@ def test_inception_fid_is_opt_in_and_explains_what_it_needs(trained, tmp_path, c
     else:
         with pytest.raises(GenlabError, match="could not load Inception weights"):
             load_inception(weights)
+
+
+def test_training_into_a_log_file_prints_a_progress_line_every_few_seconds(tmp_path, capsys):
+    """Output that is not a terminal (capsys, a log file, CI) has no progress bar; a plain line
+    every trainer.progress_every seconds says where training is."""
+    args = ["trainer.steps=300", "trainer.progress_every=0.05", "trainer.log_every=10",
+            "trainer.tensorboard=false", "data.n=2000", "--no-eval"]  # fmt: skip
+    code, _, err = run_cli(capsys, "train", CONFIG, "--out", tmp_path / "r", *args)
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "steps/s, ETA" in ln]
+    assert len(lines) >= 2 and lines[-1].startswith("flow-matching-moons: step ")
+
+
+def test_eval_write_records_a_no_eval_run_and_wrong_helpers_are_refused(trained, tmp_path, capsys):
+    run = tmp_path / "quiet"
+    args = [
+        "trainer.steps=20",
+        "trainer.progress=false",
+        "trainer.tensorboard=false",
+        "data.n=2000",
+    ]
+    assert main(["train", CONFIG, "--out", str(run), "--no-eval", *args]) == 0
+    assert not (run / "metrics.json").exists()
+    code, _, err = run_cli(capsys, "eval", run, "--n", "100", "--seeds", "1", "--write")
+    assert code == 0, err
+    assert (run / "metrics.json").is_file() and (run / "samples.png").is_file()
+    code, _, err = run_cli(
+        capsys, "sample", trained, "--classifier", run, "--out", tmp_path / "s.npy"
+    )
+    assert code == 2 and "needs a noise-classifier run" in err
+    code, _, err = run_cli(capsys, "sample", trained, "--classifier-scale", "3", "--out", "s.npy")
+    assert code == 2 and "give both" in err
+
+
+def test_eval_says_what_it_is_doing_and_nll_n_bounds_the_likelihood(trained, capsys):
+    code, out, err = run_cli(capsys, "eval", trained, "--n", "100", "--seeds", "2", "--nll-n", "50")
+    assert code == 0, err
+    assert "eval: sampling: 100 samples, seed 2 of 2 ..." in err
+    assert "eval: likelihood: at most 50 held-out examples" in err and "done in" in err
+    code, _, err = run_cli(capsys, "eval", trained, "--nll-n", "0")
+    assert code == 2 and "--nll-n must be at least 1" in err

@@ -208,6 +208,15 @@ def test_cli_reflow_and_its_errors(fm_run, ddpm_run, tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "straightness" in text and (out / "reflow.json").is_file()
+    # a second reflow into the same folder, or one with a bad override, is refused before it
+    # writes anything: the run (pairs, configs, checkpoints) stays byte-identical
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    fresh = tmp_path / "rf2"
+    assert main(["reflow", str(fm_run), "--out", str(fresh), "trainer.stpes=5"]) == 2
+    assert "did you mean 'trainer.steps'" in capsys.readouterr().err and not fresh.exists()
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
 
 
 def test_image_diffusion_with_the_unet_trains_samples_and_has_a_likelihood():

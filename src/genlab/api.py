@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from genlab import checkpoint as ckpt
+from genlab import config as config_mod
 from genlab.config import Config, EvalConfig
 from genlab.data.base import Dataset
 from genlab.errors import ConfigError, DataError
@@ -46,8 +48,11 @@ def train(
         saved = Path(out) / "config.yaml" if out is not None else None
         own = resume and saved is not None and saved.is_file()
         if own:
+            if Path(cfg).resolve() != saved.resolve():
+                check_resume_agrees(cfg, saved, overrides)
             cfg = saved  # the run's own resolved config; overrides may extend it (more steps)
         cfg = load_config(cfg, overrides, saved=own)
+    resolve_paths(cfg)
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {str(run_dir)!r} is a file; give a folder for the run")
@@ -70,10 +75,7 @@ def train(
     if not trainer.dist.is_main:  # under torchrun, rank 0 alone reports and evaluates
         return Run(run_dir, cfg, trainer.model, result.step, dataset)
     if verbose:
-        print(
-            f"trained {result.step} steps in {result.seconds:.1f} s "
-            f"({_rate(result.steps_per_second)}); final loss {result.final_loss:.4f}"
-        )
+        print(_trained_line(result, cfg.trainer.steps))
     model = trainer.model
     best = ckpt.checkpoint_paths(trainer.checkpoint_dir, ckpt.BEST)[1]
     if best.is_file():  # validation was tracked: evaluate the best weights, not the last
@@ -88,6 +90,89 @@ def train(
         if verbose:
             print(format_report(report))
     return run
+
+
+#: what a resumed run may change: how long it trains, what it logs and checkpoints, where it runs,
+#: and (``eval.*``) how it is evaluated; anything else would make it another run
+RESUMABLE = (
+    "name", "trainer.steps", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
+    "trainer.keep_last", "trainer.progress", "trainer.progress_every", "trainer.tensorboard",
+    "trainer.threads",
+    "trainer.device", "eval.",
+)  # fmt: skip
+
+
+def check_resume_agrees(path: str | Path, saved: Path, overrides: list[str] | None) -> None:
+    """``--resume`` with a config file: every key that file (and the overrides) sets must agree with
+    the run's own config, but for those a resume may change (:data:`RESUMABLE`); a
+    :class:`ConfigError` names the keys that differ."""
+    import yaml
+
+    given = load_config(path, overrides)
+    resolve_paths(given)
+    theirs = _flat(given.to_dict())
+    ours = _flat(load_config(saved, saved=True).to_dict())
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    named = set(_flat(raw)) | {o.partition("=")[0].strip() for o in overrides or []}
+    differ = sorted(
+        k for k in named
+        if k in theirs and theirs[k] != ours.get(k) and not k.startswith(RESUMABLE)
+    )  # fmt: skip
+    if differ:
+        shown = "; ".join(
+            f"{k}: {ours.get(k)!r} in the run, {theirs[k]!r} given" for k in differ[:4]
+        )
+        if len(differ) > 4:
+            shown += f"; and {', '.join(differ[4:])}"
+        raise ConfigError(
+            f"--resume: {path} with these overrides does not describe the run in {saved.parent} "
+            f"({shown}); resume with the run's own config ({saved}) and only the keys a resume "
+            "may change (trainer.steps, logging, checkpointing, eval.*), or train into a new --out"
+        )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and not prefix.endswith("options."):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+#: config keys that name files or run directories: stored absolute, so that a run trained in one
+#: directory can be resumed, evaluated and sampled from any other
+PATH_KEYS = (("data", "path"), ("data", "pairs"), ("trainer", "init_from"), ("eval", "features"),
+             ("eval", "scorer"))  # fmt: skip
+
+
+def resolve_paths(cfg: Config) -> None:
+    """Make the relative paths of ``cfg`` (:data:`PATH_KEYS`) absolute, from the current directory."""
+    for section, key in PATH_KEYS:
+        part = getattr(cfg, section)
+        value = getattr(part, key, None)
+        if isinstance(value, str) and value:
+            setattr(part, key, str(Path(value).expanduser().absolute()))
+    autoencoder = getattr(cfg.model, "autoencoder", None)
+    if isinstance(autoencoder, str) and autoencoder:
+        cfg.model = dataclasses.replace(
+            cfg.model, autoencoder=str(Path(autoencoder).expanduser().absolute())
+        )
+
+
+def _trained_line(result: TrainResult, total: int) -> str:
+    """What a training invocation did: the steps trained now (a resumed run counts from where it
+    resumed), their time and rate, and the final loss; or that there was nothing left to train."""
+    if result.steps_trained == 0:
+        return f"nothing to train: the run is at step {result.step} of its {total} steps"
+    done = f"trained {result.steps_trained} steps"
+    if result.steps_trained != result.step:
+        done += f" (steps {result.step - result.steps_trained + 1}-{result.step})"
+    return (
+        f"{done} in {result.seconds:.1f} s ({_rate(result.steps_per_second)}); "
+        f"final loss {result.final_loss:.4f}"
+    )
 
 
 def _rate(steps_per_second: float) -> str:
@@ -172,13 +257,15 @@ def evaluate_run(
     write: bool = False,
     features: Any = None,
     inception: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run (against its data's true law or its own examples, or ``held_out``: a file,
     a folder, a Dataset or a tensor of points) and optionally write ``metrics.json``,
     ``samples.png`` and ``trajectories.png`` into the run directory. ``features``: a feature
     network ``(net, info)`` for images (default: genlab's cached one for the run's data).
     ``inception``: a local Inception weights file (a pickle: trust it) for torchmetrics' FID on
-    the first seed's samples and reference (``report["inception_fid"]``)."""
+    the first seed's samples and reference (``report["inception_fid"]``). ``progress``: a line on
+    stderr as each stage starts and ends (sampling per seed, features, the likelihood)."""
     cfg = cfg or run.config.eval
     if isinstance(held_out, (str, Path)):
         held_out = load_reference(held_out, run.dataset)
@@ -192,8 +279,9 @@ def evaluate_run(
             raise DataError(f"--inception applies to images; {run.dir} holds {run.dataset.kind}")
         fid = load_inception(inception)
     report = evaluate_model(
-        run.model, run.dataset, cfg, held_out=held_out, features=features, keep_samples=True
-    )
+        run.model, run.dataset, cfg, held_out=held_out, features=features, keep_samples=True,
+        progress=progress,
+    )  # fmt: skip
     if fid is not None:
         report.inception_fid = inception_fid(fid, report.samples, report.reference)
     if write:
@@ -280,6 +368,24 @@ def reflow(
     if pairs < 2:
         raise ConfigError(f"--pairs must be at least 2, got {pairs}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a new folder for the reflowed run")
+    if (out / "config.yaml").exists() or ckpt.list_checkpoints(out / "checkpoints"):
+        raise ConfigError(
+            f"--out {str(out)!r} already holds a run; reflow starts a new one, so give a new folder "
+            f"(an interrupted reflow continues with: genlab train {out / 'reflow.yaml'} --out "
+            f"{out} --resume)"
+        )
+    raw = teacher.config.to_dict()
+    raw["name"] = f"{teacher.config.name}-reflow"
+    raw["model"]["coupling"] = "pairs"
+    raw["data"]["pairs"] = str((out / "pairs.npz").absolute())
+    raw["trainer"]["init_from"] = str(Path(run_dir).absolute())
+    trial = copy.deepcopy(raw)
+    for item in overrides or []:
+        config_mod.apply_override(trial, item)
+    config_mod.from_dict(trial)  # a bad override fails here, before anything is written
+    model.resolve_options({"sampler": sampler, **({"steps": steps} if steps else {})})
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     xs, zs, ys = [], [], []
@@ -295,11 +401,6 @@ def reflow(
         arrays["y"] = torch.cat(ys).numpy()
     np.savez(out / "pairs.npz", **arrays)
     before = model.straightness(2000, generator=torch.Generator().manual_seed(1))
-    raw = teacher.config.to_dict()
-    raw["name"] = f"{teacher.config.name}-reflow"
-    raw["model"]["coupling"] = "pairs"
-    raw["data"]["pairs"] = str((out / "pairs.npz").resolve())
-    raw["trainer"]["init_from"] = str(Path(run_dir).resolve())
     path = out / "reflow.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(path, overrides)

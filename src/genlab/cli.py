@@ -65,12 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run", help="a run directory")
-    s.add_argument("--n", type=int, default=1000, help="number of samples")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument(
         "--out",
         default="samples.npy",
-        help="output .npy (or .png for a plot; .txt for text models: the decoded samples)",
+        help="output .npy (or .png for a plot; .txt for text models: the decoded samples; "
+        "default samples.npy)",
     )
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--label", type=int, help="class-conditional models: the class to sample")
@@ -125,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--no-floor", action="store_true", help="skip the real-data floors")
     e.add_argument("--no-nll", action="store_true", help="skip the held-out likelihood")
+    e.add_argument(
+        "--nll-n",
+        type=int,
+        help="held-out examples (text: characters) for the likelihood; with --n, this bounds "
+        "the cost of an evaluation (a text diffusion model's bound is its slowest part)",
+    )
     e.add_argument("--features", help="images: a feature-network folder (default: genlab's cache)")
     e.add_argument(
         "--scorer",
@@ -138,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
+    e.add_argument(
+        "--write",
+        action="store_true",
+        help="also write metrics.json and samples.png into the run directory, as the end of "
+        "genlab train does (for a run trained with --no-eval, or to re-evaluate it)",
+    )
     _add_sampling_flags(e)
 
     f = sub.add_parser(
@@ -220,8 +233,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = genlab.load_run(args.run, ema=not args.raw)
     options = _sampling_options(args, run.model)
     if args.classifier:
-        options["classifier"] = genlab.load_run(args.classifier).model
+        clf = genlab.load_run(args.classifier).model
+        if not hasattr(clf, "grad_log_prob_y"):
+            raise GenlabError(
+                f"--classifier {args.classifier} is a {clf.family} run; classifier guidance needs "
+                "a noise-classifier run (configs/classifier-digits.yaml) on the same data"
+            )
+        if tuple(clf.spec.shape) != tuple(run.model.spec.shape):
+            raise GenlabError(
+                f"--classifier {args.classifier} was trained on examples of shape "
+                f"{tuple(clf.spec.shape)}; this run's are {tuple(run.model.spec.shape)}"
+            )
+        options["classifier"] = clf
         options["classifier_scale"] = args.classifier_scale
+    elif args.classifier_scale != 1.0:
+        raise GenlabError("--classifier-scale scales the guidance of --classifier RUN; give both")
     path = Path(args.out)
     vocab = run.model.spec.vocab
     if path.suffix not in (".npy", ".png", ".txt"):
@@ -313,9 +339,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import genlab
     from genlab.eval.table import format_report
 
-    for k in ("n", "seeds", "steps"):
+    for k in ("n", "seeds", "steps", "nll_n"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
-            raise genlab.GenlabError(f"--{k} must be at least 1, got {getattr(args, k)}")
+            raise genlab.GenlabError(
+                f"--{k.replace('_', '-')} must be at least 1, got {getattr(args, k)}"
+            )
     if args.split and args.data:
         raise genlab.GenlabError(
             "--split picks one of the run's own held-out splits and --data gives other held-out "
@@ -324,7 +352,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = genlab.load_run(args.run, ema=not args.raw)
     changes = {
         k: getattr(args, k)
-        for k in ("n", "seeds", "features", "scorer", "split")
+        for k in ("n", "seeds", "features", "scorer", "split", "nll_n")
         if getattr(args, k)
     }
     if args.metrics:
@@ -345,7 +373,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     args.option = rest
     options = {**run.config.eval.options, **_sampling_options(args, run.model)}
     cfg = dataclasses.replace(run.config.eval, options=options, nll_options=nll_options, **changes)
-    report = genlab.evaluate_run(run, held_out=args.data, cfg=cfg, inception=args.inception)
+    if args.write and args.data:
+        raise genlab.GenlabError(
+            "--write records the run's own evaluation in it; with --data the figures are of other "
+            "data: print them (--json) instead"
+        )
+    report = genlab.evaluate_run(
+        run, held_out=args.data, cfg=cfg, inception=args.inception, write=args.write,
+        progress=True,
+    )  # fmt: skip
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 
@@ -462,9 +498,49 @@ COMMANDS = {
 }
 
 
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the line with ``key=value`` overrides accepted anywhere on it (before, between or after
+    the flags) for the commands that take them; anything else unrecognised is an error with the
+    subcommand's own usage."""
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = subparsers.choices.get(args.command, parser)
+    takes = hasattr(args, "overrides")
+    bad = [x for x in extra if not (takes and _is_override(x))]
+    if bad:
+        sub.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _warn_in_one_line(showwarning):
+    """genlab's own warnings (a corrupt checkpoint skipped, say) as one line naming the command,
+    not Python's ``file:line: UserWarning`` form; other libraries' warnings keep theirs."""
+    package = str(Path(__file__).resolve().parent)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(Path(filename).resolve()).startswith(package):
+            print(f"genlab: warning: {message}", file=sys.stderr)
+        else:
+            showwarning(message, category, filename, lineno, file, line)
+
+    show.genlab = True  # type: ignore[attr-defined]
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
+    if not getattr(warnings.showwarning, "genlab", False):
+        warnings.showwarning = _warn_in_one_line(warnings.showwarning)
     if args.command is None:
         parser.print_help()
         return 2

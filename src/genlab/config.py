@@ -72,6 +72,7 @@ class TrainerConfig:
     checkpoint_every: int = 2_000
     keep_last: int = 3  # checkpoints kept (older ones are removed)
     progress: bool = True  # progress bar
+    progress_every: float = 30.0  # seconds between progress lines when output is not a terminal
     tensorboard: bool = True  # TensorBoard events when the package is installed
     init_from: str | None = None  # a run directory whose (EMA) weights start this run (reflow)
 
@@ -353,6 +354,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "rollback_lr_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "checkpoint_every": (lambda v: v >= 1, "at least 1"),
     "keep_last": (lambda v: v >= 1, "at least 1"),
+    "progress_every": (lambda v: v > 0, "positive"),
     "threads": (lambda v: v >= 0, "non-negative"),
     "n": (lambda v: v >= 1, "at least 1"),
     "seeds": (lambda v: v >= 1, "at least 1"),

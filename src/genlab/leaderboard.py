@@ -208,6 +208,12 @@ def run(
         if plan.data != data:
             raise ConfigError(f"{out} holds a leaderboard of {plan.data!r}, not {data!r}: give "
                               "another --out")  # fmt: skip
+        if not math.isclose(plan.budget_s, budget_minutes * 60.0, rel_tol=1e-9):
+            raise ConfigError(
+                f"{out} holds a leaderboard planned for {plan.budget_s / 60:g} minutes, not "
+                f"{budget_minutes:g}: resume it with --budget-minutes {plan.budget_s / 60:g}, or "
+                "give another --out for a new budget"
+            )
         log(f"resuming the leaderboard in {out}")
     else:
         plan = make_plan(data, budget_minutes, families)

@@ -6,13 +6,13 @@ What a run contributes, read from its directory alone (:func:`read_run` never ra
 becomes a reason on the run's row, and the report is always written):
 
 - ``config.yaml``: family, data, steps asked for, and the resolved config shown in full;
-- ``metrics.json`` (``genlab eval``): each metric with its unit, its kind (exact / bound /
+- ``metrics.json`` (the end of ``genlab train``, or ``genlab eval --write``): each metric with its unit, its kind (exact / bound /
   estimate), which way is better, its spread over seeds and its real-data floor; the held-out
   likelihood in nats and per dimension (bits/dim, or bits/char for text), labelled with its kind
   (``exact``, ``elbo``, ``iwae-1000`` ... : a bound is shown as one);
 - ``metrics.jsonl`` (the trainer's log): the training curves of every player (``loss`` for one,
   ``loss_<player>`` for several) and the validation loss, drawn with matplotlib;
-- ``samples.png`` (written by ``genlab eval``), or, for text models, a few hundred characters
+- ``samples.png`` (written with ``metrics.json``), or, for text models, a few hundred characters
   sampled from the run's weights when the report is made (``sample_text=False`` skips it).
 - with ``nfe=True`` (the CLI's default), for models sampled by a solver with a ``steps`` option:
   quality against NFE (:func:`genlab.eval.probes.quality_vs_nfe`), measured from the weights when the report is made.
@@ -89,7 +89,7 @@ def read_run(path: str | Path, *, sample_text: bool = True, nfe: bool = False) -
     if png.is_file():
         row.samples = png
     elif row.kind in ("points", "images") and row.status != "broken":
-        row.problems.append("no samples.png (genlab eval writes it)")
+        row.problems.append("no samples.png (genlab eval RUN --write writes it)")
     if sample_text and row.kind == "tokens" and row.status != "broken":
         row.text = _sample_text(row)
     if nfe and row.kind in NFE_METRIC and row.status != "broken":
@@ -126,7 +126,7 @@ def _read_config(row: RunRow) -> None:
 def _read_metrics(row: RunRow) -> None:
     mpath = row.path / "metrics.json"
     if not mpath.is_file():
-        row.mark("not evaluated", "no metrics.json (run `genlab eval` on it)")
+        row.mark("not evaluated", "no metrics.json (run `genlab eval RUN --write` on it)")
         return
     try:
         report = json.loads(mpath.read_text(encoding="utf-8"))

@@ -34,8 +34,10 @@ the report. The report's schema is documented in ``docs/metrics.md``.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +143,25 @@ class EvalReport(Mapping[str, Any]):
         return len(self.to_dict())
 
 
+class _Stages:
+    """``with say("sampling: ..."):`` prints the stage when it starts and its time when it ends, on
+    stderr (``genlab eval``; silent otherwise), so a long evaluation is never silent."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    @contextmanager
+    def __call__(self, what: str) -> Iterator[None]:
+        if not self.on:
+            yield
+            return
+        print(f"eval: {what} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        yield
+        print(f"eval: {what.split(':')[0]} done in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
 def check_can_evaluate(dataset: Dataset, cfg: EvalConfig, has_log_prob: bool) -> None:
     """Raise a :class:`DataError` now, before any training, if the evaluation at the end could not
     run on this data: too few real examples to compare with, or no held-out part (the
@@ -176,6 +197,7 @@ def evaluate(
     features: Any = None,
     keep_samples: bool = False,
     verbose: bool = False,
+    progress: bool = False,
 ) -> EvalReport:
     """Sample-based metrics with their floors and, where the model has one, the held-out
     likelihood; see the module docstring. ``held_out``: the reference data instead of the run's
@@ -184,6 +206,7 @@ def evaluate(
     (read as the ``metrics.json`` mapping); with ``keep_samples`` its ``samples`` and
     ``reference`` are the first seed's, for plots."""
     model.eval()
+    say = _Stages(progress)
     ref_data = held_out if held_out is not None else dataset
     where = split_of(dataset, held_out, cfg.split)
     data = {"name": ref_data.name, "kind": ref_data.kind, "shape": list(model.spec.shape)}
@@ -209,7 +232,10 @@ def evaluate(
     fnet = finfo = None
     wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
     if kind == "images" and (wanted is None or any("features" in m.needs for m in wanted)):
-        fnet, finfo = features if features is not None else _feature_network(dataset, cfg)
+        if features is None:
+            with say("features: the feature network of the data (trained once, then cached)"):
+                features = _feature_network(dataset, cfg)
+        fnet, finfo = features
         report.features = _describe_features(finfo)
     available = _available(model, opts, fnet, finfo)
     score = None
@@ -234,11 +260,15 @@ def evaluate(
         )
     first = None
     if records or (keep_samples and kind != "tokens" and n > 0):  # (samples for plots)
-        first = _sample_metrics(model, dataset, real, cfg, opts, records, n, fnet, report, score)
-    if cfg.nll and model.has_log_prob:
-        report.nll = held_out_nll(
-            model, dataset, held_out, cfg.nll_n, cfg.nll_options, split=cfg.split
+        first = _sample_metrics(
+            model, dataset, real, cfg, opts, records, n, fnet, report, score, say
         )
+    if cfg.nll and model.has_log_prob:
+        count = "characters" if kind == "tokens" else "examples"
+        with say(f"likelihood: at most {cfg.nll_n} held-out {count} (eval.nll_n, --nll-n)"):
+            report.nll = held_out_nll(
+                model, dataset, held_out, cfg.nll_n, cfg.nll_options, split=cfg.split
+            )
     own_split = "val" if where == "fresh" else where  # (a known law's own figures: validation)
     report.metrics.update(_with_split(model.report(*own), own_split))
     for entry in report.metrics.values():
@@ -262,6 +292,7 @@ def _sample_metrics(
     fnet: Any,
     report: EvalReport,
     score: Any = None,
+    say: _Stages | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample, score and fill ``report`` (metrics with floors, NFE, timings); returns the first
     seed's samples and reference. ``score``: text, the scorer's log-likelihood of each row."""
@@ -273,11 +304,13 @@ def _sample_metrics(
     nfes, first = [], None
     k = model.label_classes(opts)
     modes = dataset.modes()
+    say = say or _Stages(False)
     for seed in range(cfg.seeds):
         g = torch.Generator().manual_seed(seed)
         labels = None if k is None else _stratified_labels(n, k, real, g)
         t0 = time.perf_counter()
-        x, nfe, labels = _draw(model, n, labels, g, opts, IMAGE_BATCH if images else n)
+        with say(f"sampling: {n} samples, seed {seed + 1} of {cfg.seeds}"):
+            x, nfe, labels = _draw(model, n, labels, g, opts, IMAGE_BATCH if images else n)
         seconds["sampling"] += time.perf_counter() - t0
         nfes.append(nfe)
         ref, floor, floor_i = _real_draws(dataset, real, n, seed, cfg.floor, x.shape[-1])

@@ -95,12 +95,13 @@ def _text_nll(
     opts: dict[str, Any] | None = None,
     where: str = "test",
 ) -> dict[str, Any]:
-    """Bits per character of the first ``n`` characters of the held-out ``stream``, cut into
-    consecutive windows of the model's length (``spec.shape``; the whole stretch for models
-    without one). ``opts``: the family's resolved likelihood options (a diffusion model's
-    ``elbo_samples``)."""
-    stream = stream[: min(n, len(stream))]
-    length = model.spec.shape[0] if model.spec.shape else len(stream)
+    """Bits per character of the first ``n`` characters of the held-out ``stream`` (at least one
+    window), cut into consecutive windows of the model's length (``spec.shape``; the whole
+    stretch for models without one). ``opts``: the family's resolved likelihood options (a
+    diffusion model's ``elbo_samples``)."""
+    window = model.spec.shape[0] if model.spec.shape else 0
+    stream = stream[: min(max(n, window), len(stream))]
+    length = window or len(stream)
     windows = stream[: len(stream) // length * length].reshape(-1, length)
     if len(windows) == 0:
         fix = "give more text" if where == "file" else f"raise data.{where}_fraction"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ class TrainResult:
     step: int
     final_loss: float
     seconds: float
-    steps_per_second: float
+    steps_per_second: float  # of the steps trained in this invocation
+    steps_trained: int = 0  # in this invocation (a resumed run counts from where it resumed)
 
 
 class LossWindow:
@@ -48,6 +50,10 @@ class LossWindow:
         )
         self.start_step, self.t_start = trainer.step, time.perf_counter()
         self.last_loss = float("nan")
+        # not on a terminal (a log file, CI, nohup): the bar is off, so a plain line every
+        # trainer.progress_every seconds says where training is
+        self.plain = bool(tc.progress and trainer.dist.is_main and self.bar.disable)
+        self.t_line = self.t_start
         self.restart()
 
     def restart(self) -> None:
@@ -64,6 +70,25 @@ class LossWindow:
             self.counts[name] += ok
         self.steps += 1
         self.bar.update(1)
+        if self.plain and time.perf_counter() - self.t_line >= self.trainer.tc.progress_every:
+            self.progress_line()
+
+    def progress_line(self) -> None:
+        """``name: step k/N (p%), loss L, R steps/s, ETA T`` on stderr (the loss of the last
+        logged window: reading the current one would synchronise the device)."""
+        tr, now = self.trainer, time.perf_counter()
+        self.t_line = now
+        done = tr.step - self.start_step
+        rate = done / max(now - self.t_start, 1e-9)
+        left = max(tr.tc.steps - tr.step, 0) / max(rate, 1e-9)
+        eta = (
+            time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else f"{left / 3600:.0f} h"
+        )
+        print(
+            f"{tr.cfg.name}: step {tr.step}/{tr.tc.steps} ({100 * tr.step / tr.tc.steps:.0f}%), "
+            f"loss {self.last_loss:.4f}, {rate:.3g} steps/s, ETA {eta}",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
 
     def write(self) -> None:
         tr = self.trainer
@@ -104,7 +129,9 @@ class LossWindow:
         tr = self.trainer
         seconds = time.perf_counter() - self.t_start
         done = tr.step - self.start_step
-        return TrainResult(tr.run_dir, tr.step, self.last_loss, seconds, done / max(seconds, 1e-9))
+        return TrainResult(
+            tr.run_dir, tr.step, self.last_loss, seconds, done / max(seconds, 1e-9), done
+        )
 
 
 class StopOnSignal:

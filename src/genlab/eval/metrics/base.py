@@ -73,12 +73,15 @@ class Metric:
     kinds: tuple[str, ...] = ("points",)  # the data kinds it applies to
     needs: tuple[str, ...] = ()  # keys of NEEDS
     lower_is_better: bool = True
+    toward_floor: bool = False  # neither lower nor higher: the real-data floor is the target
 
     def __call__(self, c: Comparison) -> float | tuple[float, float]:
         return self.fn(c)
 
     @property
     def better(self) -> str:
+        if self.toward_floor:
+            return "closer to the floor"
         return "lower" if self.lower_is_better else "higher"
 
     @property

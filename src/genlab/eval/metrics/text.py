@@ -47,6 +47,6 @@ register(
         "entropy of each sample's character frequencies (read beside gen_ppl; the floor is real text)",
         _TEXT,
         ("scorer",),  # drawn with gen_ppl: text is sampled only when there is a scorer
-        lower_is_better=False,
+        toward_floor=True,  # a repetitive sampler scores low, an untrained one high
     ),
 )
