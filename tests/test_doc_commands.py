@@ -95,8 +95,9 @@ def tiny(command: str) -> list[str]:
     return [*argv, *TINY.get(argv[0], [])]
 
 
-def scratch(tmp: Path) -> dict[str, str]:
-    """A scratch directory with configs/ and the data files the docs name; its environment."""
+def scratch(tmp: Path, cache: Path | None = None) -> dict[str, str]:
+    """A scratch directory with configs/ and the data files the docs name; its environment
+    (``cache``: where feature networks are cached, shared by the pages of a session)."""
     (tmp / "configs").symlink_to(ROOT / "configs")
     rng = np.random.default_rng(0)
     for name, shape in (("points.npy", (600, 2)), ("heldout.npy", (200, 2)),
@@ -110,7 +111,7 @@ def scratch(tmp: Path) -> dict[str, str]:
     for folder in (tmp / "my-images", home / "my-pngs"):
         _png_folder(folder, rng)
     _idx_folder(home / "my-idx", rng)
-    return {"HOME": str(home), "GENLAB_CACHE": str(tmp.parent / "cache")}
+    return {"HOME": str(home), "GENLAB_CACHE": str(cache or tmp.parent / "cache")}
 
 
 def _png_folder(folder: Path, rng) -> None:
@@ -189,10 +190,10 @@ def test_every_documented_command_parses_and_its_config_loads(page):
 
 @pytest.mark.docs
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_documented_command_runs(page, tmp_path):
+def test_every_documented_command_runs(page, tmp_path, tmp_path_factory):
     work = tmp_path / "work"
     work.mkdir()
-    env = scratch(work)
+    env = scratch(work, tmp_path_factory.getbasetemp() / "feature-cache")
     commands = PRELUDE.get(str(page.relative_to(ROOT)), []) + documented(page)
     for command in commands:
         if is_template(command):
