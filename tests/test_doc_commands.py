@@ -120,7 +120,7 @@ def _png_folder(folder: Path, rng) -> None:
     for k in range(2):
         (folder / f"class{k}").mkdir(parents=True, exist_ok=True)
         for i in range(30):
-            pixels = rng.integers(0, 256, size=(16, 16), dtype=np.uint8)
+            pixels = rng.integers(0, 256, size=(28, 28), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"class{k}" / f"{i}.png")
 
 
