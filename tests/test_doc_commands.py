@@ -205,6 +205,23 @@ def test_every_documented_command_runs(page, tmp_path, tmp_path_factory):
     shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_page_never_trains_into_a_run_it_already_made(page):
+    """Followed top to bottom, a page's second ``--out runs/x`` (without ``--resume``) would be
+    refused: genlab never trains over a run."""
+    import shlex
+
+    made: set[str] = set()
+    for command, error in documented(page):
+        argv = shlex.split(command)[1:]
+        if is_template(command) or error or argv[0] not in ("train", "reflow"):
+            continue
+        if "--out" in argv:
+            out = argv[argv.index("--out") + 1].rstrip("/")
+            assert out not in made or "--resume" in argv, f"{page.name}: `{command}`"
+            made.add(out)
+
+
 def test_commands_are_found_in_every_kind_of_source():
     found = {p.suffix: 0 for p in sources()}
     for p in sources():
