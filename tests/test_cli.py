@@ -182,14 +182,12 @@ def test_overrides_are_accepted_anywhere_and_bad_flags_show_the_subcommand_usage
     )  # fmt: skip
     assert code == 0, err
     assert "steps: 4" in (run / "config.yaml").read_text()
-    with pytest.raises(SystemExit) as e:
-        main(["train", CONFIG, "--out", str(run), "--frobnicate"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert "usage: genlab train" in err and "unrecognized arguments: --frobnicate" in err
-    with pytest.raises(SystemExit):
-        main(["eval", str(run), "trainer.steps=3"])  # eval takes no overrides
-    assert "usage: genlab eval" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "train", CONFIG, "--out", run, "--frobnicate")
+    assert code == 2 and err.strip() == (
+        "genlab train: error: unrecognized arguments: --frobnicate (see genlab train --help)"
+    )  # one line, naming the subcommand
+    code, _, err = run_cli(capsys, "eval", run, "trainer.steps=3")  # eval takes no overrides
+    assert code == 2 and "genlab eval: error: unrecognized arguments: trainer.steps=3" in err
 
 
 def test_a_relative_data_path_is_stored_absolute_so_the_run_works_from_anywhere(
@@ -302,8 +300,10 @@ def test_unknown_sampler_and_corrupt_checkpoint(trained, tmp_path, capsys):
 
 
 def test_training_over_an_existing_run_is_refused(trained, capsys):
+    before = _tree(trained)
     code, _, err = run_cli(capsys, "train", CONFIG, *TINY, "--out", trained)
     assert code == 2 and "--resume" in err
+    assert _tree(trained) == before  # refused before any write
 
 
 @pytest.mark.slow  # trains and evaluates a run of its own

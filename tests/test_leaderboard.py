@@ -80,9 +80,13 @@ def test_leaderboard_ranks_and_resumes(points, tmp_path):
     assert (out / "runs" / "gan" / "metrics.json").is_file()
     again = json.loads((out / "leaderboard.json").read_text())
     assert again["entries"][1]["steps"] == plan["entries"][1]["steps"]  # the plan is kept
-    # the same folder for other data is refused
+    # the same folder for other data, or with another budget, is refused and left as it was
+    before = {f: f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
     with pytest.raises(ConfigError, match="another --out"):
         run("moons", 0.1, out)
+    with pytest.raises(ConfigError, match="planned for 0.05 minutes, not 0.1"):
+        run(str(points), 0.1, out)
+    assert {f: f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()} == before
 
 
 def test_plan_round_trips(points, tmp_path):

@@ -45,14 +45,26 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+class UsageError(Exception):
+    """A command line the parser refuses, as the one line ``main`` prints (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refused command line is one line naming the subcommand and its --help
+    (argparse would print the usage block and exit the interpreter)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="genlab",
         description="Train, sample and evaluate deep generative models.",
         epilog=USAGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model from a YAML config (+ key=value overrides)")
     t.add_argument("config", help="a YAML config, e.g. configs/flow-matching-moons.yaml")
@@ -538,7 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     parser = build_parser()
-    args = parse(parser, argv)
+    try:
+        args = parse(parser, argv)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
     if not getattr(warnings.showwarning, "genlab", False):
         warnings.showwarning = _warn_in_one_line(warnings.showwarning)
     if args.command is None:
