@@ -194,14 +194,15 @@ def test_every_documented_command_runs(page, tmp_path, tmp_path_factory):
     work = tmp_path / "work"
     work.mkdir()
     env = scratch(work, tmp_path_factory.getbasetemp() / "feature-cache")
-    commands = PRELUDE.get(str(page.relative_to(ROOT)), []) + documented(page)
-    for command in commands:
+    prelude = [(c, None) for c in PRELUDE.get(str(page.relative_to(ROOT)), [])]
+    for command, error in prelude + documented(page):
         if is_template(command):
             continue
-        done = run(command, work, env)
-        assert done.returncode == 0, (
-            f"{page.name}: `{command}` exited {done.returncode}:\n" + (done.stderr[-2000:])
-        )
+        code, err = run(command, work, env)
+        if error:  # the page shows this command failing: it must fail, with that message
+            assert code == 2 and error in err, f"{page.name}: `{command}` should say {error!r}"
+        else:
+            assert code == 0, f"{page.name}: `{command}` exited {code}:\n{err[-2000:]}"
     shutil.rmtree(work, ignore_errors=True)
 
 
