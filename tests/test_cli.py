@@ -410,3 +410,13 @@ def test_eval_says_what_it_is_doing_and_nll_n_bounds_the_likelihood(trained, cap
     assert "eval: likelihood: at most 50 held-out examples" in err and "done in" in err
     code, _, err = run_cli(capsys, "eval", trained, "--nll-n", "0")
     assert code == 2 and "--nll-n must be at least 1" in err
+
+
+def test_encode_refuses_a_run_without_a_latent_and_a_bad_out_before_any_work(
+    trained, tmp_path, capsys
+):
+    code, _, err = run_cli(capsys, "encode", trained, "--out", tmp_path / "codes.npz")
+    assert code == 2 and "has no latent to encode to" in err
+    code, _, err = run_cli(capsys, "encode", "/no/such/run", "--out", tmp_path / "codes.txt")
+    assert code == 2 and "must name an .npz file" in err  # checked before the run is read
+    assert not list(tmp_path.iterdir())

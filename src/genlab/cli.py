@@ -175,13 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "encode",
         help="encode data with a trained autoencoder run (VQ-VAE/VQGAN codes, VAE/KL latents)",
+        description="Writes an .npz holding codes_train, codes_val and codes_test (the run's own "
+        "data, split as it was trained; codes_train only for --data), and labels_* where the "
+        "data has labels: integer codes (N, h, w) for a VQ-VAE or VQGAN, latents for a VAE or "
+        "KL autoencoder.",
     )
-    c.add_argument("run", help="a vqvae or vae run directory")
+    c.add_argument("run", help="an autoencoder run directory (vqvae, vqgan, vae, kl-autoencoder)")
     c.add_argument(
-        "--data", help="a data set name or a file/folder (default: the run's own data, both splits)"
+        "--data",
+        help="a data set name or a file/folder (default: the run's own data, all three splits)",
     )
     c.add_argument("--out", required=True, help="an .npz file: codes (or latents) and labels")
-    c.add_argument("--batch", type=int, default=256)
+    c.add_argument("--batch", type=int, default=256, help="examples per batch (default 256)")
 
     rp = sub.add_parser(
         "report", help="one HTML page (and a markdown twin) for runs of any families"
@@ -205,7 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="a folder (run it again to resume)")
     lb.add_argument("--families", help="comma-separated families (default: every one that fits)")
 
-    sub.add_parser("list", help="list the datasets, models, samplers and metrics that exist")
+    sub.add_parser(
+        "list",
+        help="list the datasets, models, samplers and metrics that exist",
+        description="Prints every registry, one entry per line with its help: datasets, models "
+        "(families), samplers, text samplers, noise processes, metrics and backbones.",
+    )
     return p
 
 
@@ -438,8 +448,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise GenlabError(f"--batch must be at least 1, got {args.batch}")
+    path = Path(args.out)
+    if path.suffix != ".npz":
+        raise GenlabError(f"--out must name an .npz file, got {args.out!r}")
     run = genlab.load_run(args.run)
     model = run.model.eval()
+    if model.latent() is None:
+        raise GenlabError(
+            f"{args.run} is a {model.family} run, which has no latent to encode to; give an "
+            "autoencoder run (vqvae, vqgan, vae, kl-autoencoder)"
+        )
     if args.data is None:
         ds = run.dataset
     elif args.data in DATASETS.names():
@@ -462,9 +480,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
             out[f"codes_{split}"] = codes.numpy()
             if y is not None:
                 out[f"labels_{split}"] = y.numpy()
-    path = Path(args.out)
-    if path.suffix != ".npz":
-        raise GenlabError(f"--out must name an .npz file, got {args.out!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **out)
     what = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in out.items())
