@@ -255,18 +255,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = genlab.load_run(args.run, ema=not args.raw)
     options = _sampling_options(args, run.model)
     if args.classifier:
-        clf = genlab.load_run(args.classifier).model
-        if not hasattr(clf, "grad_log_prob_y"):
-            raise GenlabError(
-                f"--classifier {args.classifier} is a {clf.family} run; classifier guidance needs "
-                "a noise-classifier run (configs/classifier-digits.yaml) on the same data"
-            )
-        if tuple(clf.spec.shape) != tuple(run.model.spec.shape):
-            raise GenlabError(
-                f"--classifier {args.classifier} was trained on examples of shape "
-                f"{tuple(clf.spec.shape)}; this run's are {tuple(run.model.spec.shape)}"
-            )
-        options["classifier"] = clf
+        options["classifier"] = genlab.load_run(args.classifier).model  # checked by the model
         options["classifier_scale"] = args.classifier_scale
     elif args.classifier_scale != 1.0:
         raise GenlabError("--classifier-scale scales the guidance of --classifier RUN; give both")

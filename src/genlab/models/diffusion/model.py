@@ -183,7 +183,22 @@ class Diffusion(GenerativeModel):
         classifier: Any = None,
         classifier_scale: float = 1.0,
     ) -> Denoiser:
-        """The callable ``(x̂, σ) -> (D, ε̂)`` that samplers use (with guidance applied)."""
+        """The callable ``(x̂, σ) -> (D, ε̂)`` that samplers use (with guidance applied). A
+        ``classifier`` that is not a noise classifier of this model's examples is a
+        :class:`ConfigError`, before any sampling."""
+        if classifier is not None:
+            if not hasattr(classifier, "grad_log_prob_y"):
+                raise ConfigError(
+                    "classifier guidance needs a noise-classifier run "
+                    "(configs/classifier-digits.yaml trains one); got a "
+                    f"{getattr(classifier, 'family', None) or type(classifier).__name__} model"
+                )
+            theirs = tuple(classifier.spec.shape)
+            if theirs != tuple(self.spec.shape):
+                raise ConfigError(
+                    f"the classifier was trained on examples of shape {theirs}; this model's "
+                    f"are {tuple(self.spec.shape)}"
+                )
         g = self.config.guidance if guidance is None else guidance
         return Denoiser(self, y, g, classifier, classifier_scale)
 
