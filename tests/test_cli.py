@@ -258,6 +258,7 @@ def test_sampling_options_from_the_command_line(trained, tmp_path, capsys):
     code, text, _ = run_cli(capsys, "sample", trained, "--n", 8, "--option", "sampler=ddim",
                             "--option", "eta=0.5", "--option", "steps=4", "--out", out)  # fmt: skip
     assert code == 0 and "NFE 4" in text
+    out = tmp_path / "refused.npy"
     code, _, err = run_cli(capsys, "sample", trained, "--option", "eta=0.5", "--out", out)
     assert code == 2 and "no sampling option 'eta'" in err and "steps" in err  # euler: no eta
     code, _, err = run_cli(capsys, "sample", trained, "--option", "steps=many", "--out", out)
@@ -420,3 +421,65 @@ def test_encode_refuses_a_run_without_a_latent_and_a_bad_out_before_any_work(
     code, _, err = run_cli(capsys, "encode", "/no/such/run", "--out", tmp_path / "codes.txt")
     assert code == 2 and "must name an .npz file" in err  # checked before the run is read
     assert not list(tmp_path.iterdir())
+
+
+def test_sample_and_encode_never_replace_a_file_without_force(trained, tmp_path, capsys):
+    out = tmp_path / "mine.npy"
+    np.save(out, np.arange(3.0))
+    (tmp_path / "folder.npy").mkdir()
+    before = _tree(tmp_path)
+    code, _, err = run_cli(capsys, "sample", trained, "--n", 5, "--out", out)
+    assert code == 2 and "exists; give another name, or --force" in err
+    code, _, err = run_cli(capsys, "sample", "/no/such/run", "--out", tmp_path / "folder.npy")
+    assert code == 2 and "is a folder" in err  # the output is checked before the run is read
+    assert _tree(tmp_path) == before
+    np.savez(tmp_path / "codes.npz", a=np.zeros(2))
+    before = _tree(tmp_path)
+    code, _, err = run_cli(capsys, "encode", "/no/such/run", "--out", tmp_path / "codes.npz")
+    assert code == 2 and "exists; give another name, or --force" in err
+    assert _tree(tmp_path) == before  # refused: every file as it was
+    code, text, _ = run_cli(capsys, "sample", trained, "--n", 5, "--out", out, "--force")
+    assert code == 0 and np.load(out).shape == (5, 2)
+
+
+def test_report_refuses_a_folder_that_is_not_a_report_and_writes_nothing(trained, tmp_path, capsys):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+    for out in (trained, mine, trained / "config.yaml"):
+        before = _tree(tmp_path), _tree(trained)
+        code, _, err = run_cli(capsys, "report", trained, "--out", out)
+        assert code == 2 and "--out" in err, err
+        assert (_tree(tmp_path), _tree(trained)) == before
+    page = tmp_path / "page"
+    for _ in range(2):  # an earlier report's folder is rewritten
+        code, _, err = run_cli(capsys, "report", trained, "--no-nfe", "--out", page)
+        assert code == 0, err
+    assert sorted(p.name for p in page.iterdir()) == ["img", "index.html", "report.md"]
+
+
+def test_features_refuses_bad_data_before_touching_the_cache(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GENLAB_CACHE", str(cache))
+    np.save(tmp_path / "points.npy", np.zeros((50, 2), np.float32))
+    (tmp_path / "empty").mkdir()
+    for data, message in (("nosuch", "unknown dataset"), (tmp_path / "points.npy", "for images"),
+                          (tmp_path / "empty", "holds no .png")):  # fmt: skip
+        code, _, err = run_cli(capsys, "features", data)
+        assert code == 2 and message in err, err
+    assert not cache.exists()
+
+
+def test_chunks_split_as_torch_does_and_report_only_inside_reporting(capsys):
+    from genlab.progress import chunks, reporting
+
+    x = torch.arange(10)
+    assert [c.tolist() for c in chunks(x, 4)] == [c.tolist() for c in torch.split(x, 4)]
+    assert capsys.readouterr().err == ""  # the library is quiet from Python
+    with reporting("eval: likelihood", every=0.0):
+        assert sum(len(c) for c in chunks(x, 4)) == 10
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split(", ETA")[0] for ln in lines] == [
+        "eval: likelihood: 4/10 rows",
+        "eval: likelihood: 8/10 rows",
+    ]  # the last chunk ends the pass: no line for it

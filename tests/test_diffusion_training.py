@@ -183,7 +183,7 @@ def test_cli_sample_takes_any_sampler_schedule_and_options(ddpm_run, tmp_path, c
         (["--sampler", "ddim", "--steps", "10", "--option", "eta=0.5"], 10),
         (["--sampler", "dpmpp-2m", "--steps", "8", "--schedule", "karras"], 8),
     ]:
-        out = tmp_path / "s.npy"
+        out = tmp_path / f"{args[1]}.npy"
         assert main(["sample", str(ddpm_run.dir), "--n", "50", *args, "--out", str(out)]) == 0
         assert f"NFE {nfe}" in capsys.readouterr().out
         assert np.load(out).shape == (50, 2)
@@ -194,6 +194,7 @@ def test_cli_sample_takes_any_sampler_schedule_and_options(ddpm_run, tmp_path, c
         (["--sampler", "hune"], "heun"),
         (["--label", "3"], "not class-conditional"),
     ]
+    out = tmp_path / "refused.npy"
     for args, message in bad:
         assert main(["sample", str(ddpm_run.dir), "--n", "5", *args, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err

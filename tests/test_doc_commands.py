@@ -223,6 +223,22 @@ def test_a_page_never_trains_into_a_run_it_already_made(page):
             made.add(out)
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_page_never_writes_a_sample_or_code_file_twice(page):
+    """``sample`` and ``encode`` refuse an existing ``--out`` without ``--force``: followed top to
+    bottom, a page names each of their output files once."""
+    import shlex
+
+    written: set[str] = set()
+    for command, error in documented(page):
+        argv = shlex.split(command)[1:]
+        if is_template(command) or error or argv[0] not in ("sample", "encode"):
+            continue
+        out = argv[argv.index("--out") + 1] if "--out" in argv else "samples.npy"
+        assert out not in written or "--force" in argv, f"{page.name}: `{command}`"
+        written.add(out)
+
+
 def test_commands_are_found_in_every_kind_of_source():
     found = {p.suffix: 0 for p in sources()}
     for p in sources():

@@ -283,7 +283,7 @@ def test_cli_trains_samples_with_a_prompt_and_evaluates_text(tmp_path, capsys, m
         (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n").split(TEXT_SEPARATOR)
     )
     assert len(texts) == 2 and all(t.startswith("the") and len(t) == 43 for t in texts)
-    assert main(["sample", "run", "--n", "1", "--prompt", "THE", "--out", "s.txt"]) == 2
+    assert main(["sample", "run", "--n", "1", "--prompt", "THE", "--out", "s2.txt"]) == 2
     err = capsys.readouterr().err
     assert "'T' (first at position 0), 'H'" in err and "not in the vocabulary" in err
     assert main(["sample", "run", "--n", "1", "--out", "s.png"]) == 2

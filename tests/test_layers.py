@@ -25,6 +25,21 @@ FORBIDDEN = {
     "runs": ("api", "cli", "train", "eval", "report", "leaderboard", "models"),
     "feature_networks": ("api", "cli", "train", "eval", "report", "leaderboard", "models", "runs"),
     "io": ("api", "cli", "train", "eval", "report", "leaderboard", "models", "runs", "data"),
+    "progress": (
+        "api",
+        "cli",
+        "train",
+        "eval",
+        "report",
+        "leaderboard",
+        "models",
+        "runs",
+        "data",
+        "nets",
+        "io",
+        "checkpoint",
+        "feature_networks",
+    ),  # fmt: skip
     "checkpoint": ("api", "cli", "train", "eval", "report", "leaderboard", "models", "runs"),
 }
 

@@ -400,7 +400,7 @@ def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(
     assert "NFE" in capsys.readouterr().out
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
     assert all(t.startswith("the") and len(t) == 23 for t in texts.split(TEXT_SEPARATOR))
-    assert main(["sample", "run", "--n", "1", "--infill", "q_é", "--out", "s.txt"]) == 2
+    assert main(["sample", "run", "--n", "1", "--infill", "q_é", "--out", "bad.txt"]) == 2
     assert "'é' (first at position" in capsys.readouterr().err
 
 
@@ -784,7 +784,7 @@ def test_cli_score_entropy_trains_evaluates_and_samples(tmp_path, capsys, monkey
     args = [*BD3_TINY[:-1], f"model.transition={transition}"]
     assert main(["train", recipe, "data.path=book.txt", *args, "--out", "run"]) == 0
     assert "bits/char [elbo]" in capsys.readouterr().out
-    out = ["--out", "s.txt"]
+    out = ["--out", "s.txt", "--force"]
     assert main(["sample", "run", "--n", "2", "--sampler", "euler", "--steps", "6", *out]) == 0
     assert main(["sample", "run", "--n", "2", "--infill", "the _____ fox", *out]) == 0
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")

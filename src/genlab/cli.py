@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output .npy (or .png for a plot; .txt for text models: the decoded samples; "
         "default samples.npy)",
     )
+    s.add_argument("--force", action="store_true", help="replace --out if it exists")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--label", type=int, help="class-conditional models: the class to sample")
     s.add_argument("--classifier", help="diffusion: a noise-classifier run for classifier guidance")
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", required=True, help="an .npz file: codes (or latents) and labels")
     c.add_argument("--batch", type=int, default=256, help="examples per batch (default 256)")
+    c.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     rp = sub.add_parser(
         "report", help="one HTML page (and a markdown twin) for runs of any families"
@@ -252,6 +254,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GenlabError(f"--n must be at least 1, got {args.n}")
     if args.label is not None and args.prompt is not None:
         raise GenlabError("give --label or --prompt, not both (the prompt is the condition)")
+    path = Path(args.out)
+    if path.suffix not in (".npy", ".png", ".txt"):
+        raise GenlabError(f"--out must end in .npy, .png or .txt, got {path.name}")
+    _check_out(path, args.force)
     run = genlab.load_run(args.run, ema=not args.raw)
     options = _sampling_options(args, run.model)
     if args.classifier:
@@ -259,10 +265,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         options["classifier_scale"] = args.classifier_scale
     elif args.classifier_scale != 1.0:
         raise GenlabError("--classifier-scale scales the guidance of --classifier RUN; give both")
-    path = Path(args.out)
     vocab = run.model.spec.vocab
-    if path.suffix not in (".npy", ".png", ".txt"):
-        raise GenlabError(f"--out must end in .npy, .png or .txt, got {path.name}")
     if path.suffix == ".txt" and vocab is None:
         raise GenlabError(f"--out {path.name}: .txt is for text models; this run makes "
                           f"{run.model.family} samples (use .npy or .png)")  # fmt: skip
@@ -289,6 +292,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     what = "sample" if args.n == 1 else "samples"
     print(f"wrote {args.n} {what} {tuple(x.shape[1:])} to {path} (NFE {out.nfe})")
     return 0
+
+
+def _check_out(path: Path, force: bool) -> None:
+    """An output file given with --out: refused when it exists (unless --force) or is a folder,
+    before any work, so no file is replaced by accident."""
+    from genlab.errors import GenlabError
+
+    if path.is_dir():
+        raise GenlabError(f"--out {str(path)!r} is a folder; give a file name")
+    if path.exists() and not force:
+        raise GenlabError(
+            f"--out {str(path)!r} exists; give another name, or --force to replace it"
+        )
 
 
 #: between two samples in a .txt written by `genlab sample`
@@ -440,6 +456,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     path = Path(args.out)
     if path.suffix != ".npz":
         raise GenlabError(f"--out must name an .npz file, got {args.out!r}")
+    _check_out(path, args.force)
     run = genlab.load_run(args.run)
     model = run.model.eval()
     if model.latent() is None:
@@ -477,12 +494,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from genlab.errors import GenlabError
-    from genlab.report import read_run, write_report
+    from genlab.report import check_report_folder, read_run, write_report
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise GenlabError(f"--out {args.out!r} is a file; give a folder for the report")
+    check_report_folder(out)  # before the runs are read (sampling for --nfe can take minutes)
     rows = [read_run(r, sample_text=not args.no_text, nfe=not args.no_nfe) for r in args.runs]
     page = write_report(rows, out)
     for row in rows:

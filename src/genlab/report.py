@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from genlab.errors import GenlabError
 from genlab.eval.probes import NFE_METRIC, quality_vs_nfe, sample_text
 
 # metrics of each data kind (for "n/a" against "—"): the metric registry's own kinds
@@ -199,8 +200,35 @@ def _sample_text(row: RunRow, chars: int = 300) -> str | None:
 
 
 # --- the report -------------------------------------------------------------------------------
+#: what a report folder holds; a folder holding anything else is not one (it is not written into)
+REPORT_FILES = ("index.html", "report.md", "img")
+
+
+def check_report_folder(out: str | Path) -> None:
+    """Refuse (:class:`GenlabError`) a report folder that would overwrite something that is not a
+    report: a file, a run directory, or a folder holding other files. A folder that holds only
+    an earlier report (or nothing) is fine: the report is rewritten."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GenlabError(f"--out {str(out)!r} is a file; give a folder for the report")
+    if not out.is_dir():
+        return
+    if (out / "config.yaml").exists():
+        raise GenlabError(
+            f"--out {str(out)!r} is a run directory; give a folder of its own for the report"
+        )
+    other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+    if other:
+        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        raise GenlabError(
+            f"--out {str(out)!r} holds files that are not a report ({shown}); give an empty or "
+            "new folder, or the folder of an earlier report"
+        )
+
+
 def write_report(runs: list[RunRow], out: str | Path) -> Path:
-    """``out/index.html``, ``out/report.md`` and ``out/img/``; returns the HTML page's path."""
+    """``out/index.html``, ``out/report.md`` and ``out/img/``; returns the HTML page's path (the
+    caller has checked ``out``: :func:`check_report_folder`, or a leaderboard's own folder)."""
     out = Path(out)
     img = out / "img"
     img.mkdir(parents=True, exist_ok=True)
@@ -233,7 +261,9 @@ def write_report(runs: list[RunRow], out: str | Path) -> Path:
 def report(
     paths: list[str | Path], out: str | Path, *, sample_text: bool = True, nfe: bool = False
 ) -> Path:
-    """Read every run directory and write the report; returns ``out/index.html``."""
+    """Read every run directory and write the report; returns ``out/index.html``. ``out`` must be
+    new, empty or an earlier report's folder (:func:`check_report_folder`)."""
+    check_report_folder(out)
     return write_report([read_run(p, sample_text=sample_text, nfe=nfe) for p in paths], out)
 
 

@@ -68,6 +68,7 @@ from genlab.eval.metrics import (
 )
 from genlab.eval.table import format_report
 from genlab.models.base import GenerativeModel
+from genlab.progress import reporting
 from genlab.runs import load_run
 
 SCHEMA = 1
@@ -145,7 +146,9 @@ class EvalReport(Mapping[str, Any]):
 
 class _Stages:
     """``with say("sampling: ..."):`` prints the stage when it starts and its time when it ends, on
-    stderr (``genlab eval``; silent otherwise), so a long evaluation is never silent."""
+    stderr (``genlab eval``; silent otherwise), and inside it the progress of the batched loops
+    (:mod:`genlab.progress`: a held-out likelihood's done/total and ETA), so a long evaluation is
+    never silent."""
 
     def __init__(self, on: bool) -> None:
         self.on = on
@@ -157,7 +160,8 @@ class _Stages:
             return
         print(f"eval: {what} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        yield
+        with reporting(f"eval: {what.split(':')[0]}"):  # done/total, ETA of batched loops
+            yield
         print(f"eval: {what.split(':')[0]} done in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)  # fmt: skip
 

@@ -69,6 +69,7 @@ from genlab.models.base import (
 )
 from genlab.models.shared import binarize
 from genlab.nets.autoencoder import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from genlab.progress import chunks
 from genlab.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -267,7 +268,7 @@ class VAE(GenerativeModel):
         rows = max(1, budget // min(k, budget))
         per = max(1, budget // rows)  # draws per chunk
         elbo, elbo_se, iwae, iwae_se = [], [], [], []
-        for t in torch.split(target, rows):
+        for t in chunks(target, rows):
             n = len(t)
             s1 = torch.zeros(n, dtype=torch.float64, device=t.device)  # Σ log w
             s2 = torch.zeros_like(s1)  # Σ (log w)²

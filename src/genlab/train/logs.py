@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from genlab.progress import eta
 from genlab.train.optim import lr_at
 
 if TYPE_CHECKING:
@@ -81,12 +82,9 @@ class LossWindow:
         done = tr.step - self.start_step
         rate = done / max(now - self.t_start, 1e-9)
         left = max(tr.tc.steps - tr.step, 0) / max(rate, 1e-9)
-        eta = (
-            time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else f"{left / 3600:.0f} h"
-        )
         print(
             f"{tr.cfg.name}: step {tr.step}/{tr.tc.steps} ({100 * tr.step / tr.tc.steps:.0f}%), "
-            f"loss {self.last_loss:.4f}, {rate:.3g} steps/s, ETA {eta}",
+            f"loss {self.last_loss:.4f}, {rate:.3g} steps/s, ETA {eta(left)}",
             file=sys.stderr, flush=True,
         )  # fmt: skip
 

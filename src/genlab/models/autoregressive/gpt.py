@@ -59,6 +59,7 @@ from genlab.models.base import (
 )
 from genlab.models.shared import check_windows, draw_categorical
 from genlab.nets.transformer import Transformer
+from genlab.progress import chunks
 from genlab.registry import MODELS
 
 
@@ -166,7 +167,7 @@ class GPT(GenerativeModel):
         x = self._check_ids(x)
         B, L = x.shape
         C = self.config.context
-        lp = torch.cat([self._window_log_prob(part) for part in x[:, :C].split(chunk)])  # (B,)
+        lp = torch.cat([self._window_log_prob(part) for part in chunks(x[:, :C], chunk)])  # (B,)
         if L > C:  # x_t from [S, x_{t-C+1} .. x_{t-1}], t = C .. L-1
             ctx = x[:, 1 : L - 1].unfold(1, C - 1, 1)  # (B, L - C, C - 1)
             target = x[:, C:]  # (B, L - C)

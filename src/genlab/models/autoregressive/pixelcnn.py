@@ -52,6 +52,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleResult
 from genlab.models.shared import binarize, draw_categorical
 from genlab.nets.pixelcnn import ChannelHead, GatedPixelCNN
+from genlab.progress import chunks
 from genlab.registry import MODELS
 
 OUTPUTS = ("bernoulli", "softmax", "logistic")
@@ -244,7 +245,7 @@ class PixelCNN(GenerativeModel):
         its classes under a uniform prior."""
         k = self.targets(x.to(next(self.parameters()).device), generator)
         parts = []
-        for i, chunk in enumerate(torch.split(k, batch_size)):
+        for i, chunk in enumerate(chunks(k, batch_size)):
             if self.classes is None:
                 parts.append(self.log_prob_tensor(chunk, None))
             elif labels is not None:

@@ -55,6 +55,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleOption, SampleResult
 from genlab.models.shared import binarize, global_moments
 from genlab.nets.made import MADE, MaskedLinear
+from genlab.progress import chunks
 from genlab.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -233,7 +234,7 @@ class VectorAR(GenerativeModel):
         v = self._vector(x, generator)
         masks = self.ensemble_masks()
         parts = []
-        for chunk in torch.split(v, batch_size):
+        for chunk in chunks(v, batch_size):
             per_mask = []
             for k in masks:
                 self.use_mask(k)

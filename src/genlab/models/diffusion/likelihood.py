@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 from genlab.models.base import LogProb
+from genlab.progress import chunks
 
 Drift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -69,7 +70,7 @@ def ode_log_prob(
         raise ValueError("a Hutchinson estimate with a standard error needs probes >= 2")
     values, errors, nfe = [], [], 0
     ts = torch.tensor([t0, t1], dtype=torch.float64, device=x.device)
-    for chunk in torch.split(x, batch_size):
+    for chunk in chunks(x, batch_size):
         k = 1 if exact else probes
         probe = None
         if not exact:  # (k, B, *shape) Rademacher vectors

@@ -96,6 +96,7 @@ from genlab.models.base import (
 )
 from genlab.models.shared import check_windows, draw_categorical
 from genlab.nets.transformer import Transformer
+from genlab.progress import chunks
 from genlab.registry import MODELS
 
 BLANK = "_"  # an infill template's character to fill
@@ -378,11 +379,11 @@ class MDLM(GenerativeModel):
             raise ConfigError(f"elbo_samples must be at least 1, got {K}")
         B, L = x.shape
         if S == 1:  # one character per block, always masked: the exact autoregressive likelihood
-            values = [self._count_terms(part, 1, generator, S)[:, 0] for part in x.split(chunk)]
+            values = [self._count_terms(part, 1, generator, S)[:, 0] for part in chunks(x, chunk)]
             note = "exact: blocks of 1 character, each predicted from the ones before it"
             return LogProb(torch.cat(values), "exact", nfe=1, note=note)
         values, errors = [], []
-        for part in x.split(max(1, chunk // K)):
+        for part in chunks(x, max(1, chunk // K)):
             terms = self._count_terms(part, K, generator, S)  # (b, K)
             values.append(terms.mean(1))
             errors.append(terms.std(1) / math.sqrt(K) if K > 1 else torch.zeros(len(part)))

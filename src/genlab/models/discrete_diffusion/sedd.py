@@ -67,6 +67,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import FROM_CONFIG, LogProb, ModelSpec, SampleOption, SampleResult
 from genlab.models.discrete_diffusion.mdlm import MDLM, MDLMConfig, stratified_times
 from genlab.models.shared import draw_categorical
+from genlab.progress import chunks
 from genlab.registry import MODELS, TEXT_SAMPLERS
 
 TRANSITIONS = ("absorb", "uniform")
@@ -302,7 +303,7 @@ class SEDD(MDLM):
             raise ConfigError(f"elbo_samples must be at least 1, got {K}")
         B, L = x.shape
         values, errors = [], []
-        for part in x.split(max(1, chunk // K)):
+        for part in chunks(x, max(1, chunk // K)):
             n = len(part)
             dev = generator.device if generator is not None else torch.device("cpu")
             u = torch.rand((n, K), generator=generator, dtype=torch.float64, device=dev).cpu()

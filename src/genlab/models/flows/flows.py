@@ -46,6 +46,7 @@ from genlab.models.base import (
 )
 from genlab.models.flows import layers as L
 from genlab.nets.made import MADE
+from genlab.progress import chunks
 from genlab.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -243,7 +244,7 @@ class Flow(GenerativeModel):
     ) -> LogProb:
         """Exact ``log p(x)`` for points (kind ``exact``); for images the uniform-dequantization
         lower bound on the discrete log-likelihood (kind ``elbo``), see the module docstring."""
-        values = torch.cat([self.log_prob_tensor(c, generator) for c in torch.split(x, batch_size)])
+        values = torch.cat([self.log_prob_tensor(c, generator) for c in chunks(x, batch_size)])
         if self.is_image:
             note = (
                 f"uniform dequantization over {self.config.levels} levels: one-sample estimate of "
