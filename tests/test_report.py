@@ -116,6 +116,21 @@ def test_cli_report(tmp_path, capsys):
     assert cli_main(["report", str(run), "--out", str(tmp_path / "file")]) == 2
 
 
+def test_the_report_says_how_many_samples_and_held_out_examples_each_figure_used(tmp_path):
+    from genlab.report import sizes
+
+    sampled = {**EVALUATED, "n": 500, "seeds": 3, "nfe": 20.0}
+    sampled["nll"] = {**EVALUATED["nll"], "n": 1000}
+    assert sizes(sampled) == "500 samples x 3 seed(s); likelihood: 1000 held-out examples"
+    text = {"data": {"kind": "tokens", "shape": [256]}, "nll": {"nats": 900.0, "n": 78}}
+    assert sizes(text) == "likelihood: 78 held-out windows of 256 characters"
+    assert sizes({"metrics": {}}) == ""
+    run = fake_run(tmp_path / "r", metrics=sampled)
+    report([run], tmp_path / "o")
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "measured with: 500 samples x 3 seed(s); likelihood: 1000 held-out examples" in md
+
+
 # --- the page in a real browser -------------------------------------------------------------------
 BROWSER_RUNS = {  # four families, three data kinds
     "flow-matching": ["trainer.steps=200"],

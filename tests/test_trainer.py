@@ -292,6 +292,20 @@ def test_metrics_logs_are_written(tmp_path):
     assert (tr.run_dir / "config.yaml").is_file()
 
 
+def test_the_progress_bar_shows_the_loss_between_log_lines(tmp_path, monkeypatch):
+    import io
+
+    from genlab.train import logs
+
+    screen = io.StringIO()
+    real = logs.tqdm
+    monkeypatch.setattr(logs, "tqdm", lambda **kw: real(**{**kw, "disable": False, "file": screen}))
+    monkeypatch.setattr(logs.LossWindow, "POSTFIX_EVERY", 0.0)
+    tr = small_setup(tmp_path, steps=12, log_every=1000, progress=True)  # no log line at all
+    tr.fit()
+    assert "loss=" in screen.getvalue()
+
+
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path):
     tr = small_setup(tmp_path, steps=40, max_skipped=10)
     tr.batcher.x[:] = float("nan")

@@ -65,6 +65,7 @@ class RunRow:
     split: str = ""  # what metrics.json measured on: test, val, file, fresh (or "unrecorded")
     nfe: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # sampler -> (NFE, m)
     nfe_metric: str = ""
+    sizes: str = ""  # how many samples and held-out examples the figures used
 
     def mark(self, status: str, reason: str) -> None:
         """Record a problem; the worst status wins (broken > not evaluated > unfinished)."""
@@ -146,6 +147,7 @@ def _read_metrics(row: RunRow) -> None:
     for name, entry in (report.get("metrics") or {}).items():
         if isinstance(entry, dict) and _number(entry.get("value")) is not None:
             row.metrics[name] = entry
+    row.sizes = sizes(report)
     nll = report.get("nll")
     if isinstance(nll, dict) and _number(nll.get("nats")) is not None:
         from genlab.eval.likelihood import NLL_UNITS, nll_unit
@@ -159,6 +161,24 @@ def _read_metrics(row: RunRow) -> None:
             "of": str(nll.get("of", "data")), "note": str(nll.get("note") or ""),
             "help": "held-out negative log-likelihood (a bound is an upper bound on it)",
         }  # fmt: skip
+
+
+def sizes(report: dict[str, Any]) -> str:
+    """How many samples (and seeds) the sample metrics of a ``metrics.json`` used and how many
+    held-out examples its likelihood did, e.g. ``500 samples x 3 seeds; likelihood: 1000 held-out
+    examples`` ("" when it records neither)."""
+    parts = []
+    if report.get("metrics") and _number(report.get("n")) is not None and "nfe" in report:
+        parts.append(f"{report['n']} samples x {report.get('seeds', 1)} seed(s)")
+    nll = report.get("nll")
+    if isinstance(nll, dict) and _number(nll.get("n")) is not None:
+        shape = (report.get("data") or {}).get("shape") or []
+        if (report.get("data") or {}).get("kind") == "tokens" and shape:
+            what = f"windows of {shape[0]} characters"
+        else:
+            what = "examples"
+        parts.append(f"likelihood: {nll['n']} held-out {what}")
+    return "; ".join(parts)
 
 
 def _read_log(row: RunRow) -> None:
@@ -363,6 +383,8 @@ def _html(runs, names, columns, images) -> str:
                  f"status: <b>{e(row.status)}</b></p>"]  # fmt: skip
         if row.problems:
             parts.append("<ul>" + "".join(f"<li>{e(p)}</li>" for p in row.problems) + "</ul>")
+        if row.sizes:
+            parts.append(f"<p>measured with: {e(row.sizes)}</p>")
         if note := likelihood_note(row):
             parts.append(f"<p>likelihood: {e(note)}</p>")
         for what, alt in (("samples", "samples"), ("curves", "training curves"),
@@ -401,6 +423,8 @@ def _markdown(runs, names, columns, images) -> str:
         lines += ["", f"## {row.name}", "", f"{row.family} on {row.data} ({row.kind}); "
                   f"{_progress(row)}; status: {row.status}", ""]  # fmt: skip
         lines += [f"- {p}" for p in row.problems]
+        if row.sizes:
+            lines += ["", f"measured with: {row.sizes}"]
         if note := likelihood_note(row):
             lines += ["", f"likelihood: {note}"]
         for what in ("samples", "curves", "nfe"):

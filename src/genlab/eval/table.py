@@ -66,6 +66,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {'nll':<18} {nll['nats']:.4f} nats, {nll[unit]:.4f}{pm} {per} "
             f"[{nll['kind']}]{extra}"
         )
+        if nll.get("n"):
+            what = f"windows of {shape} characters" if data["kind"] == "tokens" else "examples"
+            lines.append(f"  {'':<18} (on {nll['n']} held-out {what})")
     return "\n".join(lines)
 
 

@@ -38,6 +38,8 @@ class LossWindow:
     """The losses of each player and the rate since the last log line, the progress bar and the
     run's logger: what ``fit`` reports, kept out of the loop."""
 
+    POSTFIX_EVERY = 1.0  # seconds between the bar's loss updates (each reads the device)
+
     def __init__(self, trainer: Trainer, logger: RunLogger) -> None:
         self.trainer, self.logger = trainer, logger
         tc = trainer.tc
@@ -54,7 +56,7 @@ class LossWindow:
         # not on a terminal (a log file, CI, nohup): the bar is off, so a plain line every
         # trainer.progress_every seconds says where training is
         self.plain = bool(tc.progress and trainer.dist.is_main and self.bar.disable)
-        self.t_line = self.t_start
+        self.t_line = self.t_post = self.t_start
         self.restart()
 
     def restart(self) -> None:
@@ -71,6 +73,10 @@ class LossWindow:
             self.counts[name] += ok
         self.steps += 1
         self.bar.update(1)
+        now = time.perf_counter()
+        if not self.bar.disable and now - self.t_post >= self.POSTFIX_EVERY:  # the window's loss
+            self.t_post = now  # (reading it synchronises the device: once a second at most)
+            self.bar.set_postfix(self._window_means(), refresh=False)
         if self.plain and time.perf_counter() - self.t_line >= self.trainer.tc.progress_every:
             self.progress_line()
 
@@ -113,6 +119,16 @@ class LossWindow:
         )  # fmt: skip
         self.bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()}, refresh=False)
         self.restart()
+
+    def _window_means(self) -> dict[str, str]:
+        """The mean loss of each player over the steps of the window so far, for the bar."""
+        out = {}
+        for name, total in self.sums.items():
+            count = float(self.counts[name])
+            if count > 0:
+                key = "loss" if len(self.sums) == 1 else f"loss_{name}"
+                out[key] = f"{float(total) / count:.4f}"
+        return out
 
     def note(self, text: str) -> None:
         self.bar.write(text)
