@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITERS: dict[str, str] = {
     "bench/results/autoregressive.json": "bench/autoregressive.py",
     "bench/results/autoregressive_density.json": "bench/autoregressive_density.py",
+    "bench/results/cli_eval.json": "bench/cli_eval.py",
     "bench/results/diffusion_2d.json": "bench/diffusion_2d.py",
     "bench/results/eval_images.json": "bench/eval_images.py",
     "bench/results/eval_reference.json": "bench/eval_reference.py",
@@ -1263,6 +1264,19 @@ def metrics_mnist() -> str:
 @table(EVAL_IMAGES)
 def metrics_digits() -> str:
     return ranking_table(["digits, recipe", "digits, guidance 1"])
+
+
+@table("bench/results/cli_eval.json")
+def eval_wait_text() -> str:
+    data = load("bench/results/cli_eval.json")
+    out = []
+    for row in data["rows"]:
+        b, d = row["bounded"], row["default"]
+        out.append([f"`{row['recipe']}`", num(b["seconds"], 1), str(b["progress_lines"]),
+                    num(d["seconds"], 1), str(d["progress_lines"])])  # fmt: skip
+    n = f"{data['nll_n']:,}"
+    return md(["recipe (full size)", f"`--nll-n {n}`: seconds", "progress lines",
+               "default (whole test split): seconds", "progress lines"], out)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
