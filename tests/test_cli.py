@@ -483,3 +483,10 @@ def test_chunks_split_as_torch_does_and_report_only_inside_reporting(capsys):
         "eval: likelihood: 4/10 rows",
         "eval: likelihood: 8/10 rows",
     ]  # the last chunk ends the pass: no line for it
+    from genlab.progress import step_range
+
+    with reporting("sample", every=0.0):  # the outer loop is reported, not the ones inside it
+        for _ in step_range(3, 0, -1, unit="blocks"):
+            assert list(step_range(2)) == [0, 1]
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split(", ETA")[0] for ln in lines] == ["sample: 1/3 blocks", "sample: 2/3 blocks"]

@@ -271,8 +271,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
                           f"{run.model.family} samples (use .npy or .png)")  # fmt: skip
     if path.suffix == ".png" and vocab is not None:
         raise GenlabError(f"--out {path.name}: this run makes text; use .txt (or .npy for ids)")
+    from genlab.progress import reporting
+
     g = torch.Generator().manual_seed(args.seed)
-    out = run.model.sample(args.n, labels=args.label, generator=g, **options)
+    with reporting("sample"):  # a long draw says how far it is, every 10 s
+        out = run.model.sample(args.n, labels=args.label, generator=g, **options)
     x = out.x.cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".txt":  # one sample after another, a separator line between them

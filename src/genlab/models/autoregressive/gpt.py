@@ -59,7 +59,7 @@ from genlab.models.base import (
 )
 from genlab.models.shared import check_windows, draw_categorical
 from genlab.nets.transformer import Transformer
-from genlab.progress import chunks
+from genlab.progress import chunks, step_range
 from genlab.registry import MODELS
 
 
@@ -226,7 +226,7 @@ class GPT(GenerativeModel):
         seq[:, :P] = ids
         kv = self.net.new_cache(n) if cache else None
         start = seq.new_full((n, 1), self.bos)
-        for t in range(P, P + length):  # seq[:, :t] is known; draw seq[:, t]
+        for t in step_range(P, P + length):  # seq[:, :t] is known; draw seq[:, t]
             if kv is not None and 0 < kv.length < C:  # the newest character at the next position
                 logits = self.net(seq[:, t - 1 : t], cache=kv)[:, -1]
             else:  # the whole window: [S, the last C - 1 characters]

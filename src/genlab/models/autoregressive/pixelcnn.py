@@ -52,7 +52,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleResult
 from genlab.models.shared import binarize, draw_categorical
 from genlab.nets.pixelcnn import ChannelHead, GatedPixelCNN
-from genlab.progress import chunks
+from genlab.progress import chunks, step_range
 from genlab.registry import MODELS
 
 OUTPUTS = ("bernoulli", "softmax", "logistic")
@@ -298,7 +298,7 @@ class PixelCNN(GenerativeModel):
         k = torch.zeros((n, chans, rows, cols), dtype=torch.long, device=dev)
         x = self._inputs(k)
         reach = self.net.reach
-        for i in range(rows):
+        for i in step_range(rows):
             top = max(0, i - reach)
             links = [link[:, :, -1:] for link in self.net.links(x[:, :, top : i + 1], labels)]
             for j in range(cols):

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from genlab.models.base import SampleResult
+from genlab.progress import step_range
 from genlab.registry import SAMPLERS
 
 Denoiser = Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
@@ -132,7 +133,7 @@ def _edm_ode(
     path = [x] if trajectory else None
     n, nfe = len(sigmas) - 1, 0
     cur = _Time(process, sigmas[0])
-    for i in range(n):
+    for i in step_range(n):
         x, sig = _churn(x, sigmas[i], i, n, generator, s_churn, s_tmin, s_tmax, s_noise)
         if sig != cur.sigma:
             cur = _Time(process, sig)
@@ -225,7 +226,7 @@ def ddim(
     process). η = 0 is exactly the Euler step; η = 1 is DDPM's posterior sample."""
     path = [x] if trajectory else None
     n = len(sigmas) - 1
-    for i in range(n):
+    for i in step_range(n):
         sig, nxt = sigmas[i], sigmas[i + 1]
         d, eps = den(x, sig)
         if nxt == 0:
@@ -261,7 +262,7 @@ def euler_maruyama(
     ``x̂' = x̂ + 2 (σ' − σ) ε̂ + √(2σ (σ − σ')) z``; the last step to 0 is the denoiser."""
     path = [x] if trajectory else None
     n = len(sigmas) - 1
-    for i in range(n):
+    for i in step_range(n):
         sig, nxt = sigmas[i], sigmas[i + 1]
         d, eps = den(x, sig)
         if nxt == 0:
@@ -296,7 +297,7 @@ def predictor_corrector(
     NFE = (1 + corrector_steps) per step, but 1 on the last (the denoiser)."""
     path = [x] if trajectory else None
     n, nfe = len(sigmas) - 1, 0
-    for i in range(n):
+    for i in step_range(n):
         sig, nxt = sigmas[i], sigmas[i + 1]
         d, eps = den(x, sig)
         nfe += 1
@@ -331,7 +332,7 @@ def dpmpp_2m(
     path = [x] if trajectory else None
     n = len(sigmas) - 1
     d_old, h_old = None, None
-    for i in range(n):
+    for i in step_range(n):
         sig, nxt = sigmas[i], sigmas[i + 1]
         d, _ = den(x, sig)
         if nxt == 0:

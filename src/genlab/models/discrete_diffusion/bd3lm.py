@@ -53,6 +53,7 @@ from genlab.errors import ConfigError, DataError
 from genlab.models.base import FROM_CONFIG, ModelSpec, SampleOption, SampleResult
 from genlab.models.discrete_diffusion.mdlm import MDLM, MDLMConfig
 from genlab.nets.transformer import KVCache
+from genlab.progress import step_range
 from genlab.registry import MODELS
 
 
@@ -144,7 +145,7 @@ class BD3LM(MDLM):
         S, C = self.config.block_size, self.config.context
         kv = self.net.new_cache(n, blocks=True) if cache else None
         state = {"first": 0, "nfe": 0}  # the cache holds seq[:, first : first + kv.length]
-        for j0 in range(0, seq.shape[1], S):
+        for j0 in step_range(0, seq.shape[1], S, unit="blocks"):
             j1 = min(j0 + S, seq.shape[1])
             if not bool((seq[:, j0:j1] == self.mask_id).any()):
                 continue  # all given (a prompt): nothing to draw

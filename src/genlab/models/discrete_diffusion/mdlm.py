@@ -96,7 +96,7 @@ from genlab.models.base import (
 )
 from genlab.models.shared import check_windows, draw_categorical
 from genlab.nets.transformer import Transformer
-from genlab.progress import chunks
+from genlab.progress import chunks, step_range
 from genlab.registry import MODELS
 
 BLANK = "_"  # an infill template's character to fill
@@ -573,7 +573,7 @@ class MDLM(GenerativeModel):
         n, L = z.shape
         V = self.vocab_size
         logits, nfe, stale = None, 0, None
-        for i in range(steps, 0, -1):  # from t_i to t_{i-1}
+        for i in step_range(steps, 0, -1):  # from t_i to t_{i-1}
             masked = z == self.mask_id  # (n, L)
             if logits is None or not cache:
                 logits = logits_fn(z)  # (n, L, V)

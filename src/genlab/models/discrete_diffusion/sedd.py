@@ -67,7 +67,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import FROM_CONFIG, LogProb, ModelSpec, SampleOption, SampleResult
 from genlab.models.discrete_diffusion.mdlm import MDLM, MDLMConfig, stratified_times
 from genlab.models.shared import draw_categorical
-from genlab.progress import chunks
+from genlab.progress import chunks, step_range
 from genlab.registry import MODELS, TEXT_SAMPLERS
 
 TRANSITIONS = ("absorb", "uniform")
@@ -357,7 +357,7 @@ class SEDD(MDLM):
         grid = torch.linspace(0, T, steps + 1, dtype=torch.float64)
         sbar = self._sigma_bar(grid)
         step = text_sampler(sampler, self.family)
-        for i in range(steps, 0, -1):
+        for i in step_range(steps, 0, -1):
             t = grid[i].expand(n).to(self.device)
             s = self.scores(z, t).double().exp()  # (n, L, N)
             s = s.scatter(-1, z[..., None], 1.0)  # the ratio of the current character to itself
