@@ -44,6 +44,19 @@ def test_a_named_data_set_uses_its_own_recipes():
         "glow-digits.yaml", "pixelcnn-digits.yaml"]  # fmt: skip
 
 
+def test_every_family_is_trained_and_scored_on_one_split():
+    import genlab
+
+    plan = make_plan("digits", 30, ["glow", "pixelcnn", "gan"])  # glow's recipe: another split
+    glow = next(e for e in plan.entries if e.family == "glow")
+    assert glow.overrides == ["data.val_fraction=0.1", "data.test_fraction=0.3", "data.seed=0"]
+    splits = set()
+    for e in plan.entries:
+        cfg = genlab.load_config(e.config, e.overrides)
+        splits.add((cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed))
+    assert splits == {(0.1, 0.3, 0)}
+
+
 def test_bad_requests_are_clear(points):
     with pytest.raises(GenlabError, match="glow"):  # did you mean
         make_plan(str(points), 1, ["glwo"])

@@ -38,6 +38,7 @@ import json
 import math
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ def make_plan(data: str, budget_minutes: float, families: list[str] | None = Non
     kind = ds.kind
     plan = Plan(data=data, kind=kind, budget_s=60.0 * budget_minutes)
     recipes = _recipes()
+    splits: dict[str, tuple[float, float, int]] = {}  # family -> its recipe's split of the data
     wanted = families or MODELS.names()
     for name in families or []:
         MODELS.get(name)  # an unknown family: did-you-mean
@@ -148,6 +150,7 @@ def make_plan(data: str, budget_minutes: float, families: list[str] | None = Non
                 )
                 # what refers outside the run (a second stage's first) resolves, or fails here
                 cls.bind(cfg.model, genlab.api.load_data(cfg))
+                splits[family] = (cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
             except GenlabError as e:
                 entry.reason, entry.config = f"its recipe does not build here: {e}", ""
         if entry.config:
@@ -157,7 +160,20 @@ def make_plan(data: str, budget_minutes: float, families: list[str] | None = Non
             plan.skipped.append(entry)
     if not plan.entries:
         raise ConfigError(f"no registered family has a recipe for {data!r} ({kind})")
+    _one_split(plan, splits)
     return plan
+
+
+def _one_split(plan: Plan, splits: dict[str, tuple[float, float, int]]) -> None:
+    """Every family trains, selects and is evaluated on the same split of the data: the one most
+    of their recipes use (the first recipe's on a tie) is given to the others as overrides, so no
+    family is scored on other test examples (or trains on another's)."""
+    common = Counter(splits[e.family] for e in plan.entries).most_common(1)[0][0]
+    val, test, seed = common
+    for e in plan.entries:
+        if splits[e.family] != common:
+            e.overrides += [f"data.val_fraction={val}", f"data.test_fraction={test}",
+                            f"data.seed={seed}"]  # fmt: skip
 
 
 def _eval(kind: str, family: str) -> list[str]:
