@@ -48,6 +48,7 @@ WRITERS: dict[str, str] = {
     "bench/results/flows_2d.json": "bench/flows_2d.py",
     "bench/results/gan_2d.json": "bench/gan_2d.py",
     "bench/results/latent.json": "bench/latent.py",
+    "bench/results/leaderboard-digits-30min.json": "bench/leaderboard.py",
     "bench/results/ot_coupling.json": "bench/ot_coupling.py",
     "bench/results/text.json": "bench/text.py",
     "bench/results/text-375.json": "bench/text.py",
@@ -1277,6 +1278,31 @@ def eval_wait_text() -> str:
     n = f"{data['nll_n']:,}"
     return md(["recipe (full size)", f"`--nll-n {n}`: seconds", "progress lines",
                "default (whole test split): seconds", "progress lines"], out)  # fmt: skip
+
+
+LEADERBOARD_DIGITS = "bench/results/leaderboard-digits-30min.json"
+
+
+@table(LEADERBOARD_DIGITS)
+def leaderboard_digits() -> str:
+    data = load(LEADERBOARD_DIGITS)
+    rows = sorted(data["rows"], key=lambda r: (r["rank_value"] is None, r["rank_value"] or 0.0))
+    out = []
+    for rank, r in enumerate(rows, 1):
+        fd = "—" if r["rank_value"] is None else sig(r["rank_value"], 4)
+        floor = "—" if r["rank_floor"] is None else sig(r["rank_floor"], 3)
+        if r["nll_nats"] is None:
+            nll = "n/a"
+        else:
+            se = f" ± {sig(r['nll_stderr'], 2)}" if r["nll_stderr"] else ""
+            nll = f"{sig(r['nll_nats'], 4)}{se} ({r['nll_kind']})"
+        out.append([str(rank), r["family"], fd, floor, nll, f"{r['steps']:,}",
+                    num(r["seconds"] / 60, 1), r["split"] or "—", r["status"]])  # fmt: skip
+    for e in data["plan"]["skipped"]:
+        out.append(["—", e["family"], "—", "—", "—", "—", "—", "—", f"skipped: {e['reason']}"])
+    head = ["rank", "family", "FD ↓", "FD floor", "NLL, nats (kind)", "steps", "minutes",
+            "measured on", "status"]  # fmt: skip
+    return md(head, out)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ FMS = "bench/results/flow_matching_2d_steps.json"
 TWO = "bench/results/two_stage.json"
 LATENT = "bench/results/latent.json"
 EVAL = "bench/results/eval_images.json"
+BOARD = "bench/results/leaderboard-digits-30min.json"
 ARD, ARG = "bench/results/autoregressive_density.json", "bench/results/autoregressive.json"
 T750, T375 = "bench/results/text-750.json", "bench/results/text-375.json"
 T12 = "bench/results/text-12000.json"
@@ -69,6 +70,10 @@ TR20, TR3 = "bench/results/text-restart20000.json", "bench/results/text-restart3
 
 def _b(d: dict, name: str) -> float:
     return d["held_out"][name]["nll"]["bits_per_char"]
+
+
+def _row(d: dict, family: str) -> dict:
+    return next(r for r in d["rows"] if r["family"] == family)
 
 
 def _h(d: dict, name: str) -> dict:
@@ -820,6 +825,35 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
         TWO,
         "seconds",
         lambda s: f"with 2,000 held out ({s / 60:.0f} min in all)",
+    ),
+    # docs/report.md: the digits leaderboard
+    (
+        "docs/report.md",
+        "the board took 10.4 minutes of its 30",
+        BOARD,
+        "wall_seconds",
+        lambda s: f"the board took {s / 60:.1f} minutes of its 30",
+    ),
+    (
+        "docs/report.md",
+        "The GAN (13.9)",
+        BOARD,
+        lambda d: _row(d, "gan")["rank_value"],
+        "The GAN ({:.1f})",
+    ),
+    (
+        "docs/report.md",
+        "PixelCNN (28.3) and diffusion (29.1)",
+        BOARD,
+        lambda d: (_row(d, "pixelcnn")["rank_value"], _row(d, "diffusion")["rank_value"]),
+        lambda v: "PixelCNN ({:.1f}) and diffusion ({:.1f})".format(*v),
+    ),
+    (
+        "docs/report.md",
+        "diffusion (1,026 of 4,000) and PixelCNN\n(1,357 of 3,000)",
+        BOARD,
+        lambda d: (_row(d, "diffusion")["steps"], _row(d, "pixelcnn")["steps"]),
+        lambda v: f"diffusion ({v[0]:,} of 4,000) and PixelCNN\n({v[1]:,} of 3,000)",
     ),
 ]
 
