@@ -37,7 +37,7 @@ TRAIN = ["trainer.steps=3", "trainer.warmup=0", "trainer.checkpoint_every=3", "t
 TINY = {
     "train": TRAIN,
     "reflow": ["--pairs", "64", *TRAIN],
-    "sample": ["--n", "4"],
+    "sample": ["--n", "16"],  # (as many as eval scores: the image metrics need 10 or more)
     "eval": ["--n", "16", "--seeds", "1", "--nll-n", "16"],
     "leaderboard": ["--budget-minutes", "0.2"],
     "encode": ["--batch", "64"],

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import genlab
-from genlab.cli import TEXT_SEPARATOR, main
+from genlab.cli import main
 from genlab.data.base import Dataset
-from genlab.data.text import decode, encode
+from genlab.data.text import SAMPLE_SEPARATOR, decode, encode
 from genlab.errors import ConfigError, DataError
 from genlab.models.autoregressive.gpt import GPT, GPTConfig, next_token_probs
 from genlab.models.base import ModelSpec
@@ -280,7 +280,7 @@ def test_cli_trains_samples_with_a_prompt_and_evaluates_text(tmp_path, capsys, m
             "--option", "temperature=0.8", "--option", "top_p=0.9", "--out", "s.txt"]  # fmt: skip
     assert main(args) == 0
     texts = (
-        (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n").split(TEXT_SEPARATOR)
+        (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n").split(SAMPLE_SEPARATOR)
     )
     assert len(texts) == 2 and all(t.startswith("the") and len(t) == 43 for t in texts)
     assert main(["sample", "run", "--n", "1", "--prompt", "THE", "--out", "s2.txt"]) == 2

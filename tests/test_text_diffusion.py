@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlab.cli import TEXT_SEPARATOR, _sampling_options, main
+from genlab.cli import _sampling_options, main
 from genlab.data.base import Batch
-from genlab.data.text import decode
+from genlab.data.text import SAMPLE_SEPARATOR, decode
 from genlab.errors import ConfigError, DataError, GenlabError
 from genlab.models.discrete_diffusion.bd3lm import BD3LM, BD3LMConfig
 from genlab.models.discrete_diffusion.mdlm import MDLM, MDLMConfig, Schedule, stratified_times
@@ -389,7 +389,7 @@ def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(
     args = ["sample", "run", "--n", "3", "--infill", template, *sampler, "--out", "f.txt"]
     assert main(args) == 0
     texts = (tmp_path / "f.txt").read_text(encoding="utf-8").removesuffix("\n")
-    texts = texts.split(TEXT_SEPARATOR)
+    texts = texts.split(SAMPLE_SEPARATOR)
     assert len(texts) == 3
     for text in texts:
         assert len(text) == len(template)
@@ -399,7 +399,7 @@ def test_cli_trains_on_any_text_evaluates_a_bound_and_fills_blanks(
     assert main(args) == 0
     assert "NFE" in capsys.readouterr().out
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
-    assert all(t.startswith("the") and len(t) == 23 for t in texts.split(TEXT_SEPARATOR))
+    assert all(t.startswith("the") and len(t) == 23 for t in texts.split(SAMPLE_SEPARATOR))
     assert main(["sample", "run", "--n", "1", "--infill", "q_é", "--out", "bad.txt"]) == 2
     assert "'é' (first at position" in capsys.readouterr().err
 
@@ -536,7 +536,7 @@ def test_cli_block_diffusion_trains_evaluates_and_samples_any_length(tmp_path, c
     assert nll["kind"] == "exact" and not nll.get("estimator_stderr")  # blocks of 1: the AR
     assert main(["sample", "run", "--n", "2", "--option", "length=100", "--out", "s.txt"]) == 0
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
-    assert [len(t) for t in texts.split(TEXT_SEPARATOR)] == [100, 100]  # past the context of 32
+    assert [len(t) for t in texts.split(SAMPLE_SEPARATOR)] == [100, 100]  # past the context of 32
 
 
 @torch.no_grad()
@@ -788,6 +788,6 @@ def test_cli_score_entropy_trains_evaluates_and_samples(tmp_path, capsys, monkey
     assert main(["sample", "run", "--n", "2", "--sampler", "euler", "--steps", "6", *out]) == 0
     assert main(["sample", "run", "--n", "2", "--infill", "the _____ fox", *out]) == 0
     texts = (tmp_path / "s.txt").read_text(encoding="utf-8").removesuffix("\n")
-    assert all(t.startswith("the ") and t.endswith(" fox") for t in texts.split(TEXT_SEPARATOR))
+    assert all(t.startswith("the ") and t.endswith(" fox") for t in texts.split(SAMPLE_SEPARATOR))
     assert main(["sample", "run", "--n", "1", "--sampler", "heun", *out]) == 2
     assert "tweedie, euler" in capsys.readouterr().err

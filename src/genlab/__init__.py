@@ -4,7 +4,7 @@ with the same metrics, through one API."""
 __version__ = "0.1.0"
 
 from genlab import models as _models  # noqa: F401  (registers the families)
-from genlab.api import evaluate, evaluate_run, features, reflow, train
+from genlab.api import evaluate, evaluate_run, features, reflow, score, train
 from genlab.config import Config
 from genlab.errors import GenlabError
 from genlab.runs import Run, build_model, load_config, load_data, load_run
@@ -21,5 +21,6 @@ __all__ = [
     "load_data",
     "load_run",
     "reflow",
+    "score",
     "train",
 ]

@@ -334,6 +334,76 @@ def features(data: str | Path | Dataset, *, train_if_missing: bool = True):
     return feature_network(data, train_if_missing=train_if_missing)[1]
 
 
+def score(
+    samples: str | Path | torch.Tensor,
+    data: str | Path | Dataset,
+    *,
+    overrides: list[str] | None = None,
+    n: int | None = None,
+    seeds: int = 1,
+    split: str = "test",
+    metrics: list[str] | None = None,
+    floor: bool = True,
+    features: str | None = None,
+    scorer: str | None = None,
+    labels: torch.Tensor | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score samples from anywhere against ``data`` with the metrics of ``genlab eval`` and their
+    real-data floors (:mod:`genlab.eval.score`). ``samples``: a file or folder
+    (:func:`genlab.eval.score.read_samples`) or a tensor held as the data's examples are.
+    ``data``: a run directory (its data, split as it was trained: the figures then equal
+    ``genlab eval`` of the run on the same samples), a data set name, a file or folder, or a
+    Dataset; ``overrides``: ``data.*`` keys (its split: ``data.test_fraction=0.3``). ``n``
+    samples per seed (default: all of them over ``seeds``). Returns the ``metrics.json`` mapping,
+    with ``"samples_given"`` naming the file and its sha256."""
+    from genlab.eval.score import read_samples
+    from genlab.eval.score import score as score_samples
+
+    dataset, run_eval = _score_data(data, overrides or [])
+    given = None
+    if isinstance(samples, (str, Path)):
+        samples, file_labels, given = read_samples(samples, dataset)
+        labels = file_labels if labels is None else labels
+    for name, value in (("n", n), ("seeds", seeds)):
+        if value is not None and value < 1:
+            raise DataError(f"{name} must be at least 1, got {value}")
+    cfg = EvalConfig(
+        n=n or max(len(samples) // seeds, 1), seeds=seeds, metrics=metrics, floor=floor,
+        nll=False, features=features or (run_eval.features if run_eval else None),
+        split=split, scorer=scorer,
+    )  # fmt: skip
+    report = score_samples(samples, dataset, cfg, labels=labels, given=given, progress=progress)
+    return report.to_dict()
+
+
+def _score_data(data: str | Path | Dataset, overrides: list[str]):
+    """The data samples are scored against, and the evaluation config of the run it came from
+    (None for a data set or a file)."""
+    bad = [o for o in overrides if not o.startswith("data.")]
+    if bad:
+        raise ConfigError(
+            f"genlab score takes data.* overrides only (the data's split); got {bad[0]!r}"
+        )
+    if isinstance(data, Dataset):
+        if overrides:
+            raise ConfigError("data.* overrides apply to data given by name or path")
+        return data, None
+    path = Path(data).expanduser()
+    if path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").exists():
+        cfg = load_config(path / "config.yaml", overrides, saved=True)
+        return load_data(cfg), cfg.eval
+    if str(data) in DATASETS:
+        cfg = load_config(None, [f"data.name={data}", *overrides])
+    elif path.exists():
+        cfg = load_config(None, ["data.name=null", f"data.path={path.resolve()}", *overrides])
+    else:
+        raise DataError(
+            f"{DATASETS.unknown_message(str(data))}, and no file, folder or run {data!r}"
+        )
+    return load_data(cfg), None
+
+
 def evaluate(run: Run | str | Path, **kwargs: Any) -> dict[str, Any]:
     """Evaluate a :class:`Run` or a run directory; see :func:`evaluate_run`."""
     if not isinstance(run, Run):

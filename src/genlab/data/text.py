@@ -25,6 +25,10 @@ SHAKESPEARE = (
 )
 
 
+#: between two samples in a .txt written by ``genlab sample`` (and read by ``genlab score``)
+SAMPLE_SEPARATOR = "\n\n" + "-" * 40 + "\n\n"
+
+
 def encode(text: str, vocab: str) -> torch.Tensor:
     """Characters -> int64 token ids ``(len(text),)``; characters outside ``vocab`` are a
     DataError that lists them (:func:`unknown_characters`)."""

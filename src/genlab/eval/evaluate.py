@@ -109,6 +109,7 @@ class EvalReport(Mapping[str, Any]):
     floor: str | None = None  # what the real-data floor compared (None: no floor)
     nll: dict[str, Any] | None = None
     inception_fid: float | None = None
+    given: dict[str, Any] | None = None  # `genlab score`: the samples scored (file, hash, count)
     schema: int = SCHEMA
     samples: torch.Tensor | None = field(default=None, repr=False, compare=False)
     reference: torch.Tensor | None = field(default=None, repr=False, compare=False)
@@ -121,12 +122,14 @@ class EvalReport(Mapping[str, Any]):
         }  # fmt: skip
         if self.features is not None:
             out["features"] = self.features
+        if self.given is not None:
+            out["samples_given"] = self.given
         if self.options is not None:
             out.update(options=self.options, n=self.n, seeds=self.seeds)
             out["reference"] = self.reference_what
         if self.note is not None:
             out["note"] = self.note
-        if self.nfe is not None:
+        if self.seconds is not None:  # samples were scored (nfe: None for given samples)
             out.update(nfe=self.nfe, seconds=self.seconds, floor=self.floor)
         if self.nll is not None:
             out["nll"] = self.nll
@@ -150,19 +153,20 @@ class _Stages:
     (:mod:`genlab.progress`: a held-out likelihood's done/total and ETA), so a long evaluation is
     never silent."""
 
-    def __init__(self, on: bool) -> None:
+    def __init__(self, on: bool, command: str = "eval") -> None:
         self.on = on
+        self.command = command
 
     @contextmanager
     def __call__(self, what: str) -> Iterator[None]:
         if not self.on:
             yield
             return
-        print(f"eval: {what} ...", file=sys.stderr, flush=True)
+        print(f"{self.command}: {what} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        with reporting(f"eval: {what.split(':')[0]}"):  # done/total, ETA of batched loops
+        with reporting(f"{self.command}: {what.split(':')[0]}"):  # done/total, ETA of batched loops
             yield
-        print(f"eval: {what.split(':')[0]} done in {time.perf_counter() - t0:.1f} s",
+        print(f"{self.command}: {what.split(':')[0]} done in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)  # fmt: skip
 
 
@@ -244,7 +248,7 @@ def evaluate(
     available = _available(model, opts, fnet, finfo)
     score = None
     if cfg.scorer:
-        score = _scorer(cfg.scorer, model, kind)
+        score = scorer(cfg.scorer, model.spec.vocab, kind)
         available.add("scorer")
     if dataset.modes() is not None:
         available.add("modes")  # a Gaussian mixture: modes covered, high quality, reverse KL
@@ -264,9 +268,8 @@ def evaluate(
         )
     first = None
     if records or (keep_samples and kind != "tokens" and n > 0):  # (samples for plots)
-        first = _sample_metrics(
-            model, dataset, real, cfg, opts, records, n, fnet, report, score, say
-        )
+        source = SampleSource.of_model(model, opts, IMAGE_BATCH if fnet is not None else n)
+        first = sample_metrics(source, dataset, real, cfg, records, n, fnet, report, score, say)
     if cfg.nll and model.has_log_prob:
         count = "characters" if kind == "tokens" else "examples"
         with say(f"likelihood: at most {cfg.nll_n} held-out {count} (eval.nll_n, --nll-n)"):
@@ -285,12 +288,35 @@ def evaluate(
 
 
 # --- samples against real data ------------------------------------------------------------------
-def _sample_metrics(
-    model: GenerativeModel,
+@dataclass
+class SampleSource:
+    """Where an evaluation's samples come from: a model drawn under each seed's generator
+    (:meth:`of_model`), or samples given from anywhere (``genlab score``). ``draw(seed, n, labels,
+    generator) -> (x, nfe, labels)``; ``observed`` maps real examples to what the model represents
+    (binarized images for a binary model; the identity for given samples); ``label_classes``: the
+    classes a class-conditional model is asked for (None: unconditional)."""
+
+    draw: Any
+    observed: Any = None
+    label_classes: int | None = None
+    what: str = "sampling"
+
+    @classmethod
+    def of_model(cls, model: GenerativeModel, opts: dict[str, Any], batch: int) -> SampleSource:
+        def draw(seed: int, n: int, labels: torch.Tensor | None, g: torch.Generator):
+            return _draw(model, n, labels, g, opts, batch)
+
+        return cls(draw, model.observed, model.label_classes(opts))
+
+    def observe(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return x if self.observed is None else self.observed(x, g)
+
+
+def sample_metrics(
+    source: SampleSource,
     dataset: Dataset,
     real: RealSets | None,
     cfg: EvalConfig,
-    opts: dict[str, Any],
     records: list[Metric],
     n: int,
     fnet: Any,
@@ -298,34 +324,36 @@ def _sample_metrics(
     score: Any = None,
     say: _Stages | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample, score and fill ``report`` (metrics with floors, NFE, timings); returns the first
-    seed's samples and reference. ``score``: text, the scorer's log-likelihood of each row."""
+    """Draw ``n`` samples per seed from ``source``, score them against each seed's reference with
+    their real-data floors and fill ``report`` (metrics, NFE, timings); returns the first seed's
+    samples and reference. ``score``: text, the scorer's log-likelihood of each row."""
     images = fnet is not None
     seconds = {"sampling": 0.0, "features": 0.0, "metrics": 0.0}
     values: dict[str, list[float]] = {r.name: [] for r in records}
     floors: dict[str, list[float]] = {r.name: [] for r in records}
     spread: dict[str, list[float]] = {r.name: [] for r in records}
     nfes, first = [], None
-    k = model.label_classes(opts)
+    k = source.label_classes
     modes = dataset.modes()
     say = say or _Stages(False)
     for seed in range(cfg.seeds):
         g = torch.Generator().manual_seed(seed)
         labels = None if k is None else _stratified_labels(n, k, real, g)
         t0 = time.perf_counter()
-        with say(f"sampling: {n} samples, seed {seed + 1} of {cfg.seeds}"):
-            x, nfe, labels = _draw(model, n, labels, g, opts, IMAGE_BATCH if images else n)
+        with say(f"{source.what}: {n} samples, seed {seed + 1} of {cfg.seeds}"):
+            x, nfe, labels = source.draw(seed, n, labels, g)
         seconds["sampling"] += time.perf_counter() - t0
-        nfes.append(nfe)
+        if nfe is not None:
+            nfes.append(nfe)
         ref, floor, floor_i = _real_draws(dataset, real, n, seed, cfg.floor, x.shape[-1])
-        seen = model.observed(ref, torch.Generator().manual_seed(REFERENCE_SEED + seed))
+        seen = source.observe(ref, torch.Generator().manual_seed(REFERENCE_SEED + seed))
         if seen is not ref and seed == 0:  # a binary model sees binarized images, say
             report.reference_what += (
                 " as the model represents data (model.observed, e.g. binarized), the floor too"
             )
         ref = seen
         if floor is not None:
-            floor = model.observed(floor, torch.Generator().manual_seed(FLOOR_SEED + seed))
+            floor = source.observe(floor, torch.Generator().manual_seed(FLOOR_SEED + seed))
         if first is None:
             first = (x, ref)
         if not records:
@@ -358,7 +386,7 @@ def _sample_metrics(
             if floor_c is not None and ("labels" not in rec.needs or floor_c.labels_x is not None):
                 floors[rec.name].append(_value(rec(floor_c))[0])
         seconds["metrics"] += time.perf_counter() - t0
-    report.nfe, report.seconds = statistics.mean(nfes), seconds
+    report.nfe, report.seconds = (statistics.mean(nfes) if nfes else None), seconds
     if not cfg.floor:
         report.floor = None
     elif real is None:
@@ -453,32 +481,33 @@ def _windows(stream: torch.Tensor, n: int, length: int, g: torch.Generator, what
     return stream[starts[:, None] + torch.arange(length)]
 
 
-def _scorer(path: str, model: GenerativeModel, kind: str):
+def scorer(path: str, vocab: str | None, kind: str):
     """``eval.scorer``: the log-likelihood (nats per row) of token rows under an autoregressive
-    run on the same text, refused with the reason when it cannot score this model's samples."""
+    run on the same text (``vocab``: the samples' alphabet), refused with the reason when it
+    cannot score these samples."""
     if kind != "tokens":
         raise DataError(f"eval.scorer scores text samples; this run's data holds {kind}")
     try:
         run = load_run(path)
     except CheckpointError as e:
         raise DataError(f"eval.scorer={path}: {e}") from None
-    scorer = run.model.eval()
-    if scorer.spec.vocab != model.spec.vocab:
+    ar = run.model.eval()
+    if ar.spec.vocab != vocab:
         raise DataError(
             f"eval.scorer={path} was trained on text of another alphabet "
-            f"({len(scorer.spec.vocab or '')} characters, this model's has "
-            f"{len(model.spec.vocab or '')}): score with an autoregressive run on the same text"
+            f"({len(ar.spec.vocab or '')} characters, the samples' has "
+            f"{len(vocab or '')}): score with an autoregressive run on the same text"
         )
     refused = DataError(
-        f"eval.scorer={path} is a {scorer.family} run: generative perplexity needs an exact "
+        f"eval.scorer={path} is a {ar.family} run: generative perplexity needs an exact "
         "likelihood (an autoregressive model such as gpt)"
     )
-    if not scorer.has_log_prob:
+    if not ar.has_log_prob:
         raise refused
 
     @torch.no_grad()
     def score(x: torch.Tensor) -> torch.Tensor:
-        lp = scorer.log_prob(x.to(scorer.device))
+        lp = ar.log_prob(x.to(ar.device))
         if lp.kind != "exact":
             raise refused
         return lp.value.cpu()

@@ -15,9 +15,16 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("split"):
         lines.append(f"  measured on: {SPLIT_WORDS.get(report['split'], report['split'])}")
     if "nfe" in report:  # samples were drawn (no sample metric exists for text yet)
-        opts = " ".join(f"{k}={_short(v)}" for k, v in report["options"].items())
-        nfe = f", NFE {report['nfe']:.0f}"
-        lines.append(f"  sampling: {opts or 'defaults'}{nfe}")
+        given = report.get("samples_given")
+        if given:  # genlab score: samples from a file
+            lines.append(
+                f"  samples: {given['path']} ({given['count']} given, sha256 "
+                f"{given['sha256'][:12]})"
+            )
+        else:
+            opts = " ".join(f"{k}={_short(v)}" for k, v in report["options"].items())
+            nfe = "" if report["nfe"] is None else f", NFE {report['nfe']:.0f}"
+            lines.append(f"  sampling: {opts or 'defaults'}{nfe}")
         lines.append(
             f"  {report['n']} samples x {report['seeds']} seed(s) vs {report['reference']}"
         )
