@@ -1,0 +1,338 @@
+"""genlab beside the libraries people use, on images, at equal CPU time, scored by `genlab score`.
+
+    .bench-venv/bin/python bench/peers.py --pair ddpm --minutes 10 --seeds 1
+    .bench-venv/bin/python bench/peers.py --pair ddpm --quick        # a 5-minute smoke
+
+Each pair is a list of arms; an arm is an adapter of a few dozen lines (build, train for a number
+of steps, sample at a number of NFE). The harness gives every arm of a pair:
+
+- the same data and split: the recipe's split of the bundled MNIST (train 70%, validation 10%,
+  test 20%, seed 0), the training images as unlabelled uint8 (every arm is unconditional);
+- parameters within 10% (printed, and the run stops otherwise);
+- the same thread count, and the same CPU time of training: a probe of a few steps measures each
+  arm's step time, the arm then trains for as many steps as fit its share (``--minutes``), with
+  the same batch, learning rate, warmup and cosine schedule (the tuning is the recipe's, shared);
+- the same number of samples at the same NFE, all scored by ``genlab.score`` against the test
+  split on genlab's MNIST feature network (FD, precision, recall, each beside its real-data floor);
+- each arm in its own process, run one after another alone (its peak resident memory is its own);
+  step times are measured afterwards in interleaved rounds (A, B, A, B, ...), so that a change of
+  machine load hits every arm alike.
+
+Results go to ``bench/results/peers-<pair>.json`` (a table in ``docs/peers.md`` is generated from
+it). Peers are installed in ``.bench-venv`` only; genlab never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info, version, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs" / "ddpm-cfg-mnist.yaml"
+SPLIT = {"val_fraction": 0.1, "test_fraction": 0.2, "seed": 0}  # the recipe's
+BATCH, LR, WARMUP = 64, 5e-4, 500  # the recipe's trainer (shared by every arm)
+
+
+# --- the data every arm trains on ---------------------------------------------------------------
+def mnist():
+    from genlab.data import load
+
+    return load("mnist", **SPLIT)
+
+
+def training_file(folder: Path) -> Path:
+    """The recipe's training split of MNIST as unlabelled uint8 (N, 28, 28), for every arm."""
+    x = mnist().train
+    path = folder / "mnist-train.npy"
+    np.save(path, ((x[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy())
+    return path
+
+
+def train_images(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.load(path).astype(np.float32))[:, None] / 127.5 - 1
+
+
+def schedule(steps: int) -> int:
+    """The warmup of a run of ``steps``: the recipe's 500, at most a tenth of the run."""
+    return min(WARMUP, max(steps // 10, 1))
+
+
+# --- arms -----------------------------------------------------------------------------------------
+class GenlabDDPM:
+    """genlab's ``ddpm-cfg-mnist`` recipe, unconditional (no labels): ε-prediction, VP linear β,
+    U-Net 32-64-64 with attention at 7x7, EMA; DPM-Solver++(2M) to sample."""
+
+    name = "genlab"
+
+    def __init__(self, data: Path, seed: int) -> None:
+        import genlab
+
+        self.data, self.seed = data, seed
+        self.overrides = [
+            "data.name=null", f"data.path={data}", "data.val_fraction=0.0",
+            "data.test_fraction=0.0", f"trainer.seed={seed}", "trainer.progress=false",
+            "trainer.tensorboard=false", "trainer.val_every=0", "model.guidance=1.0",
+            "model.label_dropout=0.0",
+        ]  # fmt: skip
+        cfg = genlab.load_config(RECIPE, self.overrides)
+        torch.manual_seed(seed)
+        self.model = genlab.build_model(cfg, genlab.load_data(cfg))
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def step_fn(self):
+        from genlab.data.base import Batch
+
+        opt = torch.optim.AdamW(self.model.parameters(), lr=LR)
+        x = train_images(self.data)[:BATCH]
+        g = torch.Generator().manual_seed(0)
+
+        def step() -> None:
+            batch = self.model.prepare(Batch(x), g)
+            loss = self.model.loss(batch, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    def train(self, steps: int, out: Path) -> None:
+        import genlab
+
+        over = [*self.overrides, f"trainer.steps={steps}", f"trainer.warmup={schedule(steps)}",
+                f"trainer.checkpoint_every={steps}"]  # fmt: skip
+        self.run = genlab.train(RECIPE, out=out, overrides=over, evaluate=False, verbose=False)
+
+    def sample(self, n: int, nfe: int, seed: int) -> tuple[torch.Tensor, float]:
+        g = torch.Generator().manual_seed(seed)
+        xs, nfes = [], []
+        for k in range(0, n, 250):
+            out = self.run.model.sample(min(250, n - k), sampler="dpmpp-2m", steps=nfe, generator=g)
+            xs.append(out.x.detach())
+            nfes.append(out.nfe)
+        return torch.cat(xs).clamp(-1, 1), statistics.mean(nfes)
+
+
+class DiffusersDDPM:
+    """diffusers' usual DDPM loop: ``UNet2DModel`` (32-64-64, attention at 7x7, as genlab's), the
+    ``DDPMScheduler`` (linear β, 1,000 steps, ε-MSE), AdamW with its cosine schedule and warmup,
+    ``EMAModel``; sampled with ``DPMSolverMultistepScheduler`` (DPM-Solver++ 2M)."""
+
+    name = "diffusers"
+
+    def __init__(self, data: Path, seed: int) -> None:
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        self.data, self.seed = data, seed
+        torch.manual_seed(seed)
+        self.unet = UNet2DModel(
+            sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
+            block_out_channels=(32, 64, 64),
+            down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+            attention_head_dim=None, norm_num_groups=8,
+        )  # fmt: skip
+        self.sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.unet.parameters())
+
+    def _loop(self, opt, x: torch.Tensor, g: torch.Generator):
+        def step() -> None:
+            idx = torch.randint(0, len(x), (BATCH,), generator=g)
+            clean = x[idx]
+            noise = torch.randn(clean.shape, generator=g)
+            t = torch.randint(0, 1000, (BATCH,), generator=g)
+            pred = self.unet(self.sched.add_noise(clean, noise, t), t).sample
+            loss = torch.nn.functional.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    def step_fn(self):
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=LR)
+        return self._loop(opt, train_images(self.data)[:BATCH], torch.Generator().manual_seed(0))
+
+    def train(self, steps: int, out: Path) -> None:
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+        from diffusers.training_utils import EMAModel
+
+        x = train_images(self.data)
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=LR, weight_decay=0.0)
+        lr = get_cosine_schedule_with_warmup(opt, schedule(steps), steps)
+        ema = EMAModel(self.unet.parameters(), decay=0.999)
+        step = self._loop(opt, x, torch.Generator().manual_seed(self.seed))
+        self.unet.train()
+        for _ in range(steps):
+            step()
+            lr.step()
+            ema.step(self.unet.parameters())
+        ema.copy_to(self.unet.parameters())
+        self.unet.eval()
+
+    @torch.no_grad()
+    def sample(self, n: int, nfe: int, seed: int) -> tuple[torch.Tensor, float]:
+        from diffusers import DPMSolverMultistepScheduler
+
+        solver = DPMSolverMultistepScheduler.from_config(self.sched.config)
+        g = torch.Generator().manual_seed(seed)
+        xs = []
+        for k in range(0, n, 250):
+            x = torch.randn((min(250, n - k), 1, 28, 28), generator=g)
+            solver.set_timesteps(nfe)
+            for t in solver.timesteps:
+                x = solver.step(self.unet(x, t).sample, t, x).prev_sample
+            xs.append(x)
+        return torch.cat(xs).clamp(-1, 1), float(nfe)
+
+
+PAIRS = {"ddpm": [GenlabDDPM, DiffusersDDPM]}
+PEER_VERSIONS = {"ddpm": ("diffusers",)}
+
+
+# --- one arm in its own process -------------------------------------------------------------------
+def probe(arm, reps: int = 4) -> float:
+    """Seconds per training step (after two warm-up steps)."""
+    step = arm.step_fn()
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    return (time.perf_counter() - t0) / reps
+
+
+def worker(args: argparse.Namespace) -> None:
+    import genlab
+
+    torch.set_num_threads(args.threads)
+    arm_cls = {a.name: a for a in PAIRS[args.pair]}[args.worker]
+    data = Path(args.data)
+    arm = arm_cls(data, args.seed)
+    seconds_per_step = probe(arm_cls(data, args.seed))
+    steps = max(int(args.minutes * 60 / seconds_per_step), 10)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        arm.train(steps, Path(tmp) / "run")
+    train_s = time.perf_counter() - t0
+    dataset = mnist()
+    results = {}
+    for nfe in args.nfe:
+        t0 = time.perf_counter()
+        x, used = arm.sample(args.n, nfe, seed=1000 + args.seed)
+        sample_s = time.perf_counter() - t0
+        rep = genlab.score(x, dataset, metrics=["fd", "precision", "recall"])
+        results[str(nfe)] = {
+            "nfe": used,
+            "images_per_s": args.n / sample_s,
+            **{m: {"value": e["value"], "floor": e["floor"]} for m, e in rep["metrics"].items()},
+            "n": rep["n"],
+            "features": rep["features"]["hash"],
+        }
+    record = {
+        "arm": arm.name, "seed": args.seed, "params": arm.params(), "steps": steps,
+        "probe_s_per_step": seconds_per_step, "train_seconds": train_s, "samples": results,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+    Path(args.result).write_text(json.dumps(record))
+
+
+# --- the harness ----------------------------------------------------------------------------------
+def interleaved(pair: str, data: Path, rounds: int, reps: int) -> dict[str, float]:
+    """Median ms per training step of each arm, timed in alternating rounds."""
+    arms = [cls(data, 0) for cls in PAIRS[pair]]
+    steps = [a.step_fn() for a in arms]
+    for s in steps:
+        s()
+        s()
+    times: dict[str, list[float]] = {a.name: [] for a in arms}
+    for _ in range(rounds):
+        for a, s in zip(arms, steps):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                s()
+            times[a.name].append((time.perf_counter() - t0) / reps * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pair", choices=sorted(PAIRS), default="ddpm")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time of each arm")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--n", type=int, default=500, help="samples per arm and NFE")
+    p.add_argument("--nfe", type=int, nargs="+", default=[20, 50])
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    p.add_argument("--quick", action="store_true", help="a 5-minute smoke (1 min per arm)")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.quick:
+        args.minutes, args.n, args.nfe, args.seeds = 1.0, 100, [20], 1
+    out = args.out or (
+        Path(tempfile.gettempdir()) / f"peers-{args.pair}-quick.json"
+        if args.quick
+        else ROOT / "bench" / "results" / f"peers-{args.pair}.json"
+    )
+    t_start = time.time()
+    torch.set_num_threads(args.threads)
+    peers = {v: version(v) for v in PEER_VERSIONS[args.pair]}
+    machine = {**machine_info(**peers), "loadavg_before": list(os.getloadavg())}
+    record = {"machine": machine, "pair": args.pair, "command": " ".join(sys.argv),
+              "minutes": args.minutes, "seeds": args.seeds, "n": args.n, "nfe": args.nfe,
+              "threads": args.threads, "batch": BATCH, "lr": LR, "runs": []}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        data = training_file(Path(tmp))
+        counts = {cls.name: cls(data, 0).params() for cls in PAIRS[args.pair]}
+        print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        if max(counts.values()) > 1.1 * min(counts.values()):
+            sys.exit(f"parameter counts differ by more than 10%: {counts}")
+        record["params"] = counts
+        for seed in range(args.seeds):
+            for cls in PAIRS[args.pair]:
+                result = Path(tmp) / f"{cls.name}-{seed}.json"
+                print(f"[seed {seed}] {cls.name}: training {args.minutes:g} min ...", flush=True)
+                cmd = [sys.executable, __file__, "--pair", args.pair, "--worker", cls.name,
+                       "--data", str(data), "--seed", str(seed), "--result", str(result),
+                       "--minutes", str(args.minutes), "--n", str(args.n),
+                       "--threads", str(args.threads), "--nfe", *map(str, args.nfe)]  # fmt: skip
+                subprocess.run(cmd, check=True)
+                run = json.loads(result.read_text())
+                record["runs"].append(run)
+                for nfe, r in run["samples"].items():
+                    print(f"  {cls.name} seed {seed}: {run['steps']} steps in "
+                          f"{run['train_seconds']:.0f} s; NFE {nfe}: FD {r['fd']['value']:.1f} "
+                          f"(floor {r['fd']['floor']:.2f}), precision {r['precision']['value']:.3f}, "
+                          f"recall {r['recall']['value']:.3f}, {r['images_per_s']:.1f} images/s; "
+                          f"peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+        record["ms_per_step"] = interleaved(args.pair, data, rounds=3 if args.quick else 6, reps=3)
+    print("ms per step (interleaved rounds): " +
+          ", ".join(f"{k} {v:.0f}" for k, v in record["ms_per_step"].items()))  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_results(record, out, t_start)
+
+
+if __name__ == "__main__":
+    main()
