@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.genlab-installed
 PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=25
 
-.PHONY: install demo test test-docs test-fast lint format bench bench-env clean browser
+.PHONY: install demo test test-docs test-fast lint format bench bench-env bench-peers clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 	touch $@
 
 bench-env: $(BENCH_VENV)/.installed
+
+# genlab beside the libraries people use, on MNIST at equal CPU time (docs/peers.md)
+bench-peers: bench-env
+	$(BENCH_VENV)/bin/python bench/peers.py --pair ddpm --minutes 10 --seeds 2
 
 bench: bench-env
 	$(BENCH_VENV)/bin/python bench/flow_matching_2d.py

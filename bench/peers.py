@@ -296,7 +296,7 @@ def main() -> None:
         if args.quick
         else ROOT / "bench" / "results" / f"peers-{args.pair}.json"
     )
-    t_start = time.time()
+    t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     peers = {v: version(v) for v in PEER_VERSIONS[args.pair]}
     machine = {**machine_info(**peers), "loadavg_before": list(os.getloadavg())}

@@ -50,6 +50,7 @@ WRITERS: dict[str, str] = {
     "bench/results/latent.json": "bench/latent.py",
     "bench/results/leaderboard-digits-30min.json": "bench/leaderboard.py",
     "bench/results/ot_coupling.json": "bench/ot_coupling.py",
+    "bench/results/peers-ddpm.json": "bench/peers.py",
     "bench/results/text.json": "bench/text.py",
     "bench/results/text-375.json": "bench/text.py",
     "bench/results/text-750.json": "bench/text.py",
@@ -1302,6 +1303,40 @@ def leaderboard_digits() -> str:
         out.append(["—", e["family"], "—", "—", "—", "—", "—", "—", f"skipped: {e['reason']}"])
     head = ["rank", "family", "FD ↓", "FD floor", "NLL, nats (kind)", "steps", "minutes",
             "measured on", "status"]  # fmt: skip
+    return md(head, out)
+
+
+PEERS_DDPM = "bench/results/peers-ddpm.json"
+
+
+@table(PEERS_DDPM)
+def peers_ddpm() -> str:
+    """Each arm at each NFE: FD, precision and recall over seeds (mean ± sd), beside the floor;
+    steps, training seconds, sampling speed, peak memory, and the interleaved step time."""
+    data = load(PEERS_DDPM)
+    arms = list(data["params"])
+    out = []
+    for arm in arms:
+        runs = [r for r in data["runs"] if r["arm"] == arm]
+        for nfe in map(str, data["nfe"]):
+            cells = [r["samples"][nfe] for r in runs]
+
+            def stat(metric: str, digits: int, cells=cells) -> str:
+                vals = [c[metric]["value"] for c in cells]
+                sd = f" ± {num(statistics.stdev(vals), digits)}" if len(vals) > 1 else ""
+                return num(statistics.mean(vals), digits) + sd
+
+            out.append([
+                arm, f"{data['params'][arm]:,}", nfe, stat("fd", 1),
+                num(cells[0]["fd"]["floor"], 1), stat("precision", 3), stat("recall", 3),
+                " / ".join(f"{r['steps']:,}" for r in runs),
+                num(statistics.mean(r["train_seconds"] for r in runs), 0),
+                num(statistics.mean(c["images_per_s"] for c in cells), 1),
+                num(data["ms_per_step"][arm], 0),
+                num(max(r["peak_rss_mb"] for r in runs), 0),
+            ])  # fmt: skip
+    head = ["arm", "parameters", "NFE", "FD ↓", "FD floor", "precision ↑", "recall ↑",
+            "steps (per seed)", "training s", "images/s", "ms/step", "peak RSS, MB"]  # fmt: skip
     return md(head, out)
 
 

@@ -119,6 +119,15 @@ def test_a_runs_own_image_samples_score_exactly_and_any_layout_scores_alike(tmp_
     code, text, err = run_cli(capsys, "score", folder, "--data", run, "--json")
     assert code == 0, err
     assert json.loads(text)["metrics"] == figures[0]  # a folder of PNGs: the same images
+    import gzip
+
+    head = bytes([0, 0, 8, 3]) + (64).to_bytes(4, "big") + (8).to_bytes(4, "big") * 2
+    with gzip.open(tmp_path / "samples-images-idx3-ubyte.gz", "wb") as f:
+        f.write(head + u8.tobytes())
+    code, text, err = run_cli(capsys, "score", tmp_path / "samples-images-idx3-ubyte.gz",
+                              "--data", run, "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(text)["metrics"] == figures[0]  # one IDX file: the same images
     assert "class_accuracy" in figures[2] and "class_accuracy" not in figures[0]
     assert figures[2]["fd"] == figures[0]["fd"]
 

@@ -15,7 +15,8 @@ What the samples may be (:func:`read_samples`):
 - points: a float ``(N, d)`` ``.npy``/``.npz``/``.csv`` with the data's ``d``;
 - images: ``.npy``/``.npz`` as uint8 (0..255) or floats in genlab's range [-1, 1] (clipped to it,
   as ``genlab eval`` clips its own samples), ``(N, C, H, W)``, ``(N, H, W, C)`` or ``(N, H, W)``;
-  or an image folder / IDX file read as training data is. An ``.npz`` may hold ``labels`` (the
+  or an image folder, IDX folder or one IDX images file (``*-images-idx3-ubyte[.gz]``, with
+  its labels file beside it when there is one) read in file order. An ``.npz`` may hold ``labels`` (the
   class each sample was drawn for): then the class accuracy is scored too;
 - text: a ``.txt`` of texts separated as ``genlab sample`` writes them (a line of 40 ``-``
   between blank lines), or one text; or an integer ``(N, L)`` array of token ids. Texts are cut
@@ -67,6 +68,16 @@ def read_samples(
     if like.kind == "tokens":
         x, note = _text_rows(p, like)
         labels = None
+    elif p.is_file() and "-idx3-ubyte" in p.name:  # one IDX file of images, as MNIST ships
+        from genlab.data.images import read_idx
+
+        if like.kind != "images":
+            raise DataError(f"{str(p)!r} holds images; the data {like.name!r} holds {like.kind}")
+        x, note = _images(read_idx(p, 3), like, str(p))
+        labels = None
+        sibling = p.with_name(p.name.replace("-images-idx3-", "-labels-idx1-"))
+        if sibling != p and sibling.is_file():
+            labels = _labels(read_idx(sibling, 1), len(x), str(sibling))
     elif p.is_dir() or p.suffix.lower() not in (".npy", ".npz", ".csv"):
         if like.kind != "images":
             raise DataError(
