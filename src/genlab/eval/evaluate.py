@@ -237,14 +237,7 @@ def evaluate(
     model.resolve_likelihood_options(cfg.nll_options)
     real = real_sets(dataset, held_out, cfg.split)
     kind = ref_data.kind
-    fnet = finfo = None
-    wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
-    if kind == "images" and (wanted is None or any("features" in m.needs for m in wanted)):
-        if features is None:
-            with say("features: the feature network of the data (trained once, then cached)"):
-                features = _feature_network(dataset, cfg)
-        fnet, finfo = features
-        report.features = _describe_features(finfo)
+    fnet, finfo = feature_network_for(kind, dataset, cfg, features, report, say)
     available = _available(model, opts, fnet, finfo)
     score = None
     if cfg.scorer:
@@ -591,6 +584,22 @@ def _json_options(model: GenerativeModel, opts: dict[str, Any]) -> dict[str, Any
 
 
 # --- features -------------------------------------------------------------------------------------
+def feature_network_for(
+    kind: str, dataset: Dataset, cfg: EvalConfig, features: Any, report: EvalReport, say: _Stages
+) -> tuple[Any, Any]:
+    """``(network, info)`` of the image metrics (``features``, or ``eval.features``, or genlab's
+    cached network for ``dataset``), recorded in ``report``; ``(None, None)`` when no metric of
+    the evaluation needs features."""
+    wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
+    if kind != "images" or not (wanted is None or any("features" in m.needs for m in wanted)):
+        return None, None
+    if features is None:
+        with say("features: the feature network of the data (trained once, then cached)"):
+            features = _feature_network(dataset, cfg)
+    report.features = _describe_features(features[1])
+    return features
+
+
 def _feature_network(dataset: Dataset, cfg: EvalConfig):
     import genlab.feature_networks as F
 

@@ -40,16 +40,15 @@ from genlab.errors import DataError
 from genlab.eval.evaluate import (
     EvalReport,
     SampleSource,
-    _describe_features,
-    _feature_network,
     _Stages,
     _with_split,
+    feature_network_for,
     sample_metrics,
     scorer,
     set_sizes,
 )
 from genlab.eval.heldout import SPLIT_NAMES, held_out_examples, real_sets, split_of
-from genlab.eval.metrics import check_metrics, get_metric, metrics_for
+from genlab.eval.metrics import check_metrics, metrics_for
 
 # images as floats may overshoot [-1, 1] a little (samplers do; they are clipped); beyond this
 # they are on another scale (0..255 or 0..1 by mistake is caught by the message)
@@ -145,14 +144,7 @@ def score(
     report = EvalReport("samples", {"name": dataset.name, "kind": kind, "shape": shape}, where)
     report.given = given
     real = real_sets(dataset, None, cfg.split)
-    fnet = finfo = None
-    wanted = None if cfg.metrics is None else [get_metric(m) for m in cfg.metrics]
-    if kind == "images" and (wanted is None or any("features" in m.needs for m in wanted)):
-        if features is None:
-            with say("features: the feature network of the data (trained once, then cached)"):
-                features = _feature_network(dataset, cfg)
-        fnet, finfo = features
-        report.features = _describe_features(finfo)
+    fnet, finfo = feature_network_for(kind, dataset, cfg, features, report, say)
     available: set[str] = set()
     if fnet is not None:
         available.add("features")
