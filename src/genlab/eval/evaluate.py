@@ -238,7 +238,7 @@ def evaluate(
     real = real_sets(dataset, held_out, cfg.split)
     kind = ref_data.kind
     fnet, finfo = feature_network_for(kind, dataset, cfg, features, report, say)
-    available = _available(model, opts, fnet, finfo)
+    available = available_needs(fnet, finfo, model.label_classes(opts))
     score = None
     if cfg.scorer:
         score = scorer(cfg.scorer, model.spec.vocab, kind)
@@ -622,15 +622,17 @@ def _describe_features(info: Any) -> dict[str, Any]:
     }
 
 
-def _available(model: GenerativeModel, opts: dict[str, Any], fnet: Any, finfo: Any) -> set[str]:
-    """What the metrics of this evaluation can rely on (keys of ``metrics.NEEDS``)."""
+def available_needs(fnet: Any, finfo: Any, label_classes: int | None) -> set[str]:
+    """What the image metrics of this evaluation can rely on (keys of ``metrics.NEEDS``):
+    features, a classifying feature network, and samples drawn for given classes
+    (``label_classes``: how many classes the samples were drawn for; None: unconditional)."""
     have: set[str] = set()
     if fnet is None:
         return have
     have.add("features")
     if finfo.num_classes:
         have.add("classes")
-        if model.label_classes(opts) == finfo.num_classes:
+        if label_classes == finfo.num_classes:
             have.add("labels")
     return have
 

@@ -42,6 +42,7 @@ from genlab.eval.evaluate import (
     SampleSource,
     _Stages,
     _with_split,
+    available_needs,
     feature_network_for,
     sample_metrics,
     scorer,
@@ -145,13 +146,8 @@ def score(
     report.given = given
     real = real_sets(dataset, None, cfg.split)
     fnet, finfo = feature_network_for(kind, dataset, cfg, features, report, say)
-    available: set[str] = set()
-    if fnet is not None:
-        available.add("features")
-        if finfo.num_classes:
-            available.add("classes")
-            if labels is not None:  # drawn for given classes: the class accuracy
-                available.add("labels")
+    drawn_for = None if labels is None or finfo is None else finfo.num_classes  # (given classes)
+    available = available_needs(fnet, finfo, drawn_for)
     rows_scorer = None
     if kind == "tokens":
         if not cfg.scorer:
