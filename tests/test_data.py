@@ -375,7 +375,7 @@ def test_image_folder_size_mismatch_names_file_and_resize_option(tmp_path):
 
     Image.new("L", (8, 8)).save(tmp_path / "a.png")
     Image.new("L", (9, 8)).save(tmp_path / "b.png")
-    with pytest.raises(DataError, match=r"b\.png' is 9x8.*pass size="):
+    with pytest.raises(DataError, match=r"b\.png: is 9x8.*pass size="):
         load(path=tmp_path)
     ds = load(path=tmp_path, size=4, val_fraction=0.0)
     assert ds.shape == (1, 4, 4)

@@ -58,6 +58,8 @@ class TrainerConfig:
         1  # update the EMA every N steps (with decay**N; as ema-pytorch's update_every)
     )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16 only on CUDA)
+    hflip: bool = False  # images: mirror each training example left-right with probability 1/2
+    compile: bool = False  # torch.compile each player's networks (stderr says so if unavailable)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # torch intra-op threads on CPU (0: torch's default)

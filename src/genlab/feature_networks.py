@@ -78,7 +78,7 @@ from safetensors.torch import save as save_safetensors
 
 from genlab.data.base import Dataset
 from genlab.errors import CheckpointError, DataError
-from genlab.io import atomic_write_bytes, load_state_dict_checked
+from genlab.io import atomic_write_bytes, cache_root, load_state_dict_checked
 from genlab.nets.features import (
     FeatureNet,
     _check_shape,
@@ -503,9 +503,7 @@ def _train(
 
 def default_cache_dir() -> Path:
     """``$GENLAB_CACHE/features``, else ``~/.cache/genlab/features``."""
-    root = os.environ.get("GENLAB_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "genlab"
-    return base / "features"
+    return cache_root() / "features"
 
 
 def entry_name(data_hash: str, recipe_hash: str) -> str:

@@ -12,6 +12,13 @@ import torch
 from genlab.errors import CheckpointError
 
 
+def cache_root() -> Path:
+    """Where genlab caches what it computes once (feature networks, decoded image folders):
+    ``$GENLAB_CACHE``, else ``~/.cache/genlab``."""
+    root = os.environ.get("GENLAB_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "genlab"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

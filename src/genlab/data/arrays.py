@@ -40,8 +40,8 @@ def load_npy(
             raise DataError(
                 f"could not read {str(path)!r}: not a .npy file (corrupt or truncated?)"
             )
-    try:
-        arr = np.load(path, allow_pickle=False)
+    try:  # mapped copy-on-write: a uint8 image array is read lazily, never copied whole
+        arr = np.load(path, allow_pickle=False, mmap_mode="c")
     except ValueError as e:
         raise _unreadable(path, e) from None
     except Exception as e:  # a damaged header fails in many ways inside NumPy (TokenError, ...)
@@ -295,7 +295,7 @@ def check_finite(arr: np.ndarray, source: str) -> None:
 
 
 def _unreadable(path: Path, e: ValueError) -> DataError:
-    if "allow_pickle" in str(e):
+    if "allow_pickle" in str(e) or "Python objects" in str(e):
         return DataError(
             f"{str(path)!r} holds Python objects (dtype=object), not numbers; genlab never "
             "unpickles data files: save a numeric array instead"

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genlab.data.store import Uint8Images
 from genlab.errors import DataError
 
 KINDS = ("points", "images", "tokens")
@@ -88,7 +89,7 @@ class Dataset:
         if len(self.train) == 0:
             raise DataError(f"dataset {self.name!r} has no training examples")
         if self.test is None:
-            self.test = self.train[:0]
+            self.test = _take(self.train, slice(0, 0))
             if self.labels_train is not None and self.labels_test is None:
                 self.labels_test = self.labels_train[:0]
 
@@ -221,21 +222,26 @@ def from_examples(
     if labels is not None and num_classes is None and len(labels):
         num_classes = int(labels.max()) + 1
     if n is not None:
-        x = x[: int(n)]
+        x = _take(x, slice(0, int(n)))
         labels = None if labels is None else labels[: int(n)]
     train, val, test = split(len(x), val_fraction, seed, test_fraction)
     return Dataset(
         name,
         kind,
-        x[train],
-        x[val],
+        _take(x, train),
+        _take(x, val),
         labels_train=None if labels is None else labels[train],
         labels_val=None if labels is None else labels[val],
         num_classes=num_classes,
         meta=dict(meta or {}),
-        test=x[test],
+        test=_take(x, test),
         labels_test=None if labels is None else labels[test],
     )
+
+
+def _take(x: torch.Tensor | Uint8Images, which: slice | torch.Tensor) -> torch.Tensor | Uint8Images:
+    """The examples at ``which``: uint8 images stay lazy (row numbers, no copy)."""
+    return x.subset(which) if isinstance(x, Uint8Images) else x[which]
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:

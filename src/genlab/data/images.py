@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from genlab.data.base import Dataset, asset, check_labels, from_examples, require_file
+from genlab.data.store import Uint8Images, uint8_rows
 from genlab.errors import DataError
 from genlab.registry import DATASETS
 
@@ -38,12 +39,16 @@ def from_uint8(
     seed: int,
     source: str,
     meta: dict | None = None,
+    nchw: bool = False,
 ) -> Dataset:
     """uint8 images ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (``C`` in 1, 3, 4; channels
-    last when ambiguous) -> a Dataset in ``[-1, 1]``, ``x / 127.5 - 1``."""
+    last when ambiguous, unless ``nchw``) -> a Dataset that reads as ``x / 127.5 - 1`` in
+    ``[-1, 1]`` and keeps the bytes (:class:`~genlab.data.store.Uint8Images`)."""
     if arr.dtype != np.uint8:
         raise DataError(f"{source}: images must be uint8 (0..255), got dtype {arr.dtype}")
-    if arr.ndim == 3:
+    if nchw:
+        pass
+    elif arr.ndim == 3:
         arr = arr[:, None]
     elif arr.ndim == 4 and arr.shape[3] in (1, 3, 4):
         arr = arr.transpose(0, 3, 1, 2)
@@ -54,7 +59,7 @@ def from_uint8(
         )
     if arr.size == 0:
         raise DataError(f"{source}: no images (shape {tuple(arr.shape)})")
-    x = torch.from_numpy(arr.astype(np.float32)) / 127.5 - 1  # a copy: arr may be read-only
+    x = Uint8Images(uint8_rows(arr))  # no copy of a writable array or file map
     y = None if labels is None else torch.from_numpy(check_labels(labels, len(x), source))
     meta = {"source": source, "bits": 8, "levels": 256, **(meta or {})}
     return from_examples(
@@ -124,10 +129,13 @@ def load_directory(
     seed: int = 0,
     size: int | tuple[int, int] | None = None,
     prefix: str | None = None,
+    skip_bad: bool = False,
+    workers: int = 0,
 ) -> Dataset:
     """Images from a folder: an IDX pair (``<prefix>-images-idx3-ubyte[.gz]`` and
     ``<prefix>-labels-idx1-ubyte[.gz]``; ``prefix`` picks one when there are several, default
-    ``train``) or PNG/JPEG files (see :func:`load_image_folder`; ``size`` resizes)."""
+    ``train``) or PNG/JPEG files (see :func:`load_image_folder`; ``size`` resizes, ``skip_bad``
+    leaves out files that cannot be used, ``workers`` decode in parallel)."""
     path = require_file(path, "folder")
     if prefix is not None and not isinstance(prefix, str):
         raise DataError(f"prefix= must be a file name prefix such as 'train', got {prefix!r}")
@@ -138,10 +146,14 @@ def load_directory(
                 f"{str(path)!r} holds no IDX files, so prefix={prefix!r} does not apply"
             )
         return load_image_folder(
-            path, n=n, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, size=size
+            path, n=n, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+            size=size, skip_bad=skip_bad, workers=workers,
+        )  # fmt: skip
+    if size is not None or skip_bad or workers:
+        raise DataError(
+            f"{str(path)!r} holds IDX files; size=, skip_bad= and workers= apply only to "
+            "PNG/JPEG folders"
         )
-    if size is not None:
-        raise DataError(f"{str(path)!r} holds IDX files; size= applies only to PNG/JPEG folders")
     if prefix is None:
         prefix = "train" if "train" in pairs or len(pairs) > 1 else next(iter(pairs))
     if prefix not in pairs:
@@ -166,12 +178,19 @@ def load_image_folder(
     test_fraction: float = 0.1,
     seed: int = 0,
     size: int | tuple[int, int] | None = None,
+    skip_bad: bool = False,
+    workers: int = 0,
 ) -> Dataset:
     """PNG/JPEG images from a folder (files sorted by name). With sub-folders, each sub-folder is a
     class (labels in sorted folder order, ``meta["classes"]``). All grayscale -> ``C = 1``, else
     RGB (alpha dropped). All images must share one size unless ``size=(H, W)`` (or an int) is given,
-    which resizes them (bicubic)."""
-    from PIL import Image, UnidentifiedImageError
+    which resizes them (bicubic).
+
+    The folder is decoded once into a uint8 file in the image cache
+    (:mod:`genlab.data.image_cache`, ``workers`` processes decode in parallel) that later starts map
+    into memory. A file that cannot be decoded or has another size is an error naming it (and
+    counting the others), unless ``skip_bad=True`` leaves such files out."""
+    from genlab.data.image_cache import decode_folder
 
     path = require_file(path, "folder")
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and _images_in(d))
@@ -185,30 +204,15 @@ def load_image_folder(
         files = files[: int(n)]
         if not files:
             raise DataError(f"n={n} keeps none of the images in {str(path)!r}")
-    target = _image_size(size)
-    pics = []
-    for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                im.load()
-                pics.append(im.copy())
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"could not read image {str(f)!r}: {e}") from None
-    gray = all(p.mode in ("1", "L", "LA", "I", "I;16", "F") for p in pics)
-    arrays = []
-    first = pics[0].size
-    for (f, _), p in zip(files, pics):
-        if target is None and p.size != first:
-            raise DataError(
-                f"image {str(f)!r} is {p.size[0]}x{p.size[1]} (W x H) but {str(files[0][0])!r} is "
-                f"{first[0]}x{first[1]}; pass size=(H, W) to resize all images"
-            )
-        p = p.convert("L" if gray else "RGB")
-        if target is not None and p.size != (target[1], target[0]):
-            p = p.resize((target[1], target[0]), Image.Resampling.BICUBIC)
-        arrays.append(np.asarray(p, dtype=np.uint8))
-    arr = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
-    labels = np.array([y for _, y in files], dtype=np.int64) if classes else None
+    if not isinstance(skip_bad, bool):
+        raise DataError(f"skip_bad= must be true or false, got {skip_bad!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise DataError(
+            f"workers= must be a whole number >= 0 of decoding processes, got {workers!r}"
+        )
+    arr, labels, _ = decode_folder(
+        path, files, _image_size(size), skip_bad=skip_bad, workers=workers
+    )
     meta = {"classes": classes} if classes else {}
     # from_uint8 splits at random, so files sorted by class do not bias the split.
     return from_uint8(
@@ -221,6 +225,7 @@ def load_image_folder(
         seed=seed,
         source=str(path),
         meta=meta,
+        nchw=True,
     )
 
 
@@ -246,7 +251,11 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     """
     path = require_file(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(path.read_bytes())
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(4 + 4 * 255)  # the header (at most 255 dimensions)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"could not read IDX file {str(path)!r} (corrupt?): {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
@@ -260,13 +269,18 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     if len(raw) < 4 + 4 * ndim:
         raise DataError(f"{str(path)!r}: IDX header is truncated")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
+    mapped = path.suffix != ".gz"
+    size = (path.stat().st_size if mapped else len(raw)) - (4 + 4 * ndim)
+    if size != int(np.prod(shape)):
         raise DataError(
             f"{str(path)!r}: the header promises shape {shape} ({int(np.prod(shape))} bytes) but "
-            f"the file holds {data.size} bytes of data (truncated or corrupt)"
+            f"the file holds {size} bytes of data (truncated or corrupt)"
         )
-    return data.reshape(shape)
+    if mapped:  # uncompressed: mapped copy-on-write, read only where used
+        if size == 0:
+            return np.zeros(shape, np.uint8)
+        return np.memmap(path, np.uint8, mode="c", offset=4 + 4 * ndim, shape=shape)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def _idx_dataset(

@@ -9,6 +9,7 @@ import collections
 import torch
 
 from genlab.data.base import Batch
+from genlab.data.store import Uint8Images
 from genlab.errors import GenlabError
 
 
@@ -22,46 +23,67 @@ class EpochBatcher:
 
     def __init__(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | Uint8Images,
         y: torch.Tensor | None,
         batch_size: int,
         seed: int,
         noise: torch.Tensor | None = None,
+        *,
+        device: torch.device | str | None = None,
+        hflip: bool = False,
     ) -> None:
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.noise = noise  # paired noise (reflow), indexed like x
+        self.device = torch.device(device) if device is not None else x.device
+        self.hflip = hflip  # mirror each example left-right with probability 1/2
         self.epoch, self.pos = 0, 0
-        self._perm = self._permutation(0)
+        self._perm, self._flip = self._permutation(0)
 
-    def _permutation(self, epoch: int) -> torch.Tensor:
+    def _permutation(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The epoch's order and, with ``hflip``, whether each position of it is mirrored: both
+        drawn from ``(seed, epoch)``, so ``(epoch, pos)`` is the whole state."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.x), generator=g).to(self.x.device)
+        perm = torch.randperm(len(self.x), generator=g)
+        flip = torch.rand(len(self.x), generator=g) < 0.5 if self.hflip else None
+        where = self.x.device  # the examples' device: a uint8 store gathers where its bytes are
+        return perm.to(where), flip
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "pos": self.pos}
 
     def load_state(self, state: dict[str, int]) -> None:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._perm = self._permutation(self.epoch)
+        self._perm, self._flip = self._permutation(self.epoch)
 
     def next(self) -> Batch:
         n = len(self.x)
         if self.pos + self.batch_size <= n:  # the common case: one slice of one permutation
-            idx = self._perm[self.pos : self.pos + self.batch_size]
+            sl = slice(self.pos, self.pos + self.batch_size)
+            idx = self._perm[sl]
+            flip = None if self._flip is None else self._flip[sl]
             self.pos += self.batch_size
         else:
-            parts, need = [], self.batch_size
+            parts, flips, need = [], [], self.batch_size
             while need:
                 if self.pos == n:
                     self.epoch, self.pos = self.epoch + 1, 0
-                    self._perm = self._permutation(self.epoch)
+                    self._perm, self._flip = self._permutation(self.epoch)
                 take = min(need, n - self.pos)
                 parts.append(self._perm[self.pos : self.pos + take])
+                if self._flip is not None:
+                    flips.append(self._flip[self.pos : self.pos + take])
                 self.pos += take
                 need -= take
             idx = torch.cat(parts)
+            flip = torch.cat(flips) if flips else None
+        if isinstance(self.x, Uint8Images):  # gathered as bytes, decoded on the device
+            x = self.x.batch(idx, self.device, flip)
+        else:
+            x = torch.index_select(self.x, 0, idx)
+            if flip is not None:
+                x = torch.where(flip.to(x.device).view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
         return Batch(
-            torch.index_select(self.x, 0, idx),
+            x,
             None if self.y is None else torch.index_select(self.y, 0, idx),
             None if self.noise is None else torch.index_select(self.noise, 0, idx),
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from genlab import checkpoint as ckpt
 from genlab.config import Config
 from genlab.data.base import Batch, Dataset
+from genlab.data.store import Uint8Images
 from genlab.errors import CheckpointError, GenlabError
 from genlab.io import load_state_dict_checked
 from genlab.models.base import GenerativeModel, Player
@@ -96,21 +98,29 @@ class Trainer:
             raise GenlabError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
         self.autocast_dtype = amp
         self.players = self._make_players(amp is torch.float16)
+        if self.tc.compile:
+            self._compile()
         self.bad_steps = torch.zeros((), dtype=torch.long, device=self.device)  # skipped updates
         self.consecutive_bad = torch.zeros((), dtype=torch.long, device=self.device)
         self.lr_scale = 1.0  # lowered by each rollback after a divergence
         self.rollbacks = 0
         torch.manual_seed(self.tc.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.tc.seed)
-        train = dataset.train.to(self.device)
+        train = _on_device(dataset.train, self.device)
         if model.window is not None:  # examples: windows of the stream at every offset
             train = stream_windows(train, model.window, 1, "training")
+        if self.tc.hflip and dataset.kind != "images":
+            raise GenlabError(
+                f"trainer.hflip mirrors images; {dataset.name!r} holds {dataset.kind}"
+            )
         self.batcher = EpochBatcher(
             train,
             None if dataset.labels_train is None else dataset.labels_train.to(self.device),
             self.tc.batch_size,
             self.tc.seed,
             None if dataset.noise_train is None else dataset.noise_train.to(self.device),
+            device=self.device,
+            hflip=self.tc.hflip,
         )
         self.step = 0
         self.draws = 0  # batches drawn so far (= steps for a model with one player)
@@ -149,6 +159,20 @@ class Trainer:
                 f"parameter {missing[0]!r} belongs to no player of {self.model.family}"
             )
         return players
+
+    def _compile(self) -> None:
+        """``trainer.compile``: compile the forward of each player's networks in place
+        (``nn.Module.compile``: the parameters, state-dict keys and checkpoints are unchanged).
+        Where ``torch.compile`` cannot run (no C++ compiler, an unsupported platform) it says why
+        on stderr and trains uncompiled."""
+        reason = compile_unavailable(self.device)
+        if reason:
+            print(f"trainer.compile: {reason}; training without compilation", file=sys.stderr)
+            return
+        for ps in self.players:
+            module = ps.player.module
+            for net in list(module.children()) or [module]:
+                net.compile()
 
     # --- what tests and callers read --------------------------------------------------------------
     @property
@@ -548,3 +572,37 @@ class Trainer:
         if self.ema is not None:
             with torch.no_grad():
                 torch._foreach_copy_(self.ema_params, self.ema)
+
+
+DEVICE_BYTES = 2**30  # uint8 training images up to this size are copied to a GPU once
+
+
+def _on_device(x: torch.Tensor | Uint8Images, device: torch.device) -> torch.Tensor | Uint8Images:
+    """The training examples where the batches are drawn: tensors on ``device``; uint8 images
+    stay bytes, on a GPU in one copy when they fit in :data:`DEVICE_BYTES`, else on the host
+    (in memory or mapped from their file), each batch then gathered there and sent as uint8."""
+    if not isinstance(x, Uint8Images):
+        return x.to(device)
+    if device.type != "cpu" and x.nbytes_uint8 <= DEVICE_BYTES:
+        return x.to_device_uint8(device)
+    return x
+
+
+_COMPILE_CHECKED: dict[str, str | None] = {}
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """None when ``torch.compile`` compiles and runs a small function on ``device``, else why not
+    (checked once per device type and process)."""
+    key = device.type
+    if key not in _COMPILE_CHECKED:
+        try:
+            f = torch.compile(lambda x: torch.sin(x) * 2 + 1)
+            f(torch.ones(4, device=device))
+            _COMPILE_CHECKED[key] = None
+        except Exception as e:  # any failure of the compiler stack means: not here
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            _COMPILE_CHECKED[key] = (
+                f"torch.compile is unavailable on {key} ({type(e).__name__}: {first[:200]})"
+            )
+    return _COMPILE_CHECKED[key]
