@@ -106,7 +106,8 @@ def arm(src: Path, folder: Path, steps: int, work: Path, label: str) -> list[dic
         cmd = [
             sys.executable, "-m", "genlab", "train", CONFIG, "--out", str(out), "--no-eval",
             "data.name=null", f"data.path={folder}", f"trainer.steps={steps}",
-            "trainer.log_every=1", f"trainer.checkpoint_every={steps}",
+            "trainer.log_every=1", "trainer.progress_every=0.001",
+            f"trainer.checkpoint_every={steps}",
         ]  # fmt: skip
         r = start(cmd, env, src)
         r["start"] = "first (decodes the folder)" if k == 1 else "second (cache present)"
