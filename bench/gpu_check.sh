@@ -7,14 +7,15 @@
 #      peak GPU memory, examples or tokens per second and the GPT's model-FLOPs utilisation,
 #      written to bench/results/gpu.json.
 # Without a GPU it measures the CPU column only (to $TMPDIR), says there is no GPU and exits 0.
-#   bash bench/gpu_check.sh            (PY=path/to/python to use another interpreter)
+#   bash bench/gpu_check.sh   (PY=path/to/python: another interpreter; GPU_CHECK_FAMILIES=a,b: some
+#                              families only, in the CPU part)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH="src:tests${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   echo "gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); running the CPU part only" >&2
-  "$PY" bench/gpu.py --quick || exit $?
+  "$PY" bench/gpu.py --quick ${GPU_CHECK_FAMILIES:+--families "$GPU_CHECK_FAMILIES"} || exit $?
   echo "gpu_check: no GPU, so the gpu tests and the CUDA columns were skipped; nothing written to bench/results" >&2
   exit 0
 fi

@@ -47,6 +47,7 @@ WRITERS: dict[str, str] = {
     "bench/results/flow_matching_2d_steps.json": "bench/flow_matching_2d.py",
     "bench/results/flows_2d.json": "bench/flows_2d.py",
     "bench/results/gan_2d.json": "bench/gan_2d.py",
+    "bench/results/image_folder.json": "bench/image_folder.py",
     "bench/results/latent.json": "bench/latent.py",
     "bench/results/leaderboard-digits-30min.json": "bench/leaderboard.py",
     "bench/results/ot_coupling.json": "bench/ot_coupling.py",
@@ -1304,6 +1305,33 @@ def leaderboard_digits() -> str:
     head = ["rank", "family", "FD ↓", "FD floor", "NLL, nats (kind)", "steps", "minutes",
             "measured on", "status"]  # fmt: skip
     return md(head, out)
+
+
+IMAGE_FOLDER = "bench/results/image_folder.json"
+
+
+@table(IMAGE_FOLDER)
+def image_folder() -> str:
+    """Two starts of the DDPM recipe on the generated folder, genlab and the baseline revision."""
+    data = load(IMAGE_FOLDER)
+    arms = [("genlab (images as uint8, the folder cached)", data["genlab"])]
+    if "baseline" in data:
+        rev = data["baseline"]["revision"][:7]
+        arms.append((f"before (`{rev}`: float32, decoded at every start)", data["baseline"]["runs"]))
+    out = []
+    for label, runs in arms:
+        for r in runs:
+            first = r["seconds_to_step_1"]
+            out.append([label, r["start"], "—" if first is None else num(first, 1),
+                        num(r["seconds_total"], 0), f"{r['peak_rss_mib']:,.0f}"])  # fmt: skip
+    head = ["code", "start", "s to step 1", f"s for {data['steps']} steps", "peak RSS, MiB"]
+    sizes = (
+        f"{data['images']:,} RGB PNGs at {data['size']}×{data['size']}: "
+        f"{data['folder_bytes'] / 2**20:,.0f} MiB of files, "
+        f"{data['uint8_bytes'] / 2**20:,.0f} MiB as uint8, "
+        f"{data['float32_bytes'] / 2**20:,.0f} MiB as float32."
+    )
+    return sizes + "\n\n" + md(head, out)
 
 
 PEERS_DDPM = "bench/results/peers-ddpm.json"
