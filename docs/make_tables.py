@@ -1322,7 +1322,8 @@ def image_folder() -> str:
     for label, runs in arms:
         for r in runs:
             first = r["seconds_to_step_1"]
-            out.append([label, r["start"], "—" if first is None else num(first, 1),
+            start = r["start"] if runs is data["genlab"] else r["start"].split(" ")[0]
+            out.append([label, start, "—" if first is None else num(first, 1),
                         num(r["seconds_total"], 0), f"{r['peak_rss_mib']:,.0f}"])  # fmt: skip
     head = ["code", "start", "s to step 1", f"s for {data['steps']} steps", "peak RSS, MiB"]
     sizes = (

@@ -39,18 +39,13 @@ SYNCS = {
 KNOWN: dict[str, set[str]] = {
     "bd3lm": {"nets/transformer.py:features"},
     "ffjord": {"models/flows/cnf.py:_integrate"},
-    "glow": {"models/flows/layers.py:forward"},  # ActNorm's "initialised yet?" flag
     "iaf": {"models/flows/layers.py:inverse"},
-    "kl-autoencoder": {"models/autoencoders/adversarial.py:adversarial_active"},
     "ldm": {"models/diffusion/captions.py:captions", "models/diffusion/captions.py:detokenize"},
     "made": {
         "models/autoregressive/vector.py:prepare",
         "models/autoregressive/vector.py:loss",
         "nets/made.py:made_degrees",
     },  # fmt: skip
-    "sedd": {"models/discrete_diffusion/sedd.py:_prior_kl"},
-    "vqgan": {"nets/quantize.py:forward", "models/autoencoders/adversarial.py:adversarial_active"},
-    "vqvae": {"nets/quantize.py:forward"},
 }
 
 

@@ -82,6 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.nets.host_copy import HostCopy
 
 _BLOCK = 1 << 24  # distances computed per block of rows: about this many elements at a time
 
@@ -226,6 +227,7 @@ class VectorQuantizer(nn.Module):
             self.embed = nn.Parameter(embed)
         self.register_buffer("cluster_size", torch.ones(codes))  # N (raw, not smoothed)
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self.host = HostCopy(self)  # steps and initialized, read every step without a sync
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
         self.register_buffer("restarts_total", torch.tensor(0, dtype=torch.long))
 
@@ -258,8 +260,8 @@ class VectorQuantizer(nn.Module):
         flat = self._flatten(z_e)
         generator = None
         if self.training:
-            generator = torch.Generator().manual_seed(self.seed + int(self.steps))
-            if not bool(self.initialized) and len(flat) > 0:
+            generator = torch.Generator().manual_seed(self.seed + self.host.get(self, "steps"))
+            if not self.host.get(self, "initialized") and len(flat) > 0:
                 self._kmeans_init(flat.detach(), generator)
         idx, _ = nearest(flat.detach(), self.embed.detach())
         e = F.embedding(idx, self.embed).to(z_e.dtype)  # (N, D), differentiable in the codebook
@@ -272,7 +274,7 @@ class VectorQuantizer(nn.Module):
                 self._update(flat.detach(), idx, counts)
                 if self.restart:
                     self._restart(flat.detach(), generator)
-                self.steps += 1
+                self.host.add(self, "steps")
         shape = (z_e.shape[0], *z_e.shape[2:])
         z_q = e.view(*shape, self.dim).movedim(-1, 1)
         z_q = z_e + (z_q - z_e).detach()
@@ -295,7 +297,7 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.copy_(counts)
         if self.ema:
             self.embed_sum.copy_(centres * counts[:, None])
-        self.initialized.fill_(True)
+        self.host.set(self, "initialized", True)
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:

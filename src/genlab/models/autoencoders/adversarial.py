@@ -61,6 +61,7 @@ from genlab.errors import ConfigError
 from genlab.feature_networks import RECIPE, Recipe, feature_network
 from genlab.models.base import Player
 from genlab.nets.features import FeatureNet
+from genlab.nets.host_copy import HostCopy
 from genlab.nets.patch_discriminator import PatchDiscriminator
 
 
@@ -212,6 +213,7 @@ class AdversarialAutoencoder:
         )
         # autoencoder updates so far: the adversarial term starts when it reaches disc_start
         self.register_buffer("ae_updates", torch.zeros((), dtype=torch.long))
+        self.host = HostCopy(self)  # ae_updates, read every step without a device sync
         # the last adaptive weight (0 before disc_start), for the log line; not checkpointed
         self.register_buffer("last_adaptive", torch.zeros(()), persistent=False)
         self.register_buffer("last_rec", torch.zeros(()), persistent=False)  # L_rec, likewise
@@ -272,7 +274,10 @@ class AdversarialAutoencoder:
 
     def adversarial_active(self) -> bool:
         """Whether the next autoencoder update has the adversarial term (step >= disc_start)."""
-        return self.discriminator is not None and int(self.ae_updates) >= self.config.disc_start
+        return (
+            self.discriminator is not None
+            and self.host.get(self, "ae_updates") >= self.config.disc_start
+        )
 
     def autoencoder_loss(self, batch: Batch) -> torch.Tensor:
         """``L_rec + R + λ · L_adv`` (the last term from step ``disc_start`` on)."""
@@ -288,7 +293,7 @@ class AdversarialAutoencoder:
             )
             self.last_adaptive.copy_(lam)
             loss = loss + lam * adv
-        self.ae_updates += 1
+        self.host.add(self, "ae_updates")
         return loss
 
     def discriminator_loss(self, batch: Batch) -> torch.Tensor:

@@ -244,10 +244,13 @@ class SEDD(MDLM):
 
     def _prior_kl(self, L: int) -> float:
         """``KL(p_{T|0}(·|x) ‖ uniform)`` in nats for a window of ``L`` (the same for every x)."""
-        N = self.vocab_size
-        a = float(self.schedule.alpha(torch.tensor(self.config.t_max, dtype=torch.float64)))
-        same, other = a + (1 - a) / N, (1 - a) / N
-        per = same * math.log(N * same) + (N - 1) * other * math.log(N * other)
+        per = getattr(self, "_prior_kl_per", None)  # computed once, on the host, from the config
+        if per is None:
+            N = self.vocab_size
+            a = float(self.schedule.alpha(torch.tensor(self.config.t_max, dtype=torch.float64)))
+            same, other = a + (1 - a) / N, (1 - a) / N
+            per = same * math.log(N * same) + (N - 1) * other * math.log(N * other)
+            self._prior_kl_per = per
         return L * per
 
     def _corrupt(self, x: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.models.shared import global_moments
+from genlab.nets.host_copy import HostCopy
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -101,16 +102,17 @@ class ActNorm(Transform):
         self.loc = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
+        self.host = HostCopy(self)  # initialized, read every step without a device sync
 
     @torch.no_grad()
     def _init(self, x: torch.Tensor) -> None:
         mean, std = global_moments(x)
         self.loc.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + 1e-6))
-        self.initialized.fill_(True)
+        self.host.set(self, "initialized", True)
 
     def forward(self, x: torch.Tensor) -> Pair:
-        if self.training and not bool(self.initialized) and x.shape[0] > 1:
+        if self.training and x.shape[0] > 1 and not self.host.get(self, "initialized"):
             self._init(x)
         z = (x + _per_channel(self.loc, x)) * _per_channel(self.log_scale.exp(), x)
         return z, (self.log_scale.sum() * _spatial(x)).expand(x.shape[0])
