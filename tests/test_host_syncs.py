@@ -37,9 +37,7 @@ SYNCS = {
 # here and on a listed one that is gone, so the list only shrinks. FFJORD's adaptive solver
 # (torchdiffeq's dopri5) chooses its step sizes on the host by design.
 KNOWN: dict[str, set[str]] = {
-    "bd3lm": {"nets/transformer.py:features"},
     "ffjord": {"models/flows/cnf.py:_integrate"},
-    "iaf": {"models/flows/layers.py:inverse"},
     "ldm": {"models/diffusion/captions.py:captions", "models/diffusion/captions.py:detokenize"},
     "made": {
         "models/autoregressive/vector.py:prepare",

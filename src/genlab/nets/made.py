@@ -112,7 +112,15 @@ class MADE(nn.Module):
         out = (d_in[:, None] > prev[None, :]).to(self.out.mask.dtype)  # (D, H_last)
         self.out.mask.copy_(out.repeat(self.n_params, 1))  # rows: parameter-major, (P·D, H)
         self.order.copy_(torch.argsort(d_in))
+        self._order_list: list[int] | None = None  # read again by order_list() when asked
         self.mask_seed = seed
+
+    def order_list(self) -> list[int]:
+        """``order`` as a Python list, read from the device once per mask (a sequential sampler
+        or inverse loops over it every call)."""
+        if self._order_list is None:
+            self._order_list = self.order.tolist()
+        return self._order_list
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         h = x

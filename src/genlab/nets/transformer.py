@@ -270,9 +270,9 @@ class Transformer(nn.Module):
             )
         if positions is None:
             positions = torch.arange(start, start + T, device=x.device)
-        elif int(positions.max()) >= self.context:
-            raise ValueError(
-                f"position {int(positions.max())} is past the context of {self.context}"
+        else:  # checked on the device, without waiting for it (a RuntimeError when it fails)
+            torch._assert_async(
+                positions.max() < self.context, f"a position is past the context of {self.context}"
             )
         rope = None
         if self.rope:

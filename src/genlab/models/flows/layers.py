@@ -590,7 +590,7 @@ class MaskedAutoregressive(Transform):
     def inverse(self, z: torch.Tensor) -> Pair:
         x = torch.zeros_like(z)
         alpha = z
-        for i in self.made.order.tolist():  # x_i needs only the coordinates generated before it
+        for i in self.made.order_list():  # x_i needs only the coordinates generated before it
             alpha, mu = self._params(x)
             x = x.clone()
             x[:, i] = z[:, i] * alpha[:, i].exp() + mu[:, i]
