@@ -73,12 +73,11 @@ def measure(name: str, device: str, precision: str, compiled: bool, steps: int, 
             tr.train_step()
         sync(device)
         t0 = time.perf_counter()
-        finite = True
-        for _ in range(steps):
-            losses = tr.train_step()
-            finite &= all(bool(torch.isfinite(v).all()) for v in losses.values())  # after timing
+        history = [tr.train_step() for _ in range(steps)]  # device tensors: read after timing
         sync(device)
         seconds = time.perf_counter() - t0
+        losses = history[-1]
+        finite = all(bool(torch.isfinite(v).all()) for h in history for v in h.values())
     finally:
         tr.close()
     per = cfg.trainer.batch_size * (getattr(model, "window", None) or 1)

@@ -102,10 +102,11 @@ def _read_meta(entry: Path, key: str) -> dict | None:
         meta = json.loads((entry / "meta.json").read_text())
     except (OSError, ValueError):
         return None
-    ok = meta.get("key") == key and (entry / "images.u8").stat().st_size == int(
-        np.prod(meta["shape"])
-    )
-    if not ok:
+    try:
+        size = (entry / "images.u8").stat().st_size
+    except OSError:
+        size = None
+    if meta.get("key") != key or size != int(np.prod(meta["shape"])):
         raise DataError(
             f"the image cache entry {str(entry)!r} is damaged (its size or key does not match); "
             "delete that folder and run again"

@@ -75,47 +75,30 @@ class Uint8Images:
     def numel(self) -> int:
         return self.shape.numel()
 
-    @property
-    def nbytes_uint8(self) -> int:
-        """Bytes of the uint8 rows this set holds."""
-        return self.shape.numel()
-
     def positions(self) -> torch.Tensor:
         """The row numbers this set holds, int64 ``(N,)``."""
         return torch.arange(len(self.rows)) if self.index is None else self.index
 
     def subset(self, which: Any) -> Uint8Images:
         """The images at ``which`` (a slice, or indices / a boolean mask into this set), lazily."""
-        if self.index is None and isinstance(which, slice):
-            return Uint8Images(self.rows, torch.arange(len(self.rows))[which])
         return Uint8Images(self.rows, self.positions()[which])
 
     def uint8(self, which: torch.Tensor | None = None) -> torch.Tensor:
         """The uint8 ``(B, C, H, W)`` images at ``which`` (positions in this set; None: all), a
         contiguous copy gathered from the rows."""
-        ids = self.positions() if which is None else self.positions()[which.to("cpu")]
-        if self.index is None and which is None:
+        if which is None and self.index is None:
             return self.rows.contiguous()
+        ids = self.positions() if which is None else self.positions()[which.to("cpu")]
         return torch.index_select(self.rows, 0, ids.to(self.rows.device)).contiguous()
 
-    def batch(
-        self,
-        which: torch.Tensor,
-        device: torch.device | str,
-        flip: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def batch(self, which: torch.Tensor, device: torch.device | str) -> torch.Tensor:
         """The float32 images at positions ``which``, gathered as uint8, moved to ``device`` as
-        uint8 (from pinned memory when it is a GPU) and decoded there; ``flip`` (bool ``(B,)``)
-        mirrors the chosen images left-right."""
+        uint8 (from pinned memory when it is a GPU) and decoded there."""
         u8 = self.uint8(which)
         device = torch.device(device)
         if device.type == "cuda" and u8.device.type == "cpu":
             u8 = u8.pin_memory().to(device, non_blocking=True)
-        else:
-            u8 = u8.to(device)
-        if flip is not None:
-            u8 = torch.where(flip.to(device)[:, None, None, None], u8.flip(-1), u8)
-        return decode(u8)
+        return decode(u8.to(device))
 
     def to_device_uint8(self, device: torch.device | str) -> Uint8Images:
         """The same images with their uint8 rows copied to ``device`` (only the rows held)."""

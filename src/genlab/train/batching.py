@@ -77,11 +77,11 @@ class EpochBatcher:
             idx = torch.cat(parts)
             flip = torch.cat(flips) if flips else None
         if isinstance(self.x, Uint8Images):  # gathered as bytes, decoded on the device
-            x = self.x.batch(idx, self.device, flip)
+            x = self.x.batch(idx, self.device)
         else:
             x = torch.index_select(self.x, 0, idx)
-            if flip is not None:
-                x = torch.where(flip.to(x.device).view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+        if flip is not None:
+            x = torch.where(flip.to(x.device).view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
         return Batch(
             x,
             None if self.y is None else torch.index_select(self.y, 0, idx),

@@ -583,7 +583,7 @@ def _on_device(x: torch.Tensor | Uint8Images, device: torch.device) -> torch.Ten
     (in memory or mapped from their file), each batch then gathered there and sent as uint8."""
     if not isinstance(x, Uint8Images):
         return x.to(device)
-    if device.type != "cpu" and x.nbytes_uint8 <= DEVICE_BYTES:
+    if device.type != "cpu" and x.numel() <= DEVICE_BYTES:  # one byte per value
         return x.to_device_uint8(device)
     return x
 
