@@ -416,8 +416,9 @@ def test_text_encode_decode_round_trip():
 
 def test_shakespeare_vocab_and_contiguous_split():
     ds = load("shakespeare", val_fraction=0.1, test_fraction=0.1)
-    assert ds.kind == "tokens" and ds.meta["vocab"] == "".join(sorted(ds.meta["vocab"]))
-    assert len(ds.meta["vocab"]) == 65
+    chars = ds.meta["vocab"]["chars"]  # of the training block: all 65 of the file
+    assert ds.kind == "tokens" and chars == "".join(sorted(chars)) and len(chars) == 65
+    assert ds.meta["vocab_size"] == 66 and ds.meta["tokenizer"] == "char"  # and the escape
     assert len(ds.train) + len(ds.val) + len(ds.test) == 1_115_394
     assert decode(ds.train[:14], ds.meta["vocab"]) == "First Citizen:"
     assert len(ds.val) == len(ds.test) == 111_539
@@ -428,11 +429,13 @@ def test_shakespeare_vocab_and_contiguous_split():
 def test_text_file_load_and_errors(tmp_path):
     (tmp_path / "book.txt").write_text("abcabcabca", encoding="utf-8")
     ds = load(path=tmp_path / "book.txt", val_fraction=0.2, test_fraction=0.1)
-    assert ds.meta["vocab"] == "abc" and ds.train.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert ds.meta["vocab"]["chars"] == "abc" and ds.train.tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert ds.val.tolist() == [1, 2] and ds.test.tolist() == [0]
     (tmp_path / "new.txt").write_text("aaaaaaaaab", encoding="utf-8")  # b only in the test part
     ds = load(path=tmp_path / "new.txt", val_fraction=0.1, test_fraction=0.1)
-    assert ds.meta["vocab"] == "ab" and ds.test.tolist() == [1] and 1 not in ds.train.tolist()
+    # the tokenizer is the training block's: b is its escape (id 1), recorded with its bytes
+    assert ds.meta["vocab"]["chars"] == "a" and ds.test.tolist() == [1]
+    assert ds.meta["escapes"] == {"train": [], "val": [], "test": [1]}
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(DataError, match="empty"):
         load(path=tmp_path / "empty.txt")

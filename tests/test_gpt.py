@@ -298,11 +298,18 @@ def test_cli_eval_of_a_text_run_and_a_file_with_unknown_characters(tmp_path, cap
     assert main(["eval", "run", "--json"]) == 0
     nll = json.loads(capsys.readouterr().out)["nll"]
     assert nll["kind"] == "exact" and 0 < nll["bits_per_char"] < math.log2(len(set(TEXT)))
+    # a file with characters the training text lacks: each is the escape token, its bytes
+    # charged at 8 bits each, so the figure is finite (and dearer than the text without them)
     held = tmp_path / "other.txt"
-    held.write_text(TEXT[:500] + "Zebra!", encoding="utf-8")
-    assert main(["eval", "run", "--data", str(held)]) == 2
-    err = capsys.readouterr().err
-    assert "'Z' (first at position 500), '!' (first at position 505)" in err
+    held.write_text("Zebra!" + TEXT[6:502], encoding="utf-8")
+    assert main(["eval", "run", "--data", str(held), "--json"]) == 0
+    other = json.loads(capsys.readouterr().out)["nll"]
+    assert other["split"] == "file" and other["escaped"] == 2 and other["chars"] == 496
+    assert math.isfinite(other["bits_per_char"]) and other["tokenizer"] == "char"
+    assert other["nats"] * other["n"] > 2 * 8 * math.log(2)  # at least the escaped bytes'
+    # a prompt with them is refused, naming them
+    assert main(["sample", "run", "--prompt", "Zebra!", "--out", "p.txt"]) == 2
+    assert "'Z' (first at position 0), '!' (first at position 5)" in capsys.readouterr().err
 
 
 def test_prompt_is_refused_for_a_family_without_one(tmp_path, capsys):
@@ -329,7 +336,8 @@ def test_a_run_samples_the_same_after_loading(tmp_path):
     run = genlab.train(RECIPE, tmp_path / "run", overrides=["data.path=" + str(book), *TINY],
                        evaluate=False, verbose=False)  # fmt: skip
     again = genlab.load_run(tmp_path / "run")
-    assert again.model.spec.vocab == "".join(sorted(set(TEXT)))
+    chars = "".join(sorted(set(TEXT)))  # the training block holds every character of TEXT
+    assert again.model.spec.vocab == {"kind": "char", "chars": chars, "escape": True}
     kw = {"length": 30, "prompt": "the"}
     a = run.model.sample(2, generator=torch.Generator().manual_seed(0), **kw).x
     b = again.model.sample(2, generator=torch.Generator().manual_seed(0), **kw).x

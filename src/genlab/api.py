@@ -237,15 +237,15 @@ def _title(report: EvalReport) -> str:
 
 def load_reference(path: str | Path, like: Dataset) -> Dataset:
     """Held-out data from a file or folder to evaluate a run against: all of its examples (no
-    split). Text is encoded with the run's vocabulary (a character it lacks is a DataError)."""
+    split). Text is encoded with the run's tokenizer (a character that a ``char`` tokenizer
+    lacks becomes its escape)."""
     from genlab.data import load
     from genlab.data.base import require_file
-    from genlab.data.text import decode_utf8, encode
+    from genlab.data.text import decode_utf8, text_tokens
 
     if like.kind == "tokens":
         p = require_file(path)
-        ids = encode(decode_utf8(p.read_bytes(), str(p)), like.meta["vocab"])
-        return Dataset(p.stem, "tokens", ids, ids[:0], meta=dict(like.meta))
+        return text_tokens(p.stem, decode_utf8(p.read_bytes(), str(p)), like.meta["vocab"], str(p))
     return load(path=str(path), val_fraction=0.0, test_fraction=0.0)
 
 

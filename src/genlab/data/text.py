@@ -1,21 +1,27 @@
-"""Character-level text: any UTF-8 ``.txt`` file, and Tiny Shakespeare (bundled).
+"""Text: any UTF-8 ``.txt`` file, and Tiny Shakespeare (bundled), as a stream of tokens.
 
-The vocabulary is the sorted set of characters of the whole file (``meta["vocab"]``, a ``str``;
-as nanoGPT's ``shakespeare_char``), so a character that only the held-out text holds still has a
-token and a finite likelihood; a token is a character's index in it. The stream is split into
-contiguous blocks: the first ``1 - val_fraction - test_fraction`` of the characters for training,
-then validation, then test, so no window straddles two splits. The vocabulary is the only thing
-the held-out blocks give training (the size of the embedding table).
+The text is split into contiguous blocks of characters: the first ``1 - val_fraction -
+test_fraction`` for training, then validation, then test, so no window straddles two splits.
+``tokenizer`` (``data.options.tokenizer``: ``char``, the default, ``bytes`` or ``bpe`` with
+``vocab_size``; :mod:`genlab.data.tokenizer`) is built from the training block alone, and each
+block is tokenized once into a token file that later starts map
+(:mod:`genlab.data.token_cache`): ``train``, ``val`` and ``test`` are tensors over those files
+(uint8, uint16 or int32), and a batch converts its windows to int64. ``meta["vocab"]`` is the
+tokenizer's spec (what a run saves), ``meta["chars"]`` the characters per block and
+``meta["escapes"]`` the byte counts of the characters the ``char`` tokenizer escaped (the
+held-out likelihood charges 8 bits per byte for them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 from genlab.data.base import Dataset, asset, check_fractions, require_file
+from genlab.data.token_cache import load_tokens
+from genlab.data.tokenizer import tokenizer_of
 from genlab.errors import DataError
 from genlab.registry import DATASETS
 
@@ -29,18 +35,12 @@ SHAKESPEARE = (
 SAMPLE_SEPARATOR = "\n\n" + "-" * 40 + "\n\n"
 
 
-def encode(text: str, vocab: str) -> torch.Tensor:
-    """Characters -> int64 token ids ``(len(text),)``; characters outside ``vocab`` are a
-    DataError that lists them (:func:`unknown_characters`)."""
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # code points
-    table = np.frombuffer(vocab.encode("utf-32-le"), dtype=np.uint32)
-    order = np.argsort(table, kind="stable")
-    pos = np.searchsorted(table[order], codes).clip(0, max(len(table) - 1, 0))
-    ids = order[pos] if len(table) else pos
-    bad = np.flatnonzero(table[ids] != codes) if len(table) else np.arange(len(codes))
-    if len(bad):
-        raise DataError(unknown_characters(text, vocab, bad.tolist()))
-    return torch.from_numpy(ids.astype(np.int64))
+def encode(text: str, vocab: str | dict[str, Any], strict: bool = False) -> torch.Tensor:
+    """Text -> int64 token ids with the tokenizer ``vocab`` describes
+    (:func:`genlab.data.tokenizer.tokenizer_of`); ``strict``: a character the tokenizer would
+    escape (or, for a plain character vocabulary, any character outside it) is a DataError that
+    lists them."""
+    return tokenizer_of(vocab).ids_tensor(text, strict)
 
 
 def unknown_characters(text: str, vocab: str, where: list[int] | None = None) -> str:
@@ -60,13 +60,9 @@ def unknown_characters(text: str, vocab: str, where: list[int] | None = None) ->
     )
 
 
-def decode(ids: torch.Tensor | list[int], vocab: str) -> str:
-    """Token ids -> text; an id outside ``[0, len(vocab))`` is a DataError."""
-    ids = torch.as_tensor(ids).reshape(-1).tolist()
-    bad = [i for i in ids if not 0 <= i < len(vocab)]
-    if bad:
-        raise DataError(f"token id {bad[0]} is outside the vocabulary of {len(vocab)} characters")
-    return "".join(vocab[i] for i in ids)
+def decode(ids: torch.Tensor | list[int], vocab: str | dict[str, Any]) -> str:
+    """Token ids -> text; an id outside the vocabulary is a DataError."""
+    return tokenizer_of(vocab).decode(ids)
 
 
 def load_text(
@@ -76,34 +72,30 @@ def load_text(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
 ) -> Dataset:
-    """Character tokens of a UTF-8 text file (the first ``n`` characters when ``n`` is given);
-    ``seed`` is unused (the split is contiguous)."""
+    """The tokens of a UTF-8 text file (its first ``n`` characters when ``n`` is given), by
+    ``tokenizer`` (``char``, ``bytes`` or ``bpe`` with ``vocab_size`` ids, default 4,096) built
+    from the training block; ``seed`` is unused (the split is contiguous)."""
     path = require_file(path)
-    return _from_bytes(
-        path.stem,
-        path.read_bytes(),
-        str(path),
-        n=n,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
+    return _load(path.stem, path, str(path), n, val_fraction, test_fraction, tokenizer, vocab_size)
 
 
-@DATASETS.register("shakespeare", help="Tiny Shakespeare, 1.1M characters, char-level (bundled)")
+@DATASETS.register("shakespeare", help="Tiny Shakespeare, 1.1M characters (bundled)")
 def load_shakespeare(
-    *, n: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+    *,
+    n: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
 ) -> Dataset:
     """Karpathy's Tiny Shakespeare (1,115,394 characters, 65 distinct), checked by SHA-256."""
     path = asset(*SHAKESPEARE)
-    return _from_bytes(
-        "shakespeare",
-        path.read_bytes(),
-        str(path),
-        n=n,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
+    return _load("shakespeare", path, str(path), n, val_fraction, test_fraction, tokenizer,
+                 vocab_size)  # fmt: skip
 
 
 def decode_utf8(raw: bytes, source: str) -> str:
@@ -117,18 +109,41 @@ def decode_utf8(raw: bytes, source: str) -> str:
         ) from None
 
 
-def _from_bytes(
-    name: str, raw: bytes, source: str, *, n: int | None, val_fraction: float, test_fraction: float
+def _load(
+    name: str,
+    path: Path,
+    source: str,
+    n: int | None,
+    val_fraction: float,
+    test_fraction: float,
+    tokenizer: str,
+    vocab_size: int | None,
 ) -> Dataset:
-    text = decode_utf8(raw, source)
-    if n is not None:
-        text = text[: int(n)]
-    if not text:
-        raise DataError(f"{source} is empty: no characters to train on")
     check_fractions(val_fraction, test_fraction)
-    vocab = "".join(sorted(set(text)))
-    ids = encode(text, vocab)
-    n_val, n_test = (int(round(len(ids) * f)) for f in (val_fraction, test_fraction))
-    a, b = len(ids) - n_val - n_test, len(ids) - n_test
-    meta = {"source": source, "vocab": vocab, "vocab_size": len(vocab)}
-    return Dataset(name, "tokens", ids[:a], ids[a:b], test=ids[b:], meta=meta)
+    arrays, meta = load_tokens(
+        path, source, n=None if n is None else int(n), val_fraction=val_fraction,
+        test_fraction=test_fraction, tokenizer=tokenizer, vocab_size=vocab_size,
+    )  # fmt: skip
+    tok = tokenizer_of(meta["vocab"])
+    train, val, test = (torch.from_numpy(arrays[s]) for s in ("train", "val", "test"))
+    info = {
+        "source": source, "vocab": meta["vocab"], "vocab_size": tok.vocab_size,
+        "tokenizer": tok.kind, "chars": meta["chars"], "escapes": meta["escapes"],
+    }  # fmt: skip
+    return Dataset(name, "tokens", train, val, test=test, meta=info)
+
+
+def text_tokens(name: str, text: str, vocab: str | dict[str, Any], source: str) -> Dataset:
+    """A text scored by a run's tokenizer ``vocab`` (``genlab eval --data other.txt``): all of it
+    held out (as ``train``, the held-out split of a file), its escapes recorded."""
+    if not text:
+        raise DataError(f"{source} is empty: no characters to score")
+    tok = tokenizer_of(vocab)
+    ids = tok.ids_tensor(text)
+    esc = tok.escapes(text).tolist() if tok.escape_id is not None else []
+    meta = {
+        "source": source, "vocab": vocab, "vocab_size": tok.vocab_size, "tokenizer": tok.kind,
+        "chars": {"train": len(text), "val": 0, "test": 0},
+        "escapes": {"train": esc, "val": [], "test": []},
+    }  # fmt: skip
+    return Dataset(name, "tokens", ids, ids[:0], meta=meta)

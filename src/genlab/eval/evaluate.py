@@ -471,7 +471,7 @@ def _windows(stream: torch.Tensor, n: int, length: int, g: torch.Generator, what
             "sample shorter texts (--option length=...) or give more text"
         )
     starts = torch.randint(0, len(stream) - length + 1, (n,), generator=g)
-    return stream[starts[:, None] + torch.arange(length)]
+    return stream[starts[:, None] + torch.arange(length)].long()
 
 
 def scorer(path: str, vocab: str | None, kind: str):
@@ -486,10 +486,13 @@ def scorer(path: str, vocab: str | None, kind: str):
         raise DataError(f"eval.scorer={path}: {e}") from None
     ar = run.model.eval()
     if ar.spec.vocab != vocab:
+        from genlab.data.tokenizer import tokenizer_of
+
+        theirs = tokenizer_of(ar.spec.vocab).describe() if ar.spec.vocab else "none"
+        ours = tokenizer_of(vocab).describe() if vocab else "none"
         raise DataError(
-            f"eval.scorer={path} was trained on text of another alphabet "
-            f"({len(ar.spec.vocab or '')} characters, the samples' has "
-            f"{len(vocab or '')}): score with an autoregressive run on the same text"
+            f"eval.scorer={path} was trained with another tokenizer ({theirs}; the samples' "
+            f"is {ours}): score with an autoregressive run on the same text and tokenizer"
         )
     refused = DataError(
         f"eval.scorer={path} is a {ar.family} run: generative perplexity needs an exact "

@@ -4,12 +4,14 @@ error, and the baselines printed beside it (the true law, a full-covariance Gaus
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 
 from genlab.data.base import Dataset
+from genlab.data.tokenizer import BYTE_NATS, tokenizer_of
 from genlab.errors import DataError
 from genlab.eval.heldout import LIKELIHOOD_SEED, REFERENCE_SEED, held_out_examples, split_of
 from genlab.models.base import GenerativeModel
@@ -36,7 +38,8 @@ def held_out_nll(
     src = held_out if held_out is not None else dataset
     if dataset.kind == "tokens":
         stream = held_out_examples(dataset, held_out, split)[0]
-        return {**_text_nll(model, src.name, stream, n, opts, where), "split": where}
+        escapes = text_escapes(src, where)
+        return {**_text_nll(model, src.name, stream, n, opts, where, escapes), "split": where}
     if where == "fresh":
         pts = dataset.true.sample(n, generator=torch.Generator().manual_seed(REFERENCE_SEED - 1))
     else:
@@ -87,6 +90,15 @@ def gaussian_baseline(train: torch.Tensor, held_out: torch.Tensor) -> dict[str, 
     }
 
 
+def text_escapes(ds: Dataset, where: str) -> list[int]:
+    """The UTF-8 byte counts of the escaped characters of the split ``where`` of ``ds`` in order
+    (``"file"``: of all its parts), from its ``meta["escapes"]`` (none for other tokenizers)."""
+    esc = ds.meta.get("escapes") or {}
+    if where == "file":
+        return [b for s in ("train", "val", "test") for b in esc.get(s, [])]
+    return list(esc.get(where, []))
+
+
 def _text_nll(
     model: GenerativeModel,
     name: str,
@@ -94,25 +106,61 @@ def _text_nll(
     n: int,
     opts: dict[str, Any] | None = None,
     where: str = "test",
+    escapes: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Bits per character of the first ``n`` characters of the held-out ``stream`` (at least one
-    window), cut into consecutive windows of the model's length (``spec.shape``; the whole
-    stretch for models without one). ``opts``: the family's resolved likelihood options (a
-    diffusion model's ``elbo_samples``)."""
+    """Bits per character (and per token) of the first ``n`` tokens of the held-out ``stream``
+    (at least one window), cut into consecutive windows of the model's length (``spec.shape``;
+    the whole stretch for models without one). The characters of a window are those that begin
+    in its tokens (:meth:`~genlab.data.tokenizer.Tokenizer.chars_per_token`); an escaped
+    character adds its UTF-8 bytes at 8 bits each (``escapes``: their byte counts, in stream
+    order). ``opts``: the family's resolved likelihood options (a diffusion model's
+    ``elbo_samples``)."""
     window = model.spec.shape[0] if model.spec.shape else 0
     stream = stream[: min(max(n, window), len(stream))]
     length = window or len(stream)
-    windows = stream[: len(stream) // length * length].reshape(-1, length)
+    windows = stream[: len(stream) // length * length].reshape(-1, length).long()
     if len(windows) == 0:
         fix = "give more text" if where == "file" else f"raise data.{where}_fraction"
         raise DataError(
-            f"{name!r} has {len(stream)} held-out characters, fewer than one window of "
+            f"{name!r} has {len(stream)} held-out tokens, fewer than one window of "
             f"{length}; raise eval.nll_n or {fix}"
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(LIKELIHOOD_SEED)
         lp = model.log_prob(windows.to(model.device), **(opts or {}))
-    return _summary(lp, len(windows), per=length, unit="bits_per_char")
+    tok = tokenizer_of(model.spec.vocab) if model.spec.vocab else None  # None: one per char
+    per_token = torch.from_numpy(tok.chars_per_token()) if tok else torch.ones(1, dtype=torch.long)
+    chars = per_token[windows if tok else torch.zeros_like(windows)].sum(1).double()
+    extra = torch.zeros(len(windows), dtype=torch.float64)  # nats of the escaped bytes
+    escaped = 0
+    if tok is not None and tok.escape_id is not None:
+        at = torch.nonzero(windows.reshape(-1) == tok.escape_id).reshape(-1)
+        nbytes = torch.tensor((escapes or [])[: len(at)], dtype=torch.float64)
+        if len(nbytes) < len(at):  # escapes with no record (ids given directly): one byte each
+            nbytes = torch.cat([nbytes, torch.ones(len(at) - len(nbytes), dtype=torch.float64)])
+        extra.index_add_(0, at // length, nbytes * BYTE_NATS)
+        escaped = len(at)
+    lp = dataclasses.replace(lp, value=lp.value.double().cpu() - extra)
+    out = _summary(lp, len(windows), per=length, unit="bits_per_char")
+    nll = -lp.value
+    ln2 = math.log(2.0)
+    rate = float(nll.sum() / chars.sum())  # nats per character: a ratio of sums
+    resid = nll - rate * chars
+    rate_se = (
+        float(resid.std() / math.sqrt(len(windows)) / chars.mean()) if len(windows) > 1 else None
+    )
+    tokens = windows.numel()
+    out.update(
+        nats_per_char=rate,
+        bits_per_char=rate / ln2,
+        bits_per_char_stderr=None if rate_se is None else rate_se / ln2,
+        bits_per_token=float(nll.sum()) / tokens / ln2,
+        chars=int(chars.sum()),
+        tokens=tokens,
+        tokenizer=tok.kind if tok else "char",
+        escaped=escaped,
+    )
+    return out
 
 
 def _summary(lp: Any, count: int, *, per: int, unit: str) -> dict[str, Any]:

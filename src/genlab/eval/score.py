@@ -301,8 +301,10 @@ def _labels(arr: np.ndarray, n: int, source: str) -> torch.Tensor:
 def _text_rows(p: Path, like: Dataset) -> tuple[torch.Tensor, str | None]:
     """Token rows ``(N, L)`` of a ``.txt`` of samples (or an integer array of ids)."""
     from genlab.data.text import SAMPLE_SEPARATOR, decode_utf8, encode
+    from genlab.data.tokenizer import tokenizer_of
 
     vocab = like.meta["vocab"]
+    V = tokenizer_of(vocab).vocab_size
     if p.suffix.lower() in (".npy", ".npz"):
         arr, _ = _array(p)
         if arr.dtype.kind not in "iu" or arr.ndim != 2:
@@ -310,10 +312,10 @@ def _text_rows(p: Path, like: Dataset) -> tuple[torch.Tensor, str | None]:
                 f"{str(p)!r}: text samples as an array are integer token ids (N, L); got dtype "
                 f"{arr.dtype}, shape {tuple(arr.shape)}"
             )
-        if arr.size and (arr.min() < 0 or arr.max() >= len(vocab)):
+        if arr.size and (arr.min() < 0 or arr.max() >= V):
             raise DataError(
-                f"{str(p)!r}: token ids must be in [0, {len(vocab)}) (the data's "
-                f"{len(vocab)} characters); got {arr.min()}..{arr.max()}"
+                f"{str(p)!r}: token ids must be in [0, {V}) (the data's tokenizer, "
+                f"{tokenizer_of(vocab).describe()}); got {arr.min()}..{arr.max()}"
             )
         return torch.from_numpy(arr.astype(np.int64)), None
     if p.is_dir() or p.suffix.lower() != ".txt":
@@ -325,11 +327,12 @@ def _text_rows(p: Path, like: Dataset) -> tuple[torch.Tensor, str | None]:
     texts = [t for t in texts if t]
     if not texts:
         raise DataError(f"{str(p)!r} holds no text")
-    length = min(len(t) for t in texts)
-    rows = torch.stack([encode(t[:length], vocab) for t in texts])
+    ids = [encode(t, vocab) for t in texts]
+    length = min(len(t) for t in ids)
+    rows = torch.stack([t[:length] for t in ids])
     note = None
-    if any(len(t) != length for t in texts):
-        note = f"the {len(texts)} texts were cut to the shortest one's {length} characters"
+    if any(len(t) != length for t in ids):
+        note = f"the {len(texts)} texts were cut to the shortest one's {length} tokens"
     return rows, note
 
 

@@ -44,9 +44,10 @@ def check_windows(
         raise DataError(
             f"windows of {x.shape[1]} characters are longer than the context of {context}"
         )
+    x = x.to(dtype=torch.long)  # token files hold uint8 / uint16 / int32
     if len(x) and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
-        raise DataError(f"character ids must be in [0, {vocab_size - 1}]")
-    return x.to(device=device, dtype=torch.long)
+        raise DataError(f"token ids must be in [0, {vocab_size - 1}]")
+    return x.to(device=device)
 
 
 @torch.no_grad()

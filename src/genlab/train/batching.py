@@ -80,6 +80,8 @@ class EpochBatcher:
             x = self.x.batch(idx, self.device)
         else:
             x = torch.index_select(self.x, 0, idx)
+            if not x.is_floating_point() and x.dtype != torch.long:  # windows of a token file
+                x = x.to(self.device, torch.long)
         if flip is not None:
             x = torch.where(flip.to(x.device).view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
         return Batch(

@@ -322,6 +322,8 @@ class Trainer:
                 if self.tc.val_batches and i >= self.tc.val_batches:
                     break
                 x = val[start : start + self.tc.batch_size].to(self.device)
+                if self.model.window is not None:  # a token file's uint8 / uint16 / int32
+                    x = x.long()
                 y = None if labels is None else labels[start : start + len(x)].to(self.device)
                 noise = self.dataset.noise_val
                 if noise is not None:

@@ -28,9 +28,10 @@ same draws, for checks and benchmarks). ``SampleResult.x`` holds the prompt's id
 ``length`` generated ones; ``genlab.data.text.decode(x[i], model.spec.vocab)`` is the text. NFE
 counts forward passes of the batch (one per generated character).
 
-**Unknown characters**: the vocabulary is the set of characters of the training file (train and
-validation parts). A prompt, or an evaluation file, with characters outside it is refused with a
-message that lists them; there is no unknown-character token.
+**Tokens**: the data's tokenizer (:mod:`genlab.data.tokenizer`: characters, bytes or BPE, built
+from the training split) is saved in the spec, so prompts and samples use it. A character the
+``char`` tokenizer lacks is its escape token in an evaluation file (scored, with its bytes at 8
+bits each) and refused in a prompt, with a message that lists them.
 
 Dropout draws its masks from torch's global generator (saved in checkpoints, so a resumed run is
 bit-identical); with dropout, two processes draw other masks than one (the same training in law,
@@ -46,8 +47,9 @@ import torch
 import torch.nn.functional as F
 
 from genlab.data.base import Batch
-from genlab.data.text import encode, unknown_characters
-from genlab.errors import ConfigError
+from genlab.data.text import encode
+from genlab.data.tokenizer import tokenizer_of
+from genlab.errors import ConfigError, DataError
 from genlab.models.base import (
     FROM_CONFIG,
     GenerativeModel,
@@ -110,7 +112,7 @@ class GPT(GenerativeModel):
             )
         if config.context < 2:
             raise ConfigError(f"model.context must be at least 2, got {config.context}")
-        self.vocab_size = len(spec.vocab)
+        self.vocab_size = tokenizer_of(spec.vocab).vocab_size
         self.bos = self.vocab_size  # the start token's id
         c = config
         self.net = Transformer(
@@ -197,12 +199,12 @@ class GPT(GenerativeModel):
         self.encode_prompt(options["prompt"])
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """The prompt's character ids ``(P,)``; characters outside the vocabulary are a
+        """The prompt's token ids ``(P,)``; characters the tokenizer would escape are a
         :class:`ConfigError` that lists them."""
-        vocab = self.spec.vocab
-        if any(c not in vocab for c in prompt):
-            raise ConfigError(f"prompt: {unknown_characters(prompt, vocab)}")
-        return encode(prompt, vocab)
+        try:
+            return encode(prompt, self.spec.vocab, strict=True)
+        except DataError as e:
+            raise ConfigError(f"prompt: {e}") from None
 
     def _sample(
         self,

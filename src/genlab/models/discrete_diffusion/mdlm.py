@@ -62,10 +62,11 @@ sequence of a tiny model: the chain's probabilities sum to one, the T-step bound
 exact log-probability of the chain, and it approaches the continuous bound.
 
 **Conditioning.** ``prompt``: a prefix held fixed; ``length`` characters follow it (0: up to the
-context). ``infill``: a template in which each ``_`` is one character to fill and every other
-character stays as given (``genlab sample RUN --infill "ROMEO: ____ my love ____."``); its length is
-the sample's. A literal ``_`` cannot be given. Characters outside the vocabulary are refused with
-a message that lists them.
+context). ``infill``: a template in which each ``_`` is one token to fill (one character with
+the ``char`` tokenizer) and every other stretch stays as given, encoded by the run's tokenizer
+(``genlab sample RUN --infill "ROMEO: ____ my love ____."``); its length in tokens is the
+sample's. A literal ``_`` cannot be given. Characters the ``char`` tokenizer would escape are
+refused with a message that lists them.
 
 References:
     Sahoo et al. (2024), "Simple and Effective Masked Diffusion Language Models", NeurIPS.
@@ -77,14 +78,16 @@ References:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from genlab.data.base import Batch
-from genlab.data.text import encode, unknown_characters
-from genlab.errors import ConfigError
+from genlab.data.text import encode
+from genlab.data.tokenizer import tokenizer_of
+from genlab.errors import ConfigError, DataError
 from genlab.models.base import (
     FROM_CONFIG,
     GenerativeModel,
@@ -218,7 +221,7 @@ class MDLM(GenerativeModel):
                 f"model.mask_rates={list(rates)} ends before model.t_min={c.t_min}: no "
                 "time is left to train on"
             )
-        self.vocab_size = len(spec.vocab)
+        self.vocab_size = tokenizer_of(spec.vocab).vocab_size
         self.mask_id = self._mask_id()  # the mask token's id: one embedding row, no output
         self.net = self._make_net()
 
@@ -492,10 +495,10 @@ class MDLM(GenerativeModel):
         self.start(options)  # the prompt or template fits and uses known characters
 
     def _encode(self, what: str, text: str) -> torch.Tensor:
-        vocab = self.spec.vocab
-        if any(c not in vocab for c in text):
-            raise ConfigError(f"{what}: {unknown_characters(text, vocab)}")
-        return encode(text, vocab)
+        try:
+            return encode(text, self.spec.vocab, strict=True)
+        except DataError as e:
+            raise ConfigError(f"{what}: {e}") from None
 
     def start(self, options) -> torch.Tensor:
         """The sampler's first state ``(L,)``: the prompt's ids then masks, or the infill template
@@ -504,13 +507,16 @@ class MDLM(GenerativeModel):
         if infill:
             if prompt:
                 raise ConfigError("give a prompt or an infill template, not both")
-            if len(infill) > self._max_length():
-                raise ConfigError(self._too_long("the infill template", len(infill)))
-            known = infill.replace(BLANK, "")
-            ids = self._encode("infill", known) if known else torch.zeros(0, dtype=torch.long)
-            z = torch.full((len(infill),), self.mask_id, dtype=torch.long)
-            keep = torch.tensor([c != BLANK for c in infill], dtype=torch.bool)
-            z[keep] = ids
+            self._encode("infill", infill.replace(BLANK, ""))  # names every unknown character
+            parts = []  # each stretch of given text encoded, each blank one masked token
+            for piece in re.split(f"({re.escape(BLANK)}+)", infill):
+                if piece.startswith(BLANK):
+                    parts.append(torch.full((len(piece),), self.mask_id, dtype=torch.long))
+                elif piece:
+                    parts.append(self._encode("infill", piece))
+            z = torch.cat(parts)
+            if len(z) > self._max_length():
+                raise ConfigError(self._too_long("the infill template", len(z)))
             return z
         ids = self._encode("prompt", prompt) if prompt else torch.zeros(0, dtype=torch.long)
         P = len(ids)
