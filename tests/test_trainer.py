@@ -400,6 +400,38 @@ def test_batcher_is_reproducible_and_covers_each_epoch():
     assert torch.equal(torch.cat([d.next().x for _ in range(4)]).flatten(), seen[4:])
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 1000, 4097, 65_537])
+def test_a_computed_permutation_is_a_bijection_however_it_is_sliced(n):
+    from genlab.train.batching import Permutation
+
+    p = Permutation(n, key=11)
+    whole = p[0:n]
+    assert sorted(whole.tolist()) == list(range(n))
+    assert torch.equal(torch.cat([p[0 : n // 3], p[n // 3 : n]]), whole)
+    assert n < 17 or not torch.equal(whole, Permutation(n, key=12)[0:n])  # the key matters
+
+
+def test_batcher_of_a_long_stream_covers_each_epoch_without_holding_it(monkeypatch):
+    """Past PERM_LIMIT examples (a long text's windows) an epoch's order is computed per batch:
+    each epoch still visits every example once, and a resumed batcher draws the same batches."""
+    from genlab.train import batching
+
+    monkeypatch.setattr(batching, "PERM_LIMIT", 8)
+    x = torch.arange(30).to(torch.uint16).unfold(0, 3, 1)  # 28 windows of a uint16 stream
+    b = EpochBatcher(x, None, batch_size=5, seed=3)
+    assert isinstance(b._perm, batching.Permutation)
+    seen = torch.cat([b.next().x for _ in range(28)])  # 140 = 5 epochs
+    assert seen.dtype == torch.long  # token windows leave the batcher as int64
+    for e in range(5):
+        assert sorted(seen[28 * e : 28 * (e + 1), 0].tolist()) == list(range(28))
+    c = EpochBatcher(x, None, batch_size=5, seed=3)
+    for _ in range(7):
+        c.next()
+    d = EpochBatcher(x, None, batch_size=5, seed=3)
+    d.load_state(c.state())
+    assert torch.equal(torch.cat([d.next().x for _ in range(6)]), seen[35:65])
+
+
 def test_schedule_and_ema_decay():
     tc = TrainerConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
     assert lr_at(0, tc) == pytest.approx(0.1)

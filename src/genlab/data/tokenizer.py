@@ -40,7 +40,8 @@ from genlab.errors import DataError
 KINDS = ("char", "bytes", "bpe")
 REPLACEMENT = "\ufffd"  # what an escape, or bytes that are not UTF-8, decode to
 BYTE_NATS = math.log(256.0)  # the stated cost of one byte of an escaped character
-PIECE = 1 << 20  # characters per piece when a long text is encoded by BPE
+PIECE = 1 << 16  # characters per piece when BPE learns from or encodes a long text
+GROUP = 8  # pieces encoded at once (in parallel threads)
 
 
 class Tokenizer:
@@ -202,12 +203,15 @@ class BPETokenizer(Tokenizer):
             special_tokens=[],
             show_progress=False,
         )
-        hf.train_from_iterator(texts, trainer=trainer)
+        pieces = (p for t in texts for p in split_pieces(t, PIECE))  # small: the trainer's
+        hf.train_from_iterator(pieces, trainer=trainer)  # memory grows with its longest item
         return BPETokenizer(hf.to_str())
 
     def encode(self, text: str, strict: bool = False) -> np.ndarray:
-        pieces = list(split_pieces(text, PIECE))
-        out = [np.asarray(e.ids, dtype=np.int64) for e in self.hf.encode_batch(pieces)]
+        pieces, out = list(split_pieces(text, PIECE)), []
+        fast = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)  # no offsets kept
+        for i in range(0, len(pieces), GROUP):  # a few pieces at a time: Encodings are large
+            out += [np.asarray(e.ids, dtype=np.int64) for e in fast(pieces[i : i + GROUP])]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def decode(self, ids: Any) -> str:

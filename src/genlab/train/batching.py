@@ -39,12 +39,17 @@ class EpochBatcher:
         self.epoch, self.pos = 0, 0
         self._perm, self._flip = self._permutation(0)
 
-    def _permutation(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _permutation(self, epoch: int) -> tuple[torch.Tensor | Permutation, torch.Tensor | None]:
         """The epoch's order and, with ``hflip``, whether each position of it is mirrored: both
-        drawn from ``(seed, epoch)``, so ``(epoch, pos)`` is the whole state."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.x), generator=g)
-        flip = torch.rand(len(self.x), generator=g) < 0.5 if self.hflip else None
+        drawn from ``(seed, epoch)``, so ``(epoch, pos)`` is the whole state. Past ``PERM_LIMIT``
+        examples (the windows of a long text) the order is a :class:`Permutation` computed a
+        batch at a time, not held."""
+        n, key = len(self.x), self.seed * 1_000_003 + epoch
+        if n > PERM_LIMIT and not self.hflip:
+            return Permutation(n, key, self.x.device), None
+        g = torch.Generator().manual_seed(key)
+        perm = torch.randperm(n, generator=g)
+        flip = torch.rand(n, generator=g) < 0.5 if self.hflip else None
         where = self.x.device  # the examples' device: a uint8 store gathers where its bytes are
         return perm.to(where), flip
 
@@ -89,6 +94,54 @@ class EpochBatcher:
             None if self.y is None else torch.index_select(self.y, 0, idx),
             None if self.noise is None else torch.index_select(self.noise, 0, idx),
         )
+
+
+#: epochs longer than this are ordered by a Permutation (a held randperm of 2**22 is 32 MiB)
+PERM_LIMIT = 1 << 22
+
+
+class Permutation:
+    """A pseudo-random permutation of ``0 .. n-1`` keyed by ``key``, computed for the positions
+    asked (``perm[a:b]``) and never held: a 4-round Feistel network on ``2k`` bits (``4**k >= n``)
+    with cycle walking (a value at or past ``n`` is permuted again until it falls below ``n``;
+    Black & Rogaway 2002). A bijection by construction, so an epoch still visits every example
+    once."""
+
+    ROUNDS = 4
+
+    def __init__(self, n: int, key: int, device: torch.device | str = "cpu") -> None:
+        self.n, self.device = int(n), torch.device(device)
+        self.half = max(1, (max(self.n - 1, 1).bit_length() + 1) // 2)  # bits per half
+        g = torch.Generator().manual_seed(key)
+        self.keys = torch.randint(0, 1 << 31, (self.ROUNDS,), generator=g).tolist()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _round(self, x: torch.Tensor, key: int) -> torch.Tensor:
+        mask = (1 << self.half) - 1
+        h = ((x + key) * 0x2C1B3C6D) & 0xFFFFFFFF  # an integer mix (each product < 2**63)
+        h = h ^ (h >> 15)
+        h = (h * 0x297A2D39) & 0xFFFFFFFF
+        h = h ^ (h >> 13)
+        return h & mask
+
+    def _feistel(self, x: torch.Tensor) -> torch.Tensor:
+        mask = (1 << self.half) - 1
+        left, right = x >> self.half, x & mask
+        for key in self.keys:
+            left, right = right, left ^ self._round(right, key)
+        return (left << self.half) | right
+
+    def __getitem__(self, sl: slice) -> torch.Tensor:
+        start, stop, _ = sl.indices(self.n)
+        x = torch.arange(start, stop, dtype=torch.long)
+        y = self._feistel(x)
+        out = y >= self.n
+        while bool(out.any()):  # cycle walking: at most a few rounds (4**k < 4n)
+            y[out] = self._feistel(y[out])
+            out = y >= self.n
+        return y.to(self.device)
 
 
 def stream_windows(stream: torch.Tensor, length: int, stride: int, what: str) -> torch.Tensor:
