@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 import genlab
 from genlab.cli import main
-from genlab.data import load
-from genlab.data import token_cache
+from genlab.data import load, token_cache
 from genlab.data.base import Dataset
 from genlab.data.tokenizer import (
     BPETokenizer,
@@ -211,9 +210,7 @@ def test_bits_per_character_count_every_character_once_and_charge_escaped_bytes(
     nats = len(used) * math.log(tok.vocab_size) + sum(escapes[:n_esc]) * math.log(256)
     assert nll["chars"] == chars and nll["tokens"] == len(used) and nll["escaped"] == n_esc
     assert nll["bits_per_char"] == pytest.approx(nats / chars / math.log(2), rel=1e-12)
-    assert nll["bits_per_token"] == pytest.approx(
-        nats / len(used) / math.log(2), rel=1e-12
-    )
+    assert nll["bits_per_token"] == pytest.approx(nats / len(used) / math.log(2), rel=1e-12)
     if kind == "char":
         assert n_esc > 0 and nll["bits_per_char"] > math.log2(tok.vocab_size)
     else:
