@@ -49,6 +49,7 @@ WRITERS: dict[str, str] = {
     "bench/results/gan_2d.json": "bench/gan_2d.py",
     "bench/results/image_folder.json": "bench/image_folder.py",
     "bench/results/latent.json": "bench/latent.py",
+    "bench/results/nanogpt_peer.json": "bench/nanogpt_peer.py",
     "bench/results/leaderboard-digits-30min.json": "bench/leaderboard.py",
     "bench/results/ot_coupling.json": "bench/ot_coupling.py",
     "bench/results/peers-ddpm.json": "bench/peers.py",
@@ -63,6 +64,7 @@ WRITERS: dict[str, str] = {
     "bench/results/text-restart20000.json": "bench/text.py",
     "bench/results/text-restart3-10000.json": "bench/text.py",
     "bench/results/text-test-1500.json": "bench/text.py",
+    "bench/results/text_file.json": "bench/text_file.py",
     "bench/results/two_stage.json": "bench/two_stage.py",
     "bench/results/two_stage-test.json": "bench/two_stage.py",
     "docs/figures/diffusion-figures.json": "docs/make_diffusion_figures.py",
@@ -587,6 +589,69 @@ def ar_binarized_mnist() -> str:
     return md(["model", f"steps in {budget}", "held-out NLL (nats)", "published (60k)"], out)
 
 
+def nanogpt_row(nano: dict) -> list[str]:
+    """Part (c): one seed, or the mean ± sd over seeds with each seed's figures."""
+    runs = nano.get("seeds") or [nano]
+    if len(runs) == 1:
+        return [
+            f"nanoGPT CPU recipe (seed {nano.get('seed', 0)})",
+            "part c",
+            f"{nano['nats_per_char']:.3f} nats/char exact (every held-out character, "
+            f"{nano['val_characters']:,}); {nano['nats_per_char_positions_1_on']:.3f} over positions "
+            f"1–63 of the same windows; {nano['steps']:,} steps in {nano['train_seconds']:.0f} s",
+        ]
+    sm = nano["summary"]
+    each = ", ".join(f"{r['nats_per_char_positions_1_on']:.4f}" for r in runs)
+    return [
+        f"nanoGPT CPU recipe ({len(runs)} seeds)",
+        "part c",
+        f"{sm['nats_per_char']['mean']:.4f} ± {sm['nats_per_char']['sd']:.4f} nats/char exact "
+        f"(every held-out character, {nano['val_characters']:,}); "
+        f"{sm['nats_per_char_positions_1_on']['mean']:.4f} ± "
+        f"{sm['nats_per_char_positions_1_on']['sd']:.4f} over positions 1–63 of the same windows "
+        f"(seeds: {each}); {nano['steps']:,} steps in {sm['train_seconds']['mean']:.0f} s",
+    ]
+
+
+NANOGPT_PEER = "bench/results/nanogpt_peer.json"
+
+
+@table(NANOGPT_PEER, AR_GPT)
+def nanogpt_peer() -> str:
+    """nanoGPT itself and genlab on nanoGPT's CPU recipe, per seed and mean ± sd."""
+    peer, ours = load(NANOGPT_PEER), load(AR_GPT)["nanogpt_cpu"]
+    gen = ours.get("seeds") or [ours]
+
+    def stat(vals: list[float]) -> str:
+        if len(vals) < 2:
+            return f"{vals[0]:.4f}"
+        mean = sum(vals) / len(vals)
+        sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+        return f"{mean:.4f} ± {sd:.4f}"
+
+    def seeds(vals: list[float]) -> str:
+        return ", ".join(f"{v:.4f}" for v in vals)
+
+    p_print = [r["val_printed"] for r in peer["runs"]]
+    p_est = [r["estimate_val"] for r in peer["runs"]]
+    p_all = [r["exact_all"] for r in peer["runs"]]
+    p_163 = [r["exact_positions_1_63"] for r in peer["runs"]]
+    g_all = [r["nats_per_char"] for r in gen]
+    g_163 = [r["nats_per_char_positions_1_on"] for r in gen]
+    dash = "—"
+    rows = [
+        ["nanoGPT's printed val loss (20 random batches)", stat(p_print), seeds(p_print), dash, dash],
+        ["the same estimate, 200 batches", stat(p_est), seeds(p_est), dash, dash],
+        ["exact, positions 1–63 of consecutive 64-character windows", stat(p_163), seeds(p_163),
+         stat(g_163), seeds(g_163)],
+        ["exact, every position (nanoGPT: position 0 from the 64 characters before it; "
+         "genlab: from the start token alone)", stat(p_all), seeds(p_all), stat(g_all), seeds(g_all)],
+    ]  # fmt: skip
+    head = ["held-out nats/char (last 10% of the text)", "nanoGPT, mean ± sd", "nanoGPT seeds",
+            "genlab, mean ± sd", "genlab seeds"]  # fmt: skip
+    return md(head, rows)
+
+
 @table(AR_GPT)
 def ar_gpt_bench() -> str:
     g = load(AR_GPT)
@@ -609,13 +674,7 @@ def ar_gpt_bench() -> str:
             f"rounds {step['ratio_min']:.2f}–{step['ratio_max']:.2f})",
         ],
         [f"sampling, {s1['length']} characters", "part b", f"{sampling(s1)}; {sampling(s16)}"],
-        [
-            "nanoGPT CPU recipe (seed 0)",
-            "part c",
-            f"{nano['nats_per_char']:.3f} nats/char exact (every held-out character, "
-            f"{nano['val_characters']:,}); {nano['nats_per_char_positions_1_on']:.3f} over positions "
-            f"1–63 of the same windows; {nano['steps']:,} steps in {nano['train_seconds']:.0f} s",
-        ],
+        nanogpt_row(nano),
         [
             f"{ngram['order']}-gram, Witten–Bell",
             "part d",
@@ -1317,7 +1376,9 @@ def image_folder() -> str:
     arms = [("genlab (images as uint8, the folder cached)", data["genlab"])]
     if "baseline" in data:
         rev = data["baseline"]["revision"][:7]
-        arms.append((f"before (`{rev}`: float32, decoded at every start)", data["baseline"]["runs"]))
+        arms.append(
+            (f"before (`{rev}`: float32, decoded at every start)", data["baseline"]["runs"])
+        )
     out = []
     for label, runs in arms:
         for r in runs:
@@ -1331,6 +1392,30 @@ def image_folder() -> str:
         f"{data['folder_bytes'] / 2**20:,.0f} MiB of files, "
         f"{data['uint8_bytes'] / 2**20:,.0f} MiB as uint8, "
         f"{data['float32_bytes'] / 2**20:,.0f} MiB as float32."
+    )
+    return sizes + "\n\n" + md(head, out)
+
+
+TEXT_FILE = "bench/results/text_file.json"
+
+
+@table(TEXT_FILE)
+def text_file() -> str:
+    """Two starts of the GPT recipe on the generated 1 GB text, per tokenizer."""
+    data = load(TEXT_FILE)
+    out = []
+    for tok, runs in data["runs"].items():
+        files = sum(runs[-1].get("token_file_bytes", {}).values())
+        for r in runs:
+            first = r["seconds_to_step_1"]
+            out.append([f"`{tok}`", r["start"], "—" if first is None else num(first, 1),
+                        num(r["seconds_total"], 0), f"{r['peak_rss_mib']:,.0f}",
+                        f"{files / 2**20:,.0f}"])  # fmt: skip
+    head = ["tokenizer", "start", "s to step 1", f"s for {data['steps']} steps", "peak RSS, MiB",
+            "token files, MiB"]  # fmt: skip
+    sizes = (
+        f"{data['text_bytes'] / 2**20:,.0f} MiB of UTF-8 text, {data['text_chars']:,} characters; "
+        f"{data['int64_char_tokens_bytes'] / 2**20:,.0f} MiB as int64 character tokens."
     )
     return sizes + "\n\n" + md(head, out)
 

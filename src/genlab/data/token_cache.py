@@ -63,11 +63,12 @@ def load_tokens(
         "format": FORMAT, "n": n, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "tokenizer": tokenizer, "vocab_size": vocab_size,
     }  # fmt: skip
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+    with open(path, "rb") as fh:
         h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-        for i in range(0, size, BLOCK):
-            h.update(raw[i : i + BLOCK])
+        while block := fh.read(BLOCK):  # read, not mapped: the text never becomes resident
+            h.update(block)
         key = h.hexdigest()
+        raw = _File(fh, size)
         entry = tokens_dir() / key[:32]
         meta = _read_meta(entry, key)
         if meta is None:
@@ -106,14 +107,31 @@ def _read_meta(entry: Path, key: str) -> dict | None:
     return meta
 
 
-def _char_end(raw: mmap.mmap, i: int) -> int:
+class _File:
+    """The bytes of an open file by offset (``os.pread``), so that reading a text of any size
+    keeps only the block at hand in memory (a map would count every page read as resident)."""
+
+    def __init__(self, fh, size: int) -> None:
+        self.fd, self.size = fh.fileno(), size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, where: int | slice) -> int | bytes:
+        if isinstance(where, slice):
+            start, stop, _ = where.indices(self.size)
+            return os.pread(self.fd, max(0, stop - start), start)
+        return os.pread(self.fd, 1, where)[0]
+
+
+def _char_end(raw: _File, i: int) -> int:
     """The first character boundary at or after byte ``i``."""
     while i < len(raw) and (raw[i] & 0xC0) == 0x80:
         i += 1
     return i
 
 
-def _blocks(raw: mmap.mmap, lo: int, hi: int, source: str) -> Iterator[tuple[int, int, str]]:
+def _blocks(raw: _File, lo: int, hi: int, source: str) -> Iterator[tuple[int, int, str]]:
     """``(first byte, end byte, text)`` of the bytes ``lo .. hi`` in blocks of about ``BLOCK`` bytes, each
     cut after a newline that an ASCII non-space character follows where one exists (a word
     boundary of byte-level BPE: blocks encode to the tokens of the whole), else at a character
@@ -136,19 +154,20 @@ def _blocks(raw: mmap.mmap, lo: int, hi: int, source: str) -> Iterator[tuple[int
         start = end
 
 
-def _newline_cut(raw: mmap.mmap, lo: int, hi: int) -> int | None:
+def _newline_cut(raw: _File, lo: int, hi: int) -> int | None:
     """The last position in ``(lo, hi]`` just after a ``\\n`` that an ASCII non-space follows."""
-    i = hi
+    buf = raw[lo : hi + 1]
+    i = len(buf) - 1
     while True:
-        j = raw.rfind(b"\n", lo, i - 1)
+        j = buf.rfind(b"\n", 0, i)
         if j < 0:
             return None
-        if j + 1 < len(raw) and raw[j + 1] in SAFE_NEXT:
-            return j + 1
-        i = j + 1
+        if buf[j + 1] in SAFE_NEXT:
+            return lo + j + 1
+        i = j
 
 
-def _byte_of_char(raw: mmap.mmap, counts: list[tuple[int, int, int]], k: int) -> int:
+def _byte_of_char(raw: _File, counts: list[tuple[int, int, int]], k: int) -> int:
     """The byte offset of character ``k`` given the blocks' ``(start, end, chars)``."""
     before = 0
     for start, end, chars in counts:
@@ -159,7 +178,7 @@ def _byte_of_char(raw: mmap.mmap, counts: list[tuple[int, int, int]], k: int) ->
     return counts[-1][1] if counts else 0
 
 
-def _build(entry: Path, key: str, raw: mmap.mmap, source: str, options: dict) -> dict:
+def _build(entry: Path, key: str, raw: _File, source: str, options: dict) -> dict:
     n = options["n"]
     t0 = last = time.perf_counter()
 
