@@ -60,7 +60,7 @@ def test_a_scorer_that_cannot_score_is_refused_with_the_reason(text_runs, tmp_pa
     book = tmp_path / "book.txt"
     book.write_text("abc abd abe " * 300)
     other = tiny_run("gpt", tmp_path / "other", f"data.path={book}", "data.name=null")
-    with pytest.raises(DataError, match="another alphabet"):
+    with pytest.raises(DataError, match="another tokenizer"):
         genlab.evaluate(mdlm, cfg=dataclasses.replace(ev, scorer=str(other.dir)))
     with pytest.raises(DataError, match="not found|not a genlab run|no run"):
         genlab.evaluate(mdlm, cfg=dataclasses.replace(ev, scorer=str(tmp_path / "nothing")))

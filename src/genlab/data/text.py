@@ -21,7 +21,7 @@ import torch
 
 from genlab.data.base import Dataset, asset, check_fractions, require_file
 from genlab.data.token_cache import load_tokens
-from genlab.data.tokenizer import tokenizer_of
+from genlab.data.tokenizer import tokenizer_of, unknown_characters  # noqa: F401 (re-exported)
 from genlab.errors import DataError
 from genlab.registry import DATASETS
 
@@ -41,23 +41,6 @@ def encode(text: str, vocab: str | dict[str, Any], strict: bool = False) -> torc
     escape (or, for a plain character vocabulary, any character outside it) is a DataError that
     lists them."""
     return tokenizer_of(vocab).ids_tensor(text, strict)
-
-
-def unknown_characters(text: str, vocab: str, where: list[int] | None = None) -> str:
-    """The message for the characters of ``text`` outside ``vocab`` (at positions ``where``, when
-    known): each distinct one with its first position, at most 10 of them."""
-    where = [i for i, c in enumerate(text) if c not in set(vocab)] if where is None else where
-    first: dict[str, int] = {}
-    for i in where:
-        first.setdefault(text[i], i)
-    shown = [f"{c!r} (first at position {i})" for c, i in list(first.items())[:10]]
-    more = f" and {len(first) - 10} more" if len(first) > 10 else ""
-    verb = "is" if len(first) == 1 else "are"
-    what = "character" if len(first) == 1 else f"{len(first)} characters"
-    return (
-        f"{what} {', '.join(shown)}{more} {verb} not in the vocabulary ({len(vocab)} characters "
-        "of the training text)"
-    )
 
 
 def decode(ids: torch.Tensor | list[int], vocab: str | dict[str, Any]) -> str:

@@ -116,8 +116,6 @@ class CharTokenizer(Tokenizer):
         ids, known = self._lookup(text)
         if not known.all():
             if self.escape_id is None or strict:
-                from genlab.data.text import unknown_characters
-
                 raise DataError(
                     unknown_characters(text, self.chars, np.flatnonzero(~known).tolist())
                 )
@@ -233,6 +231,23 @@ class BPETokenizer(Tokenizer):
 
     def describe(self) -> str:
         return f"byte-level BPE of {self.vocab_size} ids"
+
+
+def unknown_characters(text: str, vocab: str, where: list[int] | None = None) -> str:
+    """The message for the characters of ``text`` outside ``vocab`` (at positions ``where``, when
+    known): each distinct one with its first position, at most 10 of them."""
+    where = [i for i, c in enumerate(text) if c not in set(vocab)] if where is None else where
+    first: dict[str, int] = {}
+    for i in where:
+        first.setdefault(text[i], i)
+    shown = [f"{c!r} (first at position {i})" for c, i in list(first.items())[:10]]
+    more = f" and {len(first) - 10} more" if len(first) > 10 else ""
+    verb = "is" if len(first) == 1 else "are"
+    what = "character" if len(first) == 1 else f"{len(first)} characters"
+    return (
+        f"{what} {', '.join(shown)}{more} {verb} not in the vocabulary ({len(vocab)} characters "
+        "of the training text)"
+    )
 
 
 def lead_bytes(b: np.ndarray) -> np.ndarray:
