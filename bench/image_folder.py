@@ -94,8 +94,11 @@ def start(cmd: list[str], env: dict, cwd: Path) -> dict:
     }
 
 
-def arm(src: Path, folder: Path, steps: int, work: Path, label: str) -> list[dict]:
-    """Two starts, the first on an empty cache, of genlab from ``src`` on ``folder``."""
+def two_starts(
+    src: Path, config: str, data: list[str], steps: int, work: Path, label: str, first: str
+) -> tuple[list[dict], Path]:
+    """Two starts of ``genlab train CONFIG DATA...`` from the tree ``src``, the first on an
+    empty cache (``first`` says what it does there): their records, and the cache folder."""
     cache = work / f"cache-{label}"
     shutil.rmtree(cache, ignore_errors=True)
     env = {**os.environ, "GENLAB_CACHE": str(cache), "PYTHONPATH": str(src / "src")}
@@ -104,13 +107,13 @@ def arm(src: Path, folder: Path, steps: int, work: Path, label: str) -> list[dic
         out = work / f"run-{label}-{k}"
         shutil.rmtree(out, ignore_errors=True)
         cmd = [
-            sys.executable, "-m", "genlab", "train", CONFIG, "--out", str(out), "--no-eval",
-            "data.name=null", f"data.path={folder}", f"trainer.steps={steps}",
+            sys.executable, "-m", "genlab", "train", config, "--out", str(out), "--no-eval",
+            "data.name=null", *data, f"trainer.steps={steps}",
             "trainer.log_every=1", "trainer.progress_every=0.001",
             f"trainer.checkpoint_every={steps}",
         ]  # fmt: skip
         r = start(cmd, env, src)
-        r["start"] = "first (decodes the folder)" if k == 1 else "second (cache present)"
+        r["start"] = first if k == 1 else "second (cache present)"
         r["command"] = " ".join(cmd[2:])
         runs.append(r)
         print(
@@ -119,7 +122,13 @@ def arm(src: Path, folder: Path, steps: int, work: Path, label: str) -> list[dic
             flush=True,
         )
         shutil.rmtree(out, ignore_errors=True)
-    return runs
+    return runs, cache
+
+
+def arm(src: Path, folder: Path, steps: int, work: Path, label: str) -> list[dict]:
+    """Two starts, the first on an empty cache, of genlab from ``src`` on ``folder``."""
+    data = [f"data.path={folder}"]
+    return two_starts(src, CONFIG, data, steps, work, label, "first (decodes the folder)")[0]
 
 
 def main() -> None:

@@ -143,7 +143,7 @@ def train(nanogpt: Path, seed: int, out_dir: Path, extra: list[str]) -> dict:
 
 @torch.no_grad()
 def score(model_py, ckpt_path: Path, val: np.ndarray, seed: int, eval_iters: int) -> dict:
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain values
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     model = model_py.GPT(model_py.GPTConfig(**ckpt["model_args"]))
     model.load_state_dict(state)

@@ -22,14 +22,13 @@ import argparse
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from _machine import machine_info, write_results
-from image_folder import start
+from image_folder import two_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "text_file.json"
@@ -63,33 +62,14 @@ def make_text(path: Path, size: int) -> float:
 
 
 def arm(text: Path, tokenizer: str, steps: int, work: Path) -> list[dict]:
-    """Two starts, the first on an empty cache."""
-    cache = work / f"cache-{tokenizer}"
-    shutil.rmtree(cache, ignore_errors=True)
-    env = {**os.environ, "GENLAB_CACHE": str(cache), "PYTHONPATH": str(ROOT / "src")}
-    runs = []
-    for k in (1, 2):
-        out = work / f"run-{tokenizer}-{k}"
-        shutil.rmtree(out, ignore_errors=True)
-        cmd = [
-            sys.executable, "-m", "genlab", "train", CONFIG, "--out", str(out), "--no-eval",
-            "data.name=null", f"data.path={text}", f"data.options.tokenizer={tokenizer}",
-            f"trainer.steps={steps}", "trainer.log_every=1", "trainer.progress_every=0.001",
-            f"trainer.checkpoint_every={steps}", "trainer.val_every=0",
-        ]  # fmt: skip
-        r = start(cmd, env, ROOT)
-        r["start"] = "first (tokenizes the text)" if k == 1 else "second (cache present)"
-        r["command"] = " ".join(cmd[2:])
+    """Two starts, the first on an empty cache; the token files' sizes with the second."""
+    data = [f"data.path={text}", f"data.options.tokenizer={tokenizer}", "trainer.val_every=0"]
+    runs, cache = two_starts(
+        ROOT, CONFIG, data, steps, work, tokenizer, "first (tokenizes the text)"
+    )
+    for r in runs:
         r["tokenizer"] = tokenizer
-        runs.append(r)
-        print(
-            f"{tokenizer:>6} start {k}: step 1 after {r['seconds_to_step_1']:.1f} s, "
-            f"{steps} steps in {r['seconds_total']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB",
-            flush=True,
-        )
-        shutil.rmtree(out, ignore_errors=True)
-    sizes = {f.name: f.stat().st_size for f in cache.rglob("*.bin")}
-    runs[-1]["token_file_bytes"] = sizes
+    runs[-1]["token_file_bytes"] = {f.name: f.stat().st_size for f in cache.rglob("*.bin")}
     shutil.rmtree(cache, ignore_errors=True)
     return runs
 

@@ -1369,6 +1369,14 @@ def leaderboard_digits() -> str:
 IMAGE_FOLDER = "bench/results/image_folder.json"
 
 
+def start_cells(r: dict) -> list[str]:
+    """Seconds to step 1, seconds in all and peak RSS of one start (bench/image_folder.py's
+    ``start``)."""
+    first = r["seconds_to_step_1"]
+    return ["—" if first is None else num(first, 1), num(r["seconds_total"], 0),
+            f"{r['peak_rss_mib']:,.0f}"]  # fmt: skip
+
+
 @table(IMAGE_FOLDER)
 def image_folder() -> str:
     """Two starts of the DDPM recipe on the generated folder, genlab and the baseline revision."""
@@ -1382,10 +1390,8 @@ def image_folder() -> str:
     out = []
     for label, runs in arms:
         for r in runs:
-            first = r["seconds_to_step_1"]
             start = r["start"] if runs is data["genlab"] else r["start"].split(" ")[0]
-            out.append([label, start, "—" if first is None else num(first, 1),
-                        num(r["seconds_total"], 0), f"{r['peak_rss_mib']:,.0f}"])  # fmt: skip
+            out.append([label, start, *start_cells(r)])
     head = ["code", "start", "s to step 1", f"s for {data['steps']} steps", "peak RSS, MiB"]
     sizes = (
         f"{data['images']:,} RGB PNGs at {data['size']}×{data['size']}: "
@@ -1407,10 +1413,7 @@ def text_file() -> str:
     for tok, runs in data["runs"].items():
         files = sum(runs[-1].get("token_file_bytes", {}).values())
         for r in runs:
-            first = r["seconds_to_step_1"]
-            out.append([f"`{tok}`", r["start"], "—" if first is None else num(first, 1),
-                        num(r["seconds_total"], 0), f"{r['peak_rss_mib']:,.0f}",
-                        f"{files / 2**20:,.0f}"])  # fmt: skip
+            out.append([f"`{tok}`", r["start"], *start_cells(r), f"{files / 2**20:,.0f}"])
     head = ["tokenizer", "start", "s to step 1", f"s for {data['steps']} steps", "peak RSS, MiB",
             "token files, MiB"]  # fmt: skip
     sizes = (

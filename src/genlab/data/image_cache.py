@@ -86,11 +86,13 @@ def decode_folder(
     return rows, labels, bad
 
 
-def map_rows(path: Path, shape: tuple[int, ...], offset: int = 0) -> np.memmap:
-    """``path`` mapped copy-on-write as uint8 ``shape``, for random access: the kernel reads the
-    pages a batch touches, not the 128 KB around each (which would make the resident memory of a
-    few hundred batches that of the whole file)."""
-    rows = np.memmap(path, np.uint8, mode="c", offset=offset, shape=shape)
+def map_rows(
+    path: Path, shape: tuple[int, ...], offset: int = 0, dtype: np.dtype | type = np.uint8
+) -> np.memmap:
+    """``path`` mapped copy-on-write as ``dtype`` ``shape`` (images: uint8 rows; token files),
+    for random access: the kernel reads the pages a batch touches, not the 128 KB around each
+    (which would make the resident memory of a few hundred batches that of the whole file)."""
+    rows = np.memmap(path, dtype, mode="c", offset=offset, shape=shape)
     raw = getattr(rows, "_mmap", None)
     if raw is not None and hasattr(mmap, "MADV_RANDOM"):
         raw.madvise(mmap.MADV_RANDOM)

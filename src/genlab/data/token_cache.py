@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from genlab.data.image_cache import map_rows
 from genlab.data.tokenizer import Tokenizer, train_tokenizer
 from genlab.errors import DataError
 from genlab.io import cache_root
@@ -76,18 +76,10 @@ def load_tokens(
     arrays = {}
     for s in SPLITS:
         count, dtype = meta["tokens"][s], np.dtype(meta["dtype"])
-        arrays[s] = _map(entry / f"{s}.bin", dtype, count) if count else np.zeros(0, dtype=dtype)
+        arrays[s] = (
+            map_rows(entry / f"{s}.bin", (count,), dtype=dtype) if count else np.zeros(0, dtype)
+        )
     return arrays, meta
-
-
-def _map(path: Path, dtype: np.dtype, count: int) -> np.memmap:
-    """``path`` mapped copy-on-write for random access (the kernel reads the pages a window
-    touches, not the 128 KB around each)."""
-    arr = np.memmap(path, dtype, mode="c", shape=(count,))
-    m = getattr(arr, "_mmap", None)
-    if m is not None and hasattr(mmap, "MADV_RANDOM"):
-        m.madvise(mmap.MADV_RANDOM)
-    return arr
 
 
 def _read_meta(entry: Path, key: str) -> dict | None:
@@ -132,8 +124,8 @@ def _char_end(raw: _File, i: int) -> int:
 
 
 def _blocks(raw: _File, lo: int, hi: int, source: str) -> Iterator[tuple[int, int, str]]:
-    """``(first byte, end byte, text)`` of the bytes ``lo .. hi`` in blocks of about ``BLOCK`` bytes, each
-    cut after a newline that an ASCII non-space character follows where one exists (a word
+    """``(first byte, end byte, text)`` of the bytes ``lo .. hi`` in blocks of about ``BLOCK``
+    bytes, each cut after a newline that an ASCII non-space character follows where one exists (a word
     boundary of byte-level BPE: blocks encode to the tokens of the whole), else at a character
     boundary."""
     start = lo

@@ -179,6 +179,9 @@ class BPETokenizer(Tokenizer):
         self._bytes = [b""] * self.vocab_size
         for token, i in self.hf.get_vocab().items():
             self._bytes[i] = bytes(to_byte[c] for c in token)
+        self._chars = np.array(
+            [int(lead_bytes(np.frombuffer(b, np.uint8)).sum()) for b in self._bytes], dtype=np.int64
+        )
 
     @staticmethod
     def train(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
@@ -225,9 +228,7 @@ class BPETokenizer(Tokenizer):
         }
 
     def chars_per_token(self) -> np.ndarray:
-        return np.array(
-            [int(lead_bytes(np.frombuffer(b, np.uint8)).sum()) for b in self._bytes], dtype=np.int64
-        )
+        return self._chars
 
     def describe(self) -> str:
         return f"byte-level BPE of {self.vocab_size} ids"
@@ -316,11 +317,11 @@ def tokenizer_of(vocab: str | dict[str, Any] | Tokenizer) -> Tokenizer:
         key = "str:" + vocab
     elif isinstance(vocab, dict) and vocab.get("kind") in KINDS:
         kind = vocab["kind"]
-        key = f"{kind}:" + (
-            vocab.get("sha256", "")
-            if kind == "bpe"
-            else f"{vocab.get('escape')}:{vocab.get('chars', '')}"
-        )
+        if kind == "bpe":  # the JSON's own hash when the spec does not carry it
+            sha = vocab.get("sha256") or hashlib.sha256(vocab["json"].encode()).hexdigest()
+            key = "bpe:" + sha
+        else:
+            key = f"{kind}:{vocab.get('escape')}:{vocab.get('chars', '')}"
     else:
         raise DataError(f"not a tokenizer spec: {str(vocab)[:80]!r}")
     tok = _CACHE.get(key)
