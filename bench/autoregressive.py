@@ -70,7 +70,7 @@ def bare_stepper(model, stream: torch.Tensor, tc, seed: int = 0):
 
     def one() -> None:
         starts = torch.randint(0, len(stream) - C + 1, (tc.batch_size,), generator=g)
-        x = stream[starts[:, None] + offsets]  # (B, C)
+        x = stream[starts[:, None] + offsets].long()  # (B, C); token files hold uint8 / uint16
         inp = torch.cat([x.new_full((len(x), 1), bos), x[:, :-1]], dim=1)
         loss = F.cross_entropy(net(inp).reshape(-1, model.vocab_size), x.reshape(-1))
         for group in opt.param_groups:
@@ -155,7 +155,7 @@ def time_sampling(length: int, batches: list[int], repeats: int) -> list[dict]:
 def per_position_nll(model, stream: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Nats of every character of consecutive ``context``-long windows of ``stream``, ``(W, C)``."""
     C = model.config.context
-    windows = stream[: len(stream) // C * C].reshape(-1, C)
+    windows = stream[: len(stream) // C * C].reshape(-1, C).long()
     out = []
     for i in range(0, len(windows), batch):
         x = windows[i : i + batch]

@@ -129,8 +129,8 @@ def _text_nll(
         torch.manual_seed(LIKELIHOOD_SEED)
         lp = model.log_prob(windows.to(model.device), **(opts or {}))
     tok = tokenizer_of(model.spec.vocab) if model.spec.vocab else None  # None: one per char
-    per_token = torch.from_numpy(tok.chars_per_token()) if tok else torch.ones(1, dtype=torch.long)
-    chars = per_token[windows if tok else torch.zeros_like(windows)].sum(1).double()
+    per_char = torch.from_numpy(tok.chars_per_token())[windows] if tok else torch.ones_like(windows)
+    chars = per_char.sum(1).double()
     extra = torch.zeros(len(windows), dtype=torch.float64)  # nats of the escaped bytes
     escaped = 0
     if tok is not None and tok.escape_id is not None:
