@@ -415,7 +415,7 @@ def main() -> None:
                         draws[f"{name}-{s}"] = model.sample(args.samples, generator=g,
                                                             sampler=s, **kw).x  # fmt: skip
             test = runs[best_ar]["run"].dataset.test  # real text no model saw or was chosen on
-            real = test[: len(test) // length * length].reshape(-1, length)[: args.samples]
+            real = test[: len(test) // length * length].reshape(-1, length)[: args.samples].long()
             scores = {"real": quality(scorer, real)}
             scores.update({name: quality(scorer, x) for name, x in draws.items()})
             record["sample_quality"] = {**record.get("sample_quality", {}), **scores}  # --update
