@@ -62,7 +62,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from _machine import ROOT, machine_info, version, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpt_peers.json"

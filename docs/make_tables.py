@@ -47,6 +47,7 @@ WRITERS: dict[str, str] = {
     "bench/results/flow_matching_2d_steps.json": "bench/flow_matching_2d.py",
     "bench/results/flows_2d.json": "bench/flows_2d.py",
     "bench/results/gan_2d.json": "bench/gan_2d.py",
+    "bench/results/gpt_peers.json": "bench/gpt_peers.py",
     "bench/results/image_folder.json": "bench/image_folder.py",
     "bench/results/latent.json": "bench/latent.py",
     "bench/results/nanogpt_peer.json": "bench/nanogpt_peer.py",
@@ -65,6 +66,7 @@ WRITERS: dict[str, str] = {
     "bench/results/text-restart3-10000.json": "bench/text.py",
     "bench/results/text-test-1500.json": "bench/text.py",
     "bench/results/text_file.json": "bench/text_file.py",
+    "bench/results/text_tokens.json": "bench/text_tokens.py",
     "bench/results/two_stage.json": "bench/two_stage.py",
     "bench/results/two_stage-test.json": "bench/two_stage.py",
     "docs/figures/diffusion-figures.json": "docs/make_diffusion_figures.py",
@@ -650,6 +652,101 @@ def nanogpt_peer() -> str:
     head = ["held-out nats/char (last 10% of the text)", "nanoGPT, mean ± sd", "nanoGPT seeds",
             "genlab, mean ± sd", "genlab seeds"]  # fmt: skip
     return md(head, rows)
+
+
+GPT_PEERS = "bench/results/gpt_peers.json"
+PEER_NAMES = {"genlab": "genlab `gpt`", "hf-gpt2": "HF `GPT2LMHeadModel`",
+              "x-transformers": "x-transformers `Decoder`"}  # fmt: skip
+
+
+def mean_sd(vals: list[float], digits: int = 4) -> str:
+    if len(vals) < 2:
+        return f"{vals[0]:.{digits}f}"
+    mean = sum(vals) / len(vals)
+    sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+@table(GPT_PEERS)
+def gpt_peers() -> str:
+    """genlab's GPT, HF GPT-2 and x-transformers on nanoGPT's CPU recipe: held-out nats/char per
+    seed (positions 1-63, with each run's standard error), ms/step, sampling chars/s."""
+    g = load(GPT_PEERS)
+    step = g["train_step"]
+    rows = []
+    for arm, label in PEER_NAMES.items():
+        runs = [r for r in g["runs"] if r["arm"] == arm]
+        each = ", ".join(f"{r['nats_per_char']:.4f} ± {r['stderr']:.4f}" for r in runs)
+        ratio = "1" if arm == "genlab" else f"{step[f'ratio_vs_{arm}']:.2f}"
+        chars = {r["n"]: r["chars_per_s"] for r in g["sampling"] if r["arm"] == arm}
+        secs = mean_sd([r["train_seconds"] for r in runs], 0)
+        rows.append([label, f"{runs[0]['parameters']:,}",
+                     mean_sd([r["nats_per_char"] for r in runs]), each,
+                     f"{step[f'{arm}_ms']:.1f}", ratio, secs,
+                     f"{chars[1]:,.0f}", f"{chars[16]:,.0f}"])  # fmt: skip
+    seeds = sorted({r["seed"] for r in g["runs"]})
+    head = [
+        "arm", "parameters", f"held-out nats/char, mean ± sd ({len(seeds)} seeds)",
+        "per seed (± standard error over windows)",
+        f"ms/step ({step['rounds']} interleaved rounds)", "genlab ms / this arm's ms",
+        f"{g['runs'][0]['steps']:,} steps, s", "chars/s sampled, 1 sequence", "16 sequences",
+    ]  # fmt: skip
+    return md(head, rows)
+
+
+TEXT_TOKENS = "bench/results/text_tokens.json"
+
+
+@table(TEXT_TOKENS)
+def text_tokens() -> str:
+    """Text diffusion beside the GPT on BPE tokens: the last budget's test bits/char, the gap at
+    equal budget, the tokens to +12%, and the samples' generative perplexity."""
+    g = load(TEXT_TOKENS)
+    quality = g["sample_quality"]["rows"]
+    final = g["held_out"]["gpt"]["budgets"][-1]["tokens_seen"]
+    rows = []
+    for name, row in g["held_out"].items():
+        last = row["budgets"][-1]
+        nll = last["nll"]
+        reach = row["tokens_to_gap_bar"]
+        q = quality.get(name)
+        gap = ("reference" if name == "gpt"
+               else f"{last['gap_to_ar']:+.1%} ± {last['gap_to_ar_stderr']:.1%}")  # fmt: skip
+        rows.append([
+            f"`{name}`", f"{nll['bits_per_char']:.4f} ± {nll['bits_per_char_stderr']:.4f}",
+            nll["kind"], f"{nll['bits_per_token']:.3f}", gap,
+            "—" if name == "gpt" else f"not within {final:,}" if reach is None else f"{reach:,}",
+            f"{row['train_seconds']:.0f}",
+            f"{q['gen_ppl']:.1f}" if q else "—", f"{q['entropy_bits']:.2f}" if q else "—",
+        ])  # fmt: skip
+    real = quality["real"]
+    rows.append(["test text", "—", "—", "—", "—", "—", "—", f"{real['gen_ppl']:.1f}",
+                 f"{real['entropy_bits']:.2f}"])  # fmt: skip
+    ng = g["ngram"]
+    rows.append([f"character {ng['order']}-gram (Witten–Bell)", f"{ng['bits_per_char']:.4f}",
+                 "exact", "—", "—", "—", "—", "—", "—"])  # fmt: skip
+    head = ["model", "test bits/char ± s.e.", "kind", "bits/token",
+            "gap to AR, equal budget", "tokens to +12%", "train s",
+            f"gen. perplexity ({g['sample_quality']['samples']} × "
+            f"{g['sample_quality']['length_tokens']} tokens)", "unigram entropy (bits)"]  # fmt: skip
+    return md(head, rows)
+
+
+@table(TEXT_TOKENS)
+def text_tokens_budgets() -> str:
+    """Each arm's test bits/char (and gap to the GPT at the same budget) along its training."""
+    g = load(TEXT_TOKENS)
+    arms = list(g["held_out"])
+    budgets = [b["tokens_seen"] for b in g["held_out"]["gpt"]["budgets"]]
+    rows = []
+    for i, tokens in enumerate(budgets):
+        cells = [f"{tokens:,}"]
+        for name in arms:
+            b = g["held_out"][name]["budgets"][i]
+            gap = "" if name == "gpt" else f" ({b['gap_to_ar']:+.0%})"
+            cells.append(f"{b['nll']['bits_per_char']:.3f}{gap}")
+        rows.append(cells)
+    return md(["tokens seen", *(f"`{a}`" for a in arms)], rows)
 
 
 @table(AR_GPT)
