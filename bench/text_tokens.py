@@ -139,6 +139,11 @@ def main() -> None:
                     "vocab_size": args.vocab_size, "steps": args.steps,
                     "tokens_per_step": 2048, "elbo_samples": args.elbo_samples,
                     "split": "test", "gap_bar": GAP_BAR}  # fmt: skip
+    if args.text:  # which text: its size and content hash (it is not in the repository)
+        import hashlib
+
+        blob = args.text.read_bytes()
+        record["text_bytes"], record["text_sha256"] = len(blob), hashlib.sha256(blob).hexdigest()
     print(f"torch threads {torch.get_num_threads()}; {', '.join(names)}; {args.steps} steps")
     runs, rows = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,6 +67,7 @@ WRITERS: dict[str, str] = {
     "bench/results/text-test-1500.json": "bench/text.py",
     "bench/results/text_file.json": "bench/text_file.py",
     "bench/results/text_tokens.json": "bench/text_tokens.py",
+    "bench/results/text_tokens-vim.json": "bench/text_tokens.py",
     "bench/results/two_stage.json": "bench/two_stage.py",
     "bench/results/two_stage-test.json": "bench/two_stage.py",
     "docs/figures/diffusion-figures.json": "docs/make_diffusion_figures.py",
@@ -697,11 +698,24 @@ def gpt_peers() -> str:
 TEXT_TOKENS = "bench/results/text_tokens.json"
 
 
+TEXT_TOKENS_VIM = "bench/results/text_tokens-vim.json"
+
+
 @table(TEXT_TOKENS)
 def text_tokens() -> str:
-    """Text diffusion beside the GPT on BPE tokens: the last budget's test bits/char, the gap at
-    equal budget, the tokens to +12%, and the samples' generative perplexity."""
-    g = load(TEXT_TOKENS)
+    """Text diffusion beside the GPT on BPE tokens of Tiny Shakespeare: the last budget's test
+    bits/char, the gap at equal budget, the tokens to +12%, and generative perplexity."""
+    return _text_tokens(TEXT_TOKENS)
+
+
+@table(TEXT_TOKENS_VIM)
+def text_tokens_vim() -> str:
+    """The same on another text (Vim's user manual)."""
+    return _text_tokens(TEXT_TOKENS_VIM)
+
+
+def _text_tokens(path: str) -> str:
+    g = load(path)
     quality = g["sample_quality"]["rows"]
     final = g["held_out"]["gpt"]["budgets"][-1]["tokens_seen"]
     rows = []
