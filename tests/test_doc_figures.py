@@ -63,6 +63,8 @@ LATENT = "bench/results/latent.json"
 EVAL = "bench/results/eval_images.json"
 BOARD = "bench/results/leaderboard-digits-30min.json"
 ARD, ARG = "bench/results/autoregressive_density.json", "bench/results/autoregressive.json"
+GPT_PEERS = "bench/results/gpt_peers.json"
+TOKENS = "bench/results/text_tokens.json"
 T750, T375 = "bench/results/text-750.json", "bench/results/text-375.json"
 T12 = "bench/results/text-12000.json"
 T9, T20 = "bench/results/text-9000.json", "bench/results/text-20000.json"
@@ -422,6 +424,84 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
         "sampling/mdlm-batch-16/0/nfe_cache",
         "({:,} of 1,000 steps still change",
     ),
+    # docs/text.md: BPE tokens (bench/text_tokens.py)
+    (
+        "docs/text.md",
+        "(892,316 characters in 458,384 tokens, 1.95 characters per token)",
+        TOKENS,
+        lambda d: (d["data"]["chars"]["train"], d["data"]["split_tokens"]["train"]),
+        lambda v: (
+            f"({v[0]:,} characters in {v[1]:,} tokens, {v[0] / v[1]:.2f} characters per token)"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "for 1,500 steps: 3,072,000\ntokens, about 6.7 passes",
+        TOKENS,
+        lambda d: (
+            d["steps"],
+            d["steps"] * d["tokens_per_step"],
+            d["data"]["split_tokens"]["train"],
+        ),
+        lambda v: f"for {v[0]:,} steps: {v[1]:,}\ntokens, about {v[1] / v[2]:.1f} passes",
+    ),
+    (
+        "docs/text.md",
+        "BD3-LM(4) is\n+19.5% ± 0.8%, SEDD-absorbing +22.6% ± 0.7% and MDLM +23.0% ± 0.7% on test",
+        TOKENS,
+        lambda d: [_last(d, n) for n in ("bd3lm-4", "sedd-absorb", "mdlm")],
+        lambda v: "BD3-LM(4) is\n{} ± {}, SEDD-absorbing {} ± {} and MDLM {} ± {} on test".format(
+            *(
+                f(x)
+                for b in v
+                for x, f in ((b["gap_to_ar"], _pct_signed), (b["gap_to_ar_stderr"], _pct))
+            )
+        ),
+    ),
+    (
+        "docs/text.md",
+        "(0.010 bits/char apart, 0.7 standard errors of the difference)",
+        TOKENS,
+        lambda d: [_last(d, n)["nll"] for n in ("mdlm", "sedd-absorb")],
+        lambda v: "({:.3f} bits/char apart, {:.1f} standard errors of the difference)".format(
+            abs(v[0]["bits_per_char"] - v[1]["bits_per_char"]),
+            abs(v[0]["bits_per_char"] - v[1]["bits_per_char"])
+            / math.hypot(v[0]["bits_per_char_stderr"], v[1]["bits_per_char_stderr"]),
+        ),
+    ),
+    (
+        "docs/text.md",
+        "(from +30–44% at 512,000 tokens)",
+        TOKENS,
+        lambda d: (
+            [
+                d["held_out"][n]["budgets"][0]["gap_to_ar"]
+                for n in ("mdlm", "sedd-absorb", "bd3lm-4")
+            ],
+            d["held_out"]["gpt"]["budgets"][0]["tokens_seen"],
+        ),
+        lambda v: f"(from +{100 * min(v[0]):.0f}–{100 * max(v[0]):.0f}% at {v[1]:,} tokens)",
+    ),
+    (
+        "docs/text.md",
+        "above the character 5-gram's 2.834 bits/char",
+        TOKENS,
+        "ngram/bits_per_char",
+        "above the character 5-gram's {:.3f} bits/char",
+    ),
+    (
+        "docs/text.md",
+        "score below\nthe real text's 21.2), MDLM, SEDD and BD3-LM samples have generative perplexities of 291 to 374 per",
+        TOKENS,
+        lambda d: (
+            d["sample_quality"]["rows"]["real"]["gen_ppl"],
+            [d["sample_quality"]["rows"][n]["gen_ppl"] for n in ("mdlm", "sedd-absorb", "bd3lm-4")],
+        ),
+        lambda v: (
+            f"score below\nthe real text's {v[0]:.1f}), MDLM, SEDD and BD3-LM samples have generative "
+            f"perplexities of {min(v[1]):.0f} to {max(v[1]):.0f} per"
+        ),
+    ),
     # docs/autoregressive.md
     (
         "docs/autoregressive.md",
@@ -487,6 +567,47 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
             [r["exact_positions_1_63"] for r in peer["runs"]],
         ),
         "genlab's mean is {0[0]:.3f} above nanoGPT's, about {0[1]:.1f} standard",
+    ),
+    (
+        "docs/autoregressive.md",
+        "(0.005\nnats/char above it, about 0.8 standard errors",
+        GPT_PEERS,
+        lambda d: _gap(*(_peer_nats(d, a) for a in ("genlab", "hf-gpt2"))),
+        "({0[0]:.3f}\nnats/char above it, about {0[1]:.1f} standard errors",
+    ),
+    (
+        "docs/autoregressive.md",
+        "(0.037 below it, about 5.9 standard errors)",
+        GPT_PEERS,
+        lambda d: _gap(*(_peer_nats(d, a) for a in ("x-transformers", "genlab"))),
+        "({0[0]:.3f} below it, about {0[1]:.1f} standard errors)",
+    ),
+    (
+        "docs/autoregressive.md",
+        "0.76 of HF's step, 0.84 of x-transformers'",
+        GPT_PEERS,
+        lambda d: (d["train_step"]["ratio_vs_hf-gpt2"], d["train_step"]["ratio_vs_x-transformers"]),
+        "{0[0]:.2f} of HF's step, {0[1]:.2f} of x-transformers'",
+    ),
+    (
+        "docs/autoregressive.md",
+        "145 s against 170 s and 165 s",
+        GPT_PEERS,
+        lambda d: [
+            d["summary"][a]["train_seconds"]["mean"]
+            for a in ("genlab", "hf-gpt2", "x-transformers")
+        ],  # fmt: skip
+        "{0[0]:.0f} s against {0[1]:.0f} s and {0[2]:.0f} s",
+    ),
+    (
+        "docs/autoregressive.md",
+        "HF GPT-2's 1.904 is the lowest",
+        GPT_PEERS,
+        lambda d: min(
+            d["summary"][a]["nats_per_char"]["mean"]
+            for a in ("genlab", "hf-gpt2", "x-transformers")
+        ),  # fmt: skip
+        "HF GPT-2's {:.3f} is the lowest",
     ),
     (
         "docs/autoregressive.md",
@@ -857,6 +978,24 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
         lambda v: f"diffusion ({v[0]:,} of 4,000) and PixelCNN\n({v[1]:,} of 3,000)",
     ),
 ]
+
+
+def _last(d: dict, name: str) -> dict:
+    """An arm's figures at the last budget in bench/results/text_tokens.json."""
+    return d["held_out"][name]["budgets"][-1]
+
+
+def _pct(v: float) -> str:
+    return f"{v:.1%}"
+
+
+def _pct_signed(v: float) -> str:
+    return f"{v:+.1%}"
+
+
+def _peer_nats(d: dict, arm: str) -> list[float]:
+    """One arm's held-out nats/char per seed in bench/results/gpt_peers.json."""
+    return [r["nats_per_char"] for r in d["runs"] if r["arm"] == arm]
 
 
 def _gap(a: list[float], b: list[float]) -> tuple[float, float]:
