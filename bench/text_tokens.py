@@ -3,7 +3,7 @@ GPT, all on the same byte-level BPE tokens of one text, at the same budget in to
 in bits per character of the test split, along their training and at the end.
 
 Run:  .venv/bin/python bench/text_tokens.py [--text FILE.txt] [--vocab-size 512] [--steps 1500]
-          [--quick]
+          [--tokenizer bpe|bytes|char] [--models gpt,mdlm,...] [--quick]
 
 **Data.** Tiny Shakespeare (or ``--text FILE``, any UTF-8 text through ``data.path``) split 80/10/10
 at character positions, the BPE tokenizer (``data.options.tokenizer=bpe``, ``--vocab-size``)
@@ -77,7 +77,9 @@ SAMPLE_LENGTH = 128
 
 def overrides_of(name: str, args, extra: list[str]) -> list[str]:
     every = max(1, args.steps // 6)
-    data = ["data.options.tokenizer=bpe", f"data.options.vocab_size={args.vocab_size}"]
+    data = [f"data.options.tokenizer={args.tokenizer}"]
+    if args.tokenizer == "bpe":
+        data.append(f"data.options.vocab_size={args.vocab_size}")
     if args.text:
         data.append(f"data.path={args.text}")
     return [*QUIET, *data, f"trainer.steps={args.steps}", f"trainer.val_every={every}",
@@ -104,7 +106,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny, measures nothing")
     ap.add_argument("--text", type=Path, help="a UTF-8 text file instead of Tiny Shakespeare")
-    ap.add_argument("--vocab-size", type=int, default=512)
+    ap.add_argument("--tokenizer", choices=("bpe", "bytes", "char"), default="bpe")
+    ap.add_argument("--vocab-size", type=int, default=512, help="the BPE vocabulary")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--elbo-samples", type=int, default=16)
     ap.add_argument("--samples", type=int, default=16)
@@ -136,7 +139,9 @@ def main() -> None:
     record: dict = {"machine": {**machine_info(), "loadavg_before": list(os.getloadavg())},
                     "quick": args.quick, "threads": torch.get_num_threads(),
                     "text": str(args.text) if args.text else "tinyshakespeare",
-                    "vocab_size": args.vocab_size, "steps": args.steps,
+                    "tokenizer": args.tokenizer,
+                    "vocab_size": args.vocab_size if args.tokenizer == "bpe" else None,
+                    "steps": args.steps,
                     "tokens_per_step": 2048, "elbo_samples": args.elbo_samples,
                     "split": "test", "gap_bar": GAP_BAR}  # fmt: skip
     if args.text:  # which text: its size and content hash (it is not in the repository)
