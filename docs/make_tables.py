@@ -68,6 +68,7 @@ WRITERS: dict[str, str] = {
     "bench/results/text_file.json": "bench/text_file.py",
     "bench/results/text_tokens.json": "bench/text_tokens.py",
     "bench/results/text_tokens-vim.json": "bench/text_tokens.py",
+    "bench/results/text_tokens-vim-bytes.json": "bench/text_tokens.py",
     "bench/results/two_stage.json": "bench/two_stage.py",
     "bench/results/two_stage-test.json": "bench/two_stage.py",
     "docs/figures/diffusion-figures.json": "docs/make_diffusion_figures.py",

@@ -65,6 +65,7 @@ BOARD = "bench/results/leaderboard-digits-30min.json"
 ARD, ARG = "bench/results/autoregressive_density.json", "bench/results/autoregressive.json"
 GPT_PEERS = "bench/results/gpt_peers.json"
 TOKENS = "bench/results/text_tokens.json"
+VIM = "bench/results/text_tokens-vim.json"
 T750, T375 = "bench/results/text-750.json", "bench/results/text-375.json"
 T12 = "bench/results/text-12000.json"
 T9, T20 = "bench/results/text-9000.json", "bench/results/text-20000.json"
@@ -501,6 +502,42 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
             f"score below\nthe real text's {v[0]:.1f}), MDLM, SEDD and BD3-LM samples have generative "
             f"perplexities of {min(v[1]):.0f} to {max(v[1]):.0f} per"
         ),
+    ),
+    (
+        "docs/text.md",
+        "(252,465 training tokens; 3,072,000 tokens are about 12 passes)",
+        VIM,
+        lambda d: (d["data"]["split_tokens"]["train"], d["steps"] * d["tokens_per_step"]),
+        lambda v: f"({v[0]:,} training tokens; {v[1]:,} tokens are about {v[1] / v[0]:.0f} passes)",
+    ),
+    (
+        "docs/text.md",
+        "+39.9% (BD3-LM(4)) to +50.6% (MDLM), all above the 5-gram (2.419 bits/char), which the GPT\n(2.132) beats",
+        VIM,
+        lambda d: (
+            _last(d, "bd3lm-4")["gap_to_ar"],
+            _last(d, "mdlm")["gap_to_ar"],
+            d["ngram"]["bits_per_char"],
+            _last(d, "gpt")["nll"]["bits_per_char"],
+        ),
+        lambda v: (
+            f"{v[0]:+.1%} (BD3-LM(4)) to {v[1]:+.1%} (MDLM), all above the 5-gram ({v[2]:.3f} "
+            f"bits/char), which the GPT\n({v[3]:.3f}) beats"
+        ),
+    ),
+    (
+        "docs/text.md",
+        "scores 2.222 bits/char at the same 3,072,000",
+        "bench/results/text_tokens-vim-bytes.json",
+        lambda d: (_last(d, "gpt")["nll"]["bits_per_char"], _last(d, "gpt")["tokens_seen"]),
+        lambda v: f"scores {v[0]:.3f} bits/char at the same {v[1]:,}",
+    ),
+    (
+        "docs/text.md",
+        "641,560 bytes of technical prose",
+        VIM,
+        "text_bytes",
+        "{:,} bytes of technical prose",
     ),
     # docs/autoregressive.md
     (
