@@ -183,14 +183,11 @@ def train_genlab(seed: int, overrides: list[str]) -> dict:
         t0 = time.perf_counter()
         run = genlab.train(cfg, out, evaluate=False, verbose=False)
         seconds = time.perf_counter() - t0
+    from autoregressive import per_position_nll
+
     model = run.model.eval()
-    C = cfg.model.context
-    windows = windows_of(run.dataset.test, C)
-    nats = nats_per_position(lambda x: model.net(model._inputs(x))[:, 1:], windows)
-    with torch.no_grad():  # every position: position 0 from the start token alone
-        first = -model.net(model._inputs(windows))[:, 0].double().log_softmax(-1)
-        first = first.gather(-1, windows[:, :1])[:, 0]
-    every = torch.cat([first[:, None], nats], 1)
+    every = per_position_nll(model, run.dataset.test)  # (W, C), position 0 from the start token
+    nats = every[:, 1:]
     params = sum(p.numel() for p in model.parameters())
     return {"arm": "genlab", "seed": seed, "parameters": params, "train_seconds": seconds,
             "steps": cfg.trainer.steps, **summarize(nats),

@@ -92,16 +92,6 @@ def val_curve(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["val_loss"]) for r in rows if "val_loss" in r}
 
 
-def score(run, n: int, elbo_samples: int, gpt: bool) -> dict:
-    from genlab.eval.likelihood import held_out_nll
-
-    opts = {} if gpt else {"elbo_samples": elbo_samples}
-    t0 = time.perf_counter()
-    out = held_out_nll(run.model.eval(), run.dataset, None, n, opts)
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny, measures nothing")
@@ -132,6 +122,8 @@ def main() -> None:
         extra = [*TINY, "model.context=32", "data.n=30000"]
         sample_length, sample_steps = 16, 4
         out = args.out or Path(tempfile.gettempdir()) / "text_tokens-quick.json"
+    from text import held_out
+
     import genlab
     from genlab.data.tokenizer import tokenizer_of
 
@@ -178,13 +170,14 @@ def main() -> None:
             for b in sorted(curve):
                 best = min((s for s in curve if s <= b), key=lambda s: (curve[s], s))
                 scored = genlab.load_run(root / name, checkpoint=best)
-                nll = score(scored, args.nll_tokens, args.elbo_samples, name == "gpt")
+                opts = {} if name == "gpt" else {"elbo_samples": args.elbo_samples}
+                nll = held_out(scored, args.nll_tokens, opts)
                 budgets.append({"steps": b, "tokens_seen": b * tokens, "checkpoint": best,
                                 "val_loss": curve[best], "nll": nll})  # fmt: skip
                 print(f"  budget {b:>6} steps: checkpoint {best}, test "
                       f"{nll['bits_per_char']:.4f} ± {nll['bits_per_char_stderr']:.4f} bits/char, "
                       f"{nll['bits_per_token']:.4f} bits/token ({nll['kind']})", flush=True)  # fmt: skip
-            runs[name] = genlab.load_run(root / name, checkpoint=budgets[-1]["checkpoint"])
+            runs[name] = scored  # the last budget's: the best checkpoint of the whole run
             rows[name] = {"config": f"configs/{ARMS[name][0]}",
                           "overrides": overrides_of(name, args, extra), "train_seconds": seconds,
                           "tokens_per_step": tokens, "budgets": budgets}  # fmt: skip
