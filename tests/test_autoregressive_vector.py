@@ -119,8 +119,11 @@ def test_made_draws_one_mask_per_step_in_prepare_and_trains_on_it():
     seen = {int(model.prepare(Batch(x), torch.Generator().manual_seed(s)).aux["mask"][0])
             for s in range(40)}  # fmt: skip
     assert seen == {0, 1, 2, 3}
-    model.loss(a)
-    assert model.net.mask_seed == int(a.aux["mask"][0])
+    model.loss(a)  # selects the drawn mask by its tensor index: the masks and order built for it
+    masks, order = model.net._masks_of(int(a.aux["mask"][0]))
+    assert torch.equal(model.net.order, order)
+    for layer, mask in zip([*model.net.layers, model.net.out], masks, strict=True):
+        assert torch.equal(layer.mask, mask.to(layer.mask.dtype))
 
 
 def test_binary_data_is_not_rebinarized_and_held_out_scoring_is_seeded():
@@ -171,6 +174,11 @@ def test_real_values_are_standardized_on_the_first_batch_and_the_density_stays_n
     loc = model.loc.detach().clone()
     model.loss(Batch(x * 2))  # later batches do not reset it
     assert torch.equal(model.loc.detach(), loc)
+    fresh = cls.from_config(cls.Config(output="mixture", components=3, **kw), (2,)).double()
+    fresh.load_state_dict(model.state_dict())  # nor the first batch after a resume
+    fresh.train()
+    fresh.loss(Batch(x * 2))
+    assert torch.equal(fresh.loc.detach(), loc)
     model.eval()
     u = torch.linspace(-55, 65, 801, dtype=torch.float64)  # 20 standard deviations each way
     w = torch.linspace(1.0, 9.0, 801, dtype=torch.float64)

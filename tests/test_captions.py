@@ -72,6 +72,27 @@ def test_captions_name_the_class_and_the_stroke_weight_of_each_image():
     assert cap.name(4) == "class4"
 
 
+@pytest.mark.parametrize("classes", [None, [f"Class_{k}!" for k in range(9)] + ["12"]])
+def test_tokens_looked_up_on_the_device_equal_the_tokens_of_the_written_captions(classes):
+    """The training step looks its captions up in a table (no value read back to the host); they
+    are exactly the captions :meth:`Captioner.captions` writes, for every spelling, stroke word and
+    template, also after the table is rebuilt by loading a state dict."""
+    cap = C.Captioner(10)
+    labels = torch.arange(10).repeat_interleave(300)
+    level = torch.rand(3000, generator=torch.Generator().manual_seed(3)) * 0.6
+    x = (level * 2 - 1)[:, None, None, None].expand(-1, *SHAPE).contiguous()
+    cap.fit(x, labels, classes)
+    loaded = torch.nn.Sequential(C.Captioner(10))
+    loaded.load_state_dict({f"0.{k}": v for k, v in cap.state_dict().items()})
+    for images in (x, None):
+        texts = cap.captions(labels, images, torch.Generator().manual_seed(0))
+        want = torch.stack([C.tokenize(t) for t in texts])
+        assert len(set(texts)) > 30  # many choices are exercised
+        for model in (cap, loaded[0]):
+            got = model.tokens(labels, images, torch.Generator().manual_seed(0))
+            assert torch.equal(got, want)
+
+
 def test_the_unet_reads_captions_through_cross_attention_and_none_is_the_empty_caption():
     net = UNet(SHAPE, channels=8, time_dim=16, text_tokens=C.VOCAB, text_length=C.LENGTH,
                text_hidden=16, text_depth=1)  # fmt: skip

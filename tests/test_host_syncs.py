@@ -38,12 +38,6 @@ SYNCS = {
 # (torchdiffeq's dopri5) chooses its step sizes on the host by design.
 KNOWN: dict[str, set[str]] = {
     "ffjord": {"models/flows/cnf.py:_integrate"},
-    "ldm": {"models/diffusion/captions.py:captions", "models/diffusion/captions.py:detokenize"},
-    "made": {
-        "models/autoregressive/vector.py:prepare",
-        "models/autoregressive/vector.py:loss",
-        "nets/made.py:made_degrees",
-    },  # fmt: skip
 }
 
 

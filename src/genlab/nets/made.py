@@ -79,6 +79,7 @@ class MADE(nn.Module):
         dropout: float = 0.0,
         zero_init: bool = False,
         order: torch.Tensor | None = None,
+        masks: int = 1,
     ) -> None:
         super().__init__()
         if dim < 1 or n_params < 1 or not hidden or min(hidden) < 1:
@@ -97,23 +98,57 @@ class MADE(nn.Module):
         if order is not None and sorted(order.tolist()) != list(range(dim)):
             raise ConfigError(f"a MADE ordering must be a permutation of range({dim})")
         self.base_order = None if order is None else order.clone()
+        if masks < 1:
+            raise ConfigError(f"a MADE needs at least one mask, got {masks}")
+        # the masks of seeds 0 … masks − 1, built once (0/1 as bool, with their orderings): a
+        # training step picks one by a device index and reads nothing back to the host
+        built = [self._masks_of(seed) for seed in range(masks)]
+        for i, layer in enumerate([*self.layers, self.out]):
+            stack = torch.stack([b[0][i] for b in built]).bool()
+            layer.register_buffer("masks", stack, persistent=False)
+        self.register_buffer("orders", torch.stack([b[1] for b in built]), persistent=False)
         self.mask_seed: int | None = None
         self.use_mask(0)
 
-    def use_mask(self, seed: int) -> None:
-        """Rebuild every mask from ``seed`` (see :func:`made_degrees`); a no-op if in use."""
-        if self.mask_seed == seed:
-            return
+    def _masks_of(self, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The mask of every layer (the output layer's last) and the ordering, for ``seed`` (see
+        :func:`made_degrees`)."""
         d_in, d_hidden = made_degrees(self.dim, self.hidden, seed, self.base_order)
-        prev = d_in
-        for layer, m in zip(self.layers, d_hidden):
-            layer.mask.copy_((m[:, None] >= prev[None, :]).to(layer.mask.dtype))
+        prev, masks = d_in, []
+        for m in d_hidden:
+            masks.append(m[:, None] >= prev[None, :])
             prev = m
-        out = (d_in[:, None] > prev[None, :]).to(self.out.mask.dtype)  # (D, H_last)
-        self.out.mask.copy_(out.repeat(self.n_params, 1))  # rows: parameter-major, (P·D, H)
-        self.order.copy_(torch.argsort(d_in))
+        out = d_in[:, None] > prev[None, :]  # (D, H_last)
+        masks.append(out.repeat(self.n_params, 1))  # rows: parameter-major, (P·D, H)
+        return masks, torch.argsort(d_in)
+
+    @property
+    def n_masks(self) -> int:
+        return len(self.orders)
+
+    def use_mask(self, seed: int | torch.Tensor) -> None:
+        """Use the masks of ``seed`` (see :func:`made_degrees`): a Python int, or a one-element
+        long tensor on the module's device (a training step's draw, selected there without
+        reading it back); a no-op if the int in use. Seeds past the built ones are built."""
+        if isinstance(seed, torch.Tensor):
+            index, self.mask_seed = seed.reshape(1), None
+            for layer in [*self.layers, self.out]:
+                layer.mask.copy_(layer.masks.index_select(0, index)[0])
+            self.order.copy_(self.orders.index_select(0, index)[0])
+        elif self.mask_seed == seed:
+            return
+        elif seed < self.n_masks:
+            for layer in [*self.layers, self.out]:
+                layer.mask.copy_(layer.masks[seed])
+            self.order.copy_(self.orders[seed])
+            self.mask_seed = seed
+        else:
+            masks, order = self._masks_of(seed)
+            for layer, m in zip([*self.layers, self.out], masks):
+                layer.mask.copy_(m)
+            self.order.copy_(order)
+            self.mask_seed = seed
         self._order_list: list[int] | None = None  # read again by order_list() when asked
-        self.mask_seed = seed
 
     def order_list(self) -> list[int]:
         """``order`` as a Python list, read from the device once per mask (a sequential sampler

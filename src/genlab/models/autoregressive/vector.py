@@ -54,6 +54,7 @@ from genlab.data.base import Batch
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LogProb, ModelSpec, SampleOption, SampleResult
 from genlab.models.shared import binarize, global_moments
+from genlab.nets.host_copy import HostCopy
 from genlab.nets.made import MADE, MaskedLinear
 from genlab.progress import chunks
 from genlab.registry import MODELS
@@ -121,6 +122,7 @@ class VectorAR(GenerativeModel):
             self.loc = nn.Parameter(torch.zeros(self.dim))
             self.log_scale = nn.Parameter(torch.zeros(self.dim))
             self.register_buffer("standardized", torch.tensor(False))
+            self.host = HostCopy(self)  # the flag read on the host, without a sync per step
             spread = torch.linspace(-1.5, 1.5, k) if k > 1 else torch.zeros(1)
             init = torch.cat([torch.zeros(k), spread, torch.zeros(k)])
             self.mixture_bias = nn.Parameter(init[:, None].repeat(1, self.dim))  # (P, D)
@@ -135,8 +137,9 @@ class VectorAR(GenerativeModel):
         """``order[k]``: the coordinate generated ``k``-th."""
         return torch.arange(self.dim)
 
-    def use_mask(self, index: int) -> None:
-        """Switch to mask ``index`` (MADE); the other families have one ordering."""
+    def use_mask(self, index: int | torch.Tensor) -> None:
+        """Switch to mask ``index`` (MADE; an int, or a one-element tensor on the device); the
+        other families have one ordering."""
 
     @property
     def n_masks(self) -> int:
@@ -167,9 +170,10 @@ class VectorAR(GenerativeModel):
         x = self._flat(batch.x)
         if self.output == "bernoulli":
             aux["binary"] = self._binarize(x, generator)
-        if self.n_masks > 1:
-            k = int(torch.randint(self.n_masks, (), generator=generator))
-            aux["mask"] = torch.full((len(x),), k, dtype=torch.long, device=x.device)
+        if self.n_masks > 1:  # drawn where the generator lives, kept there: nothing is read back
+            device = generator.device if generator is not None else "cpu"
+            k = torch.randint(self.n_masks, (1,), generator=generator, device=device)
+            aux["mask"] = k.to(x.device).expand(len(x)).clone()
         return Batch(batch.x, batch.y, batch.noise, batch.t, aux)
 
     # --- likelihood -----------------------------------------------------------------------------
@@ -211,7 +215,7 @@ class VectorAR(GenerativeModel):
         mean, std = global_moments(x)
         self.loc.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + 1e-6))
-        self.standardized.fill_(True)
+        self.host.set(self, "standardized", True)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per example."""
@@ -219,9 +223,9 @@ class VectorAR(GenerativeModel):
         if unbinarized or (self.n_masks > 1 and "mask" not in batch.aux):  # not prepared yet
             batch = self.prepare(batch, generator)
         if "mask" in batch.aux:
-            self.use_mask(int(batch.aux["mask"][0]))
+            self.use_mask(batch.aux["mask"][:1])
         v = batch.aux["binary"] if self.output == "bernoulli" else self._flat(batch.x)
-        if self.output == "mixture" and self.training and not bool(self.standardized):
+        if self.output == "mixture" and self.training and not self.host.get(self, "standardized"):
             self._standardize(v)
         return -self.log_prob_tensor(v).mean()
 
@@ -367,13 +371,14 @@ class MADEModel(VectorAR):
             )
         if c.depth < 1 or c.hidden < 1:
             raise ConfigError("model.depth and model.hidden must be at least 1")
-        self.net = MADE(self.dim, self.n_params, [c.hidden] * c.depth, dropout=c.dropout)
+        self.net = MADE(self.dim, self.n_params, [c.hidden] * c.depth, dropout=c.dropout,
+                        masks=c.masks)  # fmt: skip
 
     @property
     def n_masks(self) -> int:
         return self.config.masks
 
-    def use_mask(self, index: int) -> None:
+    def use_mask(self, index: int | torch.Tensor) -> None:
         self.net.use_mask(index)
 
     def order(self) -> torch.Tensor:

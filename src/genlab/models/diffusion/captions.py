@@ -79,6 +79,14 @@ class Captioner(nn.Module):
             names[k, : len(str(k))] = tokenize(str(k))[: len(str(k))]
         self.register_buffer("names", names)
         self.register_buffer("terciles", torch.tensor([[0.0, 1.0]]).repeat(num_classes, 1))
+        # every caption a class can get, as tokens (see _build_table): built from the names on the
+        # host whenever they change, so that writing a batch's captions reads nothing back
+        self.register_buffer("table", torch.empty(0, dtype=torch.long), persistent=False)
+        self.register_buffer("spellable", torch.empty(0, dtype=torch.bool), persistent=False)
+        self.register_buffer("digit_name", torch.empty(0, dtype=torch.bool), persistent=False)
+        self.register_buffer("n_templates", torch.empty(0, dtype=torch.long), persistent=False)
+        self._build_table()
+        self.register_load_state_dict_post_hook(lambda module, _: module._build_table())
 
     def fit(self, x: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> None:
         """Measure each class's ink terciles on training images ``x`` with ``labels``; keep the
@@ -94,6 +102,37 @@ class Captioner(nn.Module):
             if len(v) >= 3:
                 q = torch.quantile(v, torch.tensor([1 / 3, 2 / 3], dtype=torch.float64))
                 self.terciles[k] = q.to(self.terciles.dtype)
+        self._build_table()
+
+    def _build_table(self) -> None:
+        """``table[k, s, a, t]`` ``(K, 2, 7, T, LENGTH)``: the tokens of class ``k``'s caption with
+        spelling ``s`` (1: the word of a single-digit name), stroke word ``a`` (0: none, 1-3: thin,
+        4-6: bold) and template ``t``, exactly as :meth:`captions` writes it; ``n_templates[d, a>0]``
+        the templates a digit name (``d`` = 1) or another has; ``digit_name[k]`` whether class
+        ``k``'s name is a number, ``spellable[k]`` whether it is a single digit. Unused cells are
+        padding."""
+        device = self.names.device
+        lists = [[PLAIN, WITH_ADJ], [DIGIT_PLAIN, DIGIT_WITH_ADJ]]
+        width = max(len(t) for pair in lists for t in pair)
+        table = torch.full((self.num_classes, 2, 7, width, LENGTH), PAD, dtype=torch.long)
+        spellable = torch.zeros(self.num_classes, dtype=torch.bool)
+        digit_name = torch.zeros(self.num_classes, dtype=torch.bool)
+        for k in range(self.num_classes):
+            name = self.name(k)
+            single = name.isdigit() and len(name) == 1
+            spellable[k], digit_name[k] = single, name.isdigit()
+            spellings = [name, WORDS[int(name)] if single else name]
+            templates = lists[int(name.isdigit())]
+            for s, spelled in enumerate(spellings):
+                for a, adj in enumerate([None, *THIN, *BOLD]):
+                    for t, template in enumerate(templates[adj is not None]):
+                        text = template.format(name=spelled, adj=adj)
+                        table[k, s, a, t] = tokenize(text, "a caption")
+        counts = [[len(t) for t in pair] for pair in lists]
+        self.table = table.to(device)
+        self.spellable = spellable.to(device)
+        self.digit_name = digit_name.to(device)
+        self.n_templates = torch.tensor(counts, dtype=torch.long, device=device)
 
     def name(self, k: int) -> str:
         return detokenize(self.names[k])
@@ -134,9 +173,24 @@ class Captioner(nn.Module):
         x: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """:meth:`captions` as token ids ``(B, LENGTH)`` on the labels' device."""
-        texts = self.captions(labels, x, generator)
-        return torch.stack([tokenize(t, "a caption") for t in texts]).to(labels.device)
+        """:meth:`captions` as token ids ``(B, LENGTH)`` on the labels' device, the same draws
+        looked up in :meth:`_build_table`'s table on the device: nothing is read back to the host,
+        so a training step never waits for it (the choices are made in float64, as the host's
+        Python floats make them in :meth:`captions`)."""
+        device = generator.device if generator is not None else "cpu"
+        u = torch.rand((len(labels), 4), generator=generator, device=device)
+        u = u.to(self.table.device, torch.float64)
+        k = labels.to(self.table.device)
+        spell = (self.spellable[k] & (u[:, 0] < 0.5)).long()
+        adj = torch.zeros_like(k)
+        if x is not None:
+            w = ink(x).to(self.table.device)
+            lo, hi = self.terciles[k].unbind(-1)
+            pick = (u[:, 1] * 3).floor().long().clamp(max=2)
+            adj = torch.where(w < lo, 1 + pick, torch.where(w > hi, 4 + pick, adj))
+        n = self.n_templates[self.digit_name[k].long(), (adj > 0).long()]
+        t = torch.minimum((u[:, 2] * n).floor().long(), n - 1)
+        return self.table[k, spell, adj, t].to(labels.device)
 
 
 __all__ = ["ALPHABET", "LENGTH", "PAD", "VOCAB", "Captioner", "detokenize", "ink", "tokenize"]
