@@ -84,12 +84,12 @@ def test_tokens_looked_up_on_the_device_equal_the_tokens_of_the_written_captions
     cap.fit(x, labels, classes)
     loaded = torch.nn.Sequential(C.Captioner(10))
     loaded.load_state_dict({f"0.{k}": v for k, v in cap.state_dict().items()})
-    for images in (x, None):
-        texts = cap.captions(labels, images, torch.Generator().manual_seed(0))
+    for pictures in (x, None):
+        texts = cap.captions(labels, pictures, torch.Generator().manual_seed(0))
         want = torch.stack([C.tokenize(t) for t in texts])
         assert len(set(texts)) > 30  # many choices are exercised
         for model in (cap, loaded[0]):
-            got = model.tokens(labels, images, torch.Generator().manual_seed(0))
+            got = model.tokens(labels, pictures, torch.Generator().manual_seed(0))
             assert torch.equal(got, want)
 
 
