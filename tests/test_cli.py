@@ -1,6 +1,7 @@
 """The command line end to end: train, sample, eval, list, and a clear message for each bad input."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -381,6 +382,8 @@ def test_training_into_a_log_file_prints_a_progress_line_every_few_seconds(tmp_p
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if "steps/s, ETA" in ln]
     assert len(lines) >= 2 and lines[-1].startswith("flow-matching-moons: step ")
+    assert "nan" not in err  # before the first logged loss the line says when it comes
+    assert all(re.search(r"loss (\d+\.\d{4}|first logged at step 10),", ln) for ln in lines)
 
 
 def test_eval_write_records_a_no_eval_run_and_wrong_helpers_are_refused(trained, tmp_path, capsys):

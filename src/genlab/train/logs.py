@@ -52,7 +52,7 @@ class LossWindow:
             dynamic_ncols=True,
         )
         self.start_step, self.t_start = trainer.step, time.perf_counter()
-        self.last_loss = float("nan")
+        self.last_loss, self.logged = float("nan"), False
         # not on a terminal (a log file, CI, nohup): the bar is off, so a plain line every
         # trainer.progress_every seconds says where training is
         self.plain = bool(tc.progress and trainer.dist.is_main and self.bar.disable)
@@ -80,6 +80,12 @@ class LossWindow:
         if self.plain and time.perf_counter() - self.t_line >= self.trainer.tc.progress_every:
             self.progress_line()
 
+    @property
+    def first_log(self) -> int:
+        """The step whose window gives this invocation's first logged loss."""
+        tc = self.trainer.tc
+        return min((self.start_step // tc.log_every + 1) * tc.log_every, tc.steps)
+
     def progress_line(self) -> None:
         """``name: step k/N (p%), loss L, R steps/s, ETA T`` on stderr (the loss of the last
         logged window: reading the current one would synchronise the device)."""
@@ -88,9 +94,14 @@ class LossWindow:
         done = tr.step - self.start_step
         rate = done / max(now - self.t_start, 1e-9)
         left = max(tr.tc.steps - tr.step, 0) / max(rate, 1e-9)
+        loss = (  # nothing logged yet: say when the first loss comes, not "nan"
+            f"loss {self.last_loss:.4f}"
+            if self.logged
+            else f"loss first logged at step {self.first_log}"
+        )
         print(
             f"{tr.cfg.name}: step {tr.step}/{tr.tc.steps} ({100 * tr.step / tr.tc.steps:.0f}%), "
-            f"loss {self.last_loss:.4f}, {rate:.3g} steps/s, ETA {eta(left)}",
+            f"{loss}, {rate:.3g} steps/s, ETA {eta(left)}",
             file=sys.stderr, flush=True,
         )  # fmt: skip
 
@@ -104,6 +115,7 @@ class LossWindow:
             row = {"loss": next(iter(means.values()))}
         else:
             row = {f"loss_{k}": v for k, v in means.items()}
+        self.logged = True
         self.last_loss = (
             next(iter(row.values()))
             if len(row) == 1
