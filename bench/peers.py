@@ -1,10 +1,15 @@
 """genlab beside the libraries people use, on images, at equal CPU time, scored by `genlab score`.
 
     .bench-venv/bin/python bench/peers.py --pair ddpm --minutes 10 --seeds 1
+    .bench-venv/bin/python bench/peers.py --pair fm --minutes 8 --seeds 1
     .bench-venv/bin/python bench/peers.py --pair ddpm --quick        # a 5-minute smoke
 
 Each pair is a list of arms; an arm is an adapter of a few dozen lines (build, train for a number
-of steps, sample at a number of NFE). The harness gives every arm of a pair:
+of steps, sample at a number of NFE). The pairs: ``ddpm`` (genlab's recipe against a diffusers
+``UNet2DModel`` + ``DDPMScheduler`` loop) and ``fm`` (flow matching on genlab's U-Net: genlab
+against Meta's ``flow_matching`` and torchcfm, FD against NFE from 1 to 50, and the bits/dim of
+genlab's ODE likelihood against ``flow_matching``'s ``compute_likelihood`` on the same model).
+The harness gives every arm of a pair:
 
 - the same data and split: the recipe's split of the bundled MNIST (train 70%, validation 10%,
   test 20%, seed 0), the training images as unlabelled uint8 (every arm is unconditional);
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -118,7 +124,8 @@ class GenlabDDPM:
                 f"trainer.checkpoint_every={steps}"]  # fmt: skip
         self.run = genlab.train(RECIPE, out=out, overrides=over, evaluate=False, verbose=False)
 
-    def sample(self, n: int, nfe: int, seed: int) -> tuple[torch.Tensor, float]:
+    def sample(self, n: int, point: str, seed: int) -> tuple[torch.Tensor, float]:
+        nfe = int(point)
         g = torch.Generator().manual_seed(seed)
         xs, nfes = [], []
         for k in range(0, n, 250):
@@ -188,9 +195,10 @@ class DiffusersDDPM:
         self.unet.eval()
 
     @torch.no_grad()
-    def sample(self, n: int, nfe: int, seed: int) -> tuple[torch.Tensor, float]:
+    def sample(self, n: int, point: str, seed: int) -> tuple[torch.Tensor, float]:
         from diffusers import DPMSolverMultistepScheduler
 
+        nfe = int(point)
         solver = DPMSolverMultistepScheduler.from_config(self.sched.config)
         g = torch.Generator().manual_seed(seed)
         xs = []
@@ -203,8 +211,213 @@ class DiffusersDDPM:
         return torch.cat(xs).clamp(-1, 1), float(nfe)
 
 
-PAIRS = {"ddpm": [GenlabDDPM, DiffusersDDPM]}
-PEER_VERSIONS = {"ddpm": ("diffusers",)}
+# --- the flow-matching pair: one U-Net, each library's path, loss and solver ------------------------
+FM_OVERRIDES = [  # genlab's flow matching on the recipe's U-Net: the linear path, velocity loss
+    "model.family=flow-matching", "model.process=linear", "model.parameterization=velocity",
+    "model.time_sampling=uniform", "model.schedule=uniform", "model.clip_denoised=false",
+    "model.sampler=euler", "model.steps=20",
+]  # fmt: skip
+
+
+def fm_point(point: str) -> tuple[int, int]:
+    """A sampling point of the flow-matching pair, ``"N"`` (Euler, N NFE) or ``"2nd:N"`` (each
+    library's second-order fixed-step solver at about N NFE): ``(order, N)``."""
+    order, _, nfe = point.rpartition(":")
+    return (2 if order else 1), int(nfe)
+
+
+class GenlabFM(GenlabDDPM):
+    """genlab's flow matching (the linear path ``x_t = (1 − t) x_0 + t ε``, velocity loss,
+    uniform t) on the recipe's U-Net, trained by ``genlab.train`` (EMA, cosine schedule); Euler
+    or Heun to sample."""
+
+    name = "genlab"
+
+    def __init__(self, data: Path, seed: int) -> None:
+        import genlab
+
+        self.data, self.seed = data, seed
+        self.overrides = [
+            *FM_OVERRIDES, "data.name=null", f"data.path={data}", "data.val_fraction=0.0",
+            "data.test_fraction=0.0", f"trainer.seed={seed}", "trainer.progress=false",
+            "trainer.tensorboard=false", "trainer.val_every=0", "model.guidance=1.0",
+            "model.label_dropout=0.0",
+        ]  # fmt: skip
+        cfg = genlab.load_config(RECIPE, self.overrides)
+        torch.manual_seed(seed)
+        self.model = genlab.build_model(cfg, genlab.load_data(cfg))
+
+    def sample(self, n: int, point: str, seed: int) -> tuple[torch.Tensor, float]:
+        order, nfe = fm_point(point)
+        sampler, steps = ("euler", nfe) if order == 1 else ("heun", (nfe + 1) // 2)  # 2N − 1
+        g = torch.Generator().manual_seed(seed)
+        xs, nfes = [], []
+        for k in range(0, n, 250):
+            out = self.run.model.sample(min(250, n - k), sampler=sampler, steps=steps, generator=g)
+            xs.append(out.x.detach())
+            nfes.append(out.nfe)
+        return torch.cat(xs).clamp(-1, 1), statistics.mean(nfes)
+
+    def likelihood(self, images: torch.Tensor, seed: int) -> dict:
+        """Bits/dim of ``images`` (test images on the 256-level grid) by genlab's ODE likelihood
+        and by ``flow_matching``'s ``compute_likelihood`` on this same trained model, on the same
+        dequantized points: both dopri5 at rtol = atol = 1e-5 with a Hutchinson trace (genlab 4
+        Rademacher probes, flow_matching 1), both converted as log P(bin) = log p(y) + D log(bin
+        width). Per-image values, so the difference is paired."""
+        from flow_matching.solver import ODESolver
+        from flow_matching.utils import ModelWrapper
+
+        model = self.run.model
+        levels, dim = model.config.levels, images[0].numel()
+        width = 2.0 / (levels - 1)
+        t0 = time.perf_counter()
+        lp = model.log_prob(images, generator=torch.Generator().manual_seed(seed), levels=levels)
+        genlab_s = time.perf_counter() - t0
+        u = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
+        y = images + (u - 0.5) * width  # genlab's first draw from that generator: the same points
+
+        class Velocity(ModelWrapper):  # flow_matching's time s runs noise (0) -> data (1)
+            def forward(self, x, t, **extras):
+                return -model.velocity(x, 1.0 - t)
+
+        normal = torch.distributions.Normal(0.0, 1.0)
+        torch.manual_seed(seed)  # flow_matching's probe
+        t0 = time.perf_counter()
+        _, ll = ODESolver(velocity_model=Velocity(model.net)).compute_likelihood(
+            x_1=y, log_p0=lambda z: normal.log_prob(z).flatten(1).sum(1), step_size=None,
+            method="dopri5", atol=1e-5, rtol=1e-5, time_grid=torch.tensor([1.0, 0.0]))  # fmt: skip
+        fm_s = time.perf_counter() - t0
+
+        def bpd(log_density: torch.Tensor) -> list[float]:
+            return (-log_density / (dim * math.log(2))).tolist()
+
+        return {"n": len(images), "genlab": bpd(lp.value), "genlab_seconds": genlab_s,
+                "genlab_nfe": lp.nfe, "flow_matching": bpd(ll + dim * math.log(width)),
+                "flow_matching_seconds": fm_s}  # fmt: skip
+
+
+class PeerFM:
+    """A peer's flow matching on genlab's U-Net: noise ``x_0``, data ``x_1``, the straight path and
+    its velocity ``x_1 − x_0``, in a plain PyTorch loop with the recipe's tuning (AdamW, warmup +
+    cosine, EMA 0.999, as genlab's trainer); subclasses give the library's path and solver."""
+
+    def __init__(self, data: Path, seed: int) -> None:
+        self.data, self.seed = data, seed
+        self.net = GenlabFM(data, seed).model.net  # the same U-Net (32-64-64, attention at 7x7)
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1).expand(len(x))
+        return self.net(x, t, None)
+
+    def _loop(self, opt, x: torch.Tensor, g: torch.Generator):
+        def step() -> None:
+            x1 = x[torch.randint(0, len(x), (BATCH,), generator=g)]
+            x0 = torch.randn(x1.shape, generator=g)
+            xt, t, target = self.path(x0, x1, g)
+            loss = torch.nn.functional.mse_loss(self.velocity(xt, t), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    def step_fn(self):
+        opt = torch.optim.AdamW(self.net.parameters(), lr=LR)
+        return self._loop(opt, train_images(self.data)[:BATCH], torch.Generator().manual_seed(0))
+
+    def train(self, steps: int, out: Path) -> None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        warm = schedule(steps)
+        x = train_images(self.data)
+        opt = torch.optim.AdamW(self.net.parameters(), lr=LR, weight_decay=0.0)
+        lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (i + 1) / warm if i < warm else (
+            0.5 * (1 + math.cos(math.pi * (i - warm) / max(steps - warm, 1)))))  # fmt: skip
+        ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(0.999))
+        torch.manual_seed(self.seed)  # a peer's own draws (torchcfm's t) come from the global RNG
+        step = self._loop(opt, x, torch.Generator().manual_seed(self.seed))
+        self.net.train()
+        for _ in range(steps):
+            step()
+            lr.step()
+            ema.update_parameters(self.net)
+        self.net = ema.module.eval()
+
+    @torch.no_grad()
+    def sample(self, n: int, point: str, seed: int) -> tuple[torch.Tensor, float]:
+        order, nfe = fm_point(point)
+        g = torch.Generator().manual_seed(seed)
+        xs, calls = [], [0]
+
+        def v(t, x):
+            calls[0] += 1
+            return self.velocity(x, t)
+
+        for k in range(0, n, 250):
+            x0 = torch.randn((min(250, n - k), 1, 28, 28), generator=g)
+            xs.append(self.solve(v, x0, order, nfe))
+        return torch.cat(xs).clamp(-1, 1), calls[0] / len(xs)
+
+
+class FlowMatchingFM(PeerFM):
+    """Meta's ``flow_matching``: ``AffineProbPath(CondOTScheduler())`` for the path and its
+    velocity, ``ODESolver`` (Euler, or midpoint: 2 NFE per step) on a uniform grid to sample."""
+
+    name = "flow_matching"
+
+    def path(self, x0, x1, g):
+        from flow_matching.path import AffineProbPath
+        from flow_matching.path.scheduler import CondOTScheduler
+
+        t = torch.rand(len(x1), generator=g)
+        s = AffineProbPath(scheduler=CondOTScheduler()).sample(x_0=x0, x_1=x1, t=t)
+        return s.x_t, s.t, s.dx_t
+
+    def solve(self, v, x0, order: int, nfe: int) -> torch.Tensor:
+        from flow_matching.solver import ODESolver
+        from flow_matching.utils import ModelWrapper
+
+        class Velocity(ModelWrapper):
+            def forward(self, x, t, **extras):
+                return v(t, x)
+
+        steps = nfe if order == 1 else nfe // 2
+        grid = torch.linspace(0.0, 1.0, steps + 1)
+        return ODESolver(velocity_model=Velocity(self.net)).sample(
+            x_init=x0, step_size=None, method="euler" if order == 1 else "midpoint", time_grid=grid
+        )
+
+
+class TorchCFM(PeerFM):
+    """torchcfm: ``ConditionalFlowMatcher(sigma=0)`` for the path and its velocity (t drawn by
+    torchcfm from the global RNG), sampled as its examples do, with torchdiffeq's ``odeint`` (Euler,
+    or midpoint) on a uniform grid."""
+
+    name = "torchcfm"
+
+    def path(self, x0, x1, g):
+        from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+
+        t, xt, ut = ConditionalFlowMatcher(sigma=0.0).sample_location_and_conditional_flow(x0, x1)
+        return xt, t, ut
+
+    def solve(self, v, x0, order: int, nfe: int) -> torch.Tensor:
+        from torchdiffeq import odeint
+
+        steps = nfe if order == 1 else nfe // 2
+        grid = torch.linspace(0.0, 1.0, steps + 1)
+        return odeint(v, x0, grid, method="euler" if order == 1 else "midpoint")[-1]
+
+
+PAIRS = {"ddpm": [GenlabDDPM, DiffusersDDPM], "fm": [GenlabFM, FlowMatchingFM, TorchCFM]}
+PEER_VERSIONS = {"ddpm": ("diffusers",), "fm": ("flow_matching", "torchcfm", "torchdiffeq")}
+POINTS = {  # where each pair samples: NFE (the arm's solver), or "2nd:N" (second order, ~N NFE)
+    "ddpm": ["20", "50"],
+    "fm": ["1", "2", "5", "10", "20", "50", "2nd:20"],
+}
 
 
 # --- one arm in its own process -------------------------------------------------------------------
@@ -234,21 +447,25 @@ def worker(args: argparse.Namespace) -> None:
     train_s = time.perf_counter() - t0
     dataset = mnist()
     results = {}
-    for nfe in args.nfe:
+    for point in args.nfe:
         t0 = time.perf_counter()
-        x, used = arm.sample(args.n, nfe, seed=1000 + args.seed)
+        x, used = arm.sample(args.n, point, seed=1000 + args.seed)
         sample_s = time.perf_counter() - t0
         rep = genlab.score(x, dataset, metrics=["fd", "precision", "recall"])
-        results[str(nfe)] = {
+        results[point] = {
             "nfe": used,
             "images_per_s": args.n / sample_s,
             **{m: {"value": e["value"], "floor": e["floor"]} for m, e in rep["metrics"].items()},
             "n": rep["n"],
             "features": rep["features"]["hash"],
         }
+    likelihood = None
+    if hasattr(arm, "likelihood") and args.nll_n > 0:
+        likelihood = arm.likelihood(dataset.test[: args.nll_n], seed=2000 + args.seed)
     record = {
         "arm": arm.name, "seed": args.seed, "params": arm.params(), "steps": steps,
         "probe_s_per_step": seconds_per_step, "train_seconds": train_s, "samples": results,
+        **({"likelihood": likelihood} if likelihood else {}),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
     Path(args.result).write_text(json.dumps(record))
@@ -278,7 +495,13 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="training time of each arm")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--n", type=int, default=500, help="samples per arm and NFE")
-    p.add_argument("--nfe", type=int, nargs="+", default=[20, 50])
+    p.add_argument("--nfe", nargs="+", help="sampling points (default: the pair's, see POINTS)")
+    p.add_argument(
+        "--nll-n",
+        type=int,
+        default=8,
+        help="test images whose bits/dim genlab and flow_matching both estimate (fm)",
+    )
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     p.add_argument("--quick", action="store_true", help="a 5-minute smoke (1 min per arm)")
     p.add_argument("--out", type=Path)
@@ -289,8 +512,10 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    args.nfe = args.nfe or POINTS[args.pair]
     if args.quick:
-        args.minutes, args.n, args.nfe, args.seeds = 1.0, 100, [20], 1
+        quick = [p for p in POINTS[args.pair] if p.endswith("20")]
+        args.minutes, args.n, args.nfe, args.seeds, args.nll_n = 1.0, 100, quick, 1, 4
     out = args.out or (
         Path(tempfile.gettempdir()) / f"peers-{args.pair}-quick.json"
         if args.quick
@@ -301,7 +526,7 @@ def main() -> None:
     peers = {v: version(v) for v in PEER_VERSIONS[args.pair]}
     machine = {**machine_info(**peers), "loadavg_before": list(os.getloadavg())}
     record = {"machine": machine, "pair": args.pair, "command": " ".join(sys.argv),
-              "minutes": args.minutes, "seeds": args.seeds, "n": args.n, "nfe": args.nfe,
+              "minutes": args.minutes, "seeds": args.seeds, "n": args.n, "nfe": args.nfe, "nll_n": args.nll_n,
               "threads": args.threads, "batch": BATCH, "lr": LR, "runs": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         data = training_file(Path(tmp))
@@ -317,7 +542,8 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--pair", args.pair, "--worker", cls.name,
                        "--data", str(data), "--seed", str(seed), "--result", str(result),
                        "--minutes", str(args.minutes), "--n", str(args.n),
-                       "--threads", str(args.threads), "--nfe", *map(str, args.nfe)]  # fmt: skip
+                       "--threads", str(args.threads), "--nll-n", str(args.nll_n),
+                       "--nfe", *map(str, args.nfe)]  # fmt: skip
                 subprocess.run(cmd, check=True)
                 run = json.loads(result.read_text())
                 record["runs"].append(run)

@@ -46,19 +46,19 @@ def figure(name: str, run_dir: str, results: dict) -> None:
     final = genlab.load_run(run_dir)
     early = genlab.load_run(run_dir, checkpoint=int(final.config.trainer.steps * 0.1))
     g = torch.Generator().manual_seed(0)
-    real = final.dataset.val[torch.randperm(len(final.dataset.val), generator=g)[:36]]
+    real = final.dataset.test[torch.randperm(len(final.dataset.test), generator=g)[:36]]
     labels36 = torch.arange(36) % 10
     shape = final.model.spec.shape
     fig = Figure(figsize=(13, 4))
     first = rows[labels[0]]
-    panel(fig, 0, real, f"held-out real (the floor)\n{title(first, floor=True)}", 6)
+    panel(fig, 0, real, f"real test images; the floor\n{title(first, floor=True)}", 6)
     for i, (label, run) in enumerate(((labels[0], final), (labels[1], early)), start=1):
         x = run.model.sample(36, labels=labels36, generator=torch.Generator().manual_seed(1)).x
         panel(fig, i, x, f"{label}\n{title(rows[label])}", 6)
     noise = torch.randn((36, *shape), generator=torch.Generator().manual_seed(2))
     panel(fig, 3, noise, f"{labels[2]}\n{title(rows[labels[2]])}", 6)
     fig.suptitle(
-        f"{name}: {final.config.name}, n = {first['n']} against the held-out reference "
+        f"{name}: {final.config.name}, n = {first['n']} against the test split "
         "(metrics from bench/eval_images.py)",
         fontsize=9,
     )
