@@ -60,6 +60,9 @@ class TrainerConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16 only on CUDA)
     hflip: bool = False  # images: mirror each training example left-right with probability 1/2
     compile: bool = False  # torch.compile each player's networks (stderr says so if unavailable)
+    # convolution weights and image batches in NHWC memory order (faster convolutions on GPUs;
+    # the same numbers up to rounding, checkpoints unchanged)
+    channels_last: bool = False
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # torch intra-op threads on CPU (0: torch's default)

@@ -93,6 +93,8 @@ class Trainer:
         if self.threads is None and model.prepares_batches and self.device.type == "cpu":
             self.threads = max(1, cpus - self.prefetch_workers)
         self.model = model.to(self.device)
+        if self.tc.channels_last:  # 4-D weights (convolutions) in NHWC order; batches follow
+            self.model = self.model.to(memory_format=torch.channels_last)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tc.precision)
         if amp is torch.float16 and self.device.type != "cuda":
             raise GenlabError("trainer.precision=fp16 needs a CUDA device; use bf16 on the CPU")
@@ -270,6 +272,17 @@ class Trainer:
             opt_state = ps.optimizer.state_dict()
             opt_state["state"] = state
             ps.optimizer.load_state_dict(opt_state)
+            # each state tensor in its parameter's memory order (saved contiguous): the fused
+            # AdamW walks a parameter and its moments in step, so a channels_last parameter
+            # with contiguous moments would pair the wrong elements
+            for q in ps.params:
+                for key, v in ps.optimizer.state.get(q, {}).items():
+                    if (
+                        isinstance(v, torch.Tensor)
+                        and v.shape == q.shape
+                        and v.stride() != q.stride()
+                    ):
+                        ps.optimizer.state[q][key] = torch.empty_like(q, dtype=v.dtype).copy_(v)
         self.generator.set_state(tensors["rng.train"])
         torch.set_rng_state(tensors["rng.global"])
         self.close()
@@ -352,7 +365,9 @@ class Trainer:
             gen = step_generator(self.tc.seed, self.draws, self.device)
             batch = self.model.prepare(self.batcher.next(), gen)
         self.draws += 1
-        return batch.shard(self.dist.rank, self.dist.world) if self.dist.enabled else batch
+        if self.dist.enabled:
+            batch = batch.shard(self.dist.rank, self.dist.world)
+        return _channels_last(batch) if self.tc.channels_last else batch
 
     def data_position(self) -> dict[str, int]:
         """Where the data stream stands after the batches consumed so far."""
@@ -574,6 +589,16 @@ class Trainer:
         if self.ema is not None:
             with torch.no_grad():
                 torch._foreach_copy_(self.ema_params, self.ema)
+
+
+def _channels_last(batch: Batch) -> Batch:
+    """``trainer.channels_last``: the batch's images (and their noise) in NHWC memory order."""
+
+    def nhwc(t):
+        is_image = isinstance(t, torch.Tensor) and t.dim() == 4
+        return t.contiguous(memory_format=torch.channels_last) if is_image else t
+
+    return Batch(nhwc(batch.x), batch.y, nhwc(batch.noise), batch.t, batch.aux)
 
 
 DEVICE_BYTES = 2**30  # uint8 training images up to this size are copied to a GPU once
