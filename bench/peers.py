@@ -1,7 +1,7 @@
 """genlab beside the libraries people use, on images, at equal CPU time, scored by `genlab score`.
 
     .bench-venv/bin/python bench/peers.py --pair ddpm --minutes 10 --seeds 1
-    .bench-venv/bin/python bench/peers.py --pair fm --minutes 8 --seeds 1
+    .bench-venv/bin/python bench/peers.py --pair fm --minutes 5 --seeds 1
     .bench-venv/bin/python bench/peers.py --pair ddpm --quick        # a 5-minute smoke
 
 Each pair is a list of arms; an arm is an adapter of a few dozen lines (build, train for a number
