@@ -1416,10 +1416,12 @@ def ranking_table(keys: list[str]) -> str:
             if name == "gaussian noise" and guidance is not None:
                 continue
             label = name if guidance is None else f"{name}, guidance {guidance:g}"
-            columns.append((label, row, "std" in row and row["std"] is not None))
+            spread = row.get("std") is not None and row.get("seeds", 1) > 1  # 1 seed: no ±
+            columns.append((label, row, spread))
     out = []
     for m in metrics:
-        floor = metric_value(some["floor"][m], (some.get("floor_std") or {}).get(m))
+        floor_sd = (some.get("floor_std") or {}).get(m) if some.get("seeds", 1) > 1 else None
+        floor = metric_value(some["floor"][m], floor_sd)
         cells = [
             metric_value(r["metrics"][m], r["std"][m] if has_std else None)
             if m in r["metrics"]
