@@ -54,6 +54,7 @@ WRITERS: dict[str, str] = {
     "bench/results/leaderboard-digits-30min.json": "bench/leaderboard.py",
     "bench/results/ot_coupling.json": "bench/ot_coupling.py",
     "bench/results/peers-ddpm.json": "bench/peers.py",
+    "bench/results/peers-fm.json": "bench/peers.py",
     "bench/results/text.json": "bench/text.py",
     "bench/results/text-375.json": "bench/text.py",
     "bench/results/text-750.json": "bench/text.py",
@@ -1568,6 +1569,94 @@ def peers_ddpm() -> str:
             ])  # fmt: skip
     head = ["arm", "parameters", "NFE", "FD ↓", "FD floor", "precision ↑", "recall ↑",
             "steps (per seed)", "training s", "images/s", "ms/step", "peak RSS, MB"]  # fmt: skip
+    return md(head, out)
+
+
+PEERS_FM = "bench/results/peers-fm.json"
+
+
+def _fm_point(point: str) -> str:
+    return f"Euler, {point}" if ":" not in point else f"2nd order, ~{point.split(':')[1]}"
+
+
+def _seed_stat(cells: list[dict], metric: str, digits: int) -> str:
+    vals = [c[metric]["value"] for c in cells]
+    sd = f" ± {num(statistics.stdev(vals), digits)}" if len(vals) > 1 else ""
+    return num(statistics.mean(vals), digits) + sd
+
+
+@table(PEERS_FM)
+def peers_fm() -> str:
+    """FD (and precision / recall) of each arm at each sampling point, with the NFE each used."""
+    data = load(PEERS_FM)
+    arms = list(data["params"])
+    out = []
+    for point in data["nfe"]:
+        row = [_fm_point(point)]
+        for arm in arms:
+            cells = [r["samples"][point] for r in data["runs"] if r["arm"] == arm]
+            nfe = statistics.mean(c["nfe"] for c in cells)
+            row.append(f"{_seed_stat(cells, 'fd', 1)} ({num(nfe, 0)} NFE)")
+        for arm in arms:
+            cells = [r["samples"][point] for r in data["runs"] if r["arm"] == arm]
+            row.append(f"{_seed_stat(cells, 'precision', 2)} / {_seed_stat(cells, 'recall', 2)}")
+        out.append(row)
+    floor = data["runs"][0]["samples"][data["nfe"][0]]["fd"]["floor"]
+    head = ["solver, NFE", *(f"{a}: FD ↓" for a in arms),
+            *(f"{a}: precision / recall ↑" for a in arms)]  # fmt: skip
+    return md(head, out) + f"\nFD of real test images against training images (the floor): {num(floor, 1)}.\n"
+
+
+@table(PEERS_FM)
+def peers_fm_runs() -> str:
+    """Per arm: parameters, steps, training seconds, sampling speed, step time, peak memory."""
+    data = load(PEERS_FM)
+    out = []
+    for arm, params in data["params"].items():
+        runs = [r for r in data["runs"] if r["arm"] == arm]
+        speed = [r["samples"]["20"]["images_per_s"] for r in runs if "20" in r["samples"]]
+        out.append([
+            arm, f"{params:,}", " / ".join(f"{r['steps']:,}" for r in runs),
+            num(statistics.mean(r["train_seconds"] for r in runs), 0),
+            num(statistics.mean(speed), 1) if speed else "–",
+            num(data["ms_per_step"][arm], 0), num(max(r["peak_rss_mb"] for r in runs), 0),
+        ])  # fmt: skip
+    head = ["arm", "parameters", "steps (per seed)", "training s", "images/s at 20 NFE",
+            "ms/step (interleaved)", "peak RSS, MB"]  # fmt: skip
+    return md(head, out)
+
+
+def fm_likelihood(run: dict) -> dict:
+    """genlab's and flow_matching's bits/dim on the same images and model: means, standard errors
+    over images, and the paired difference with its standard error."""
+    g, f = run["likelihood"]["genlab"], run["likelihood"]["flow_matching"]
+    n = len(g)
+    d = [a - b for a, b in zip(g, f, strict=True)]
+
+    def se(v: list[float]) -> float:
+        return statistics.stdev(v) / math.sqrt(len(v))
+
+    return {"n": n, "genlab": statistics.fmean(g), "genlab_se": se(g),
+            "flow_matching": statistics.fmean(f), "flow_matching_se": se(f),
+            "diff": statistics.fmean(d), "diff_se": se(d)}  # fmt: skip
+
+
+@table(PEERS_FM)
+def peers_fm_likelihood() -> str:
+    """Per seed: the two estimators' bits/dim of the same test images under genlab's model."""
+    data = load(PEERS_FM)
+    out = []
+    for run in data["runs"]:
+        if "likelihood" not in run:
+            continue
+        s, lk = fm_likelihood(run), run["likelihood"]
+        out.append([
+            str(run["seed"]), str(s["n"]), pm(s["genlab"], s["genlab_se"], 3),
+            pm(s["flow_matching"], s["flow_matching_se"], 3), pm(s["diff"], s["diff_se"], 3),
+            f"{num(lk['genlab_seconds'], 0)} / {num(lk['flow_matching_seconds'], 0)}",
+        ])  # fmt: skip
+    head = ["seed", "test images", "genlab `log_prob`, bits/dim", "flow_matching "
+            "`compute_likelihood`, bits/dim", "paired difference", "seconds (genlab / flow_matching)"]  # fmt: skip
     return md(head, out)
 
 
