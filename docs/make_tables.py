@@ -1604,7 +1604,10 @@ def peers_fm() -> str:
     floor = data["runs"][0]["samples"][data["nfe"][0]]["fd"]["floor"]
     head = ["solver, NFE", *(f"{a}: FD ↓" for a in arms),
             *(f"{a}: precision / recall ↑" for a in arms)]  # fmt: skip
-    return md(head, out) + f"\nFD of real test images against training images (the floor): {num(floor, 1)}.\n"
+    return (
+        md(head, out)
+        + f"\nFD of real test images against training images (the floor): {num(floor, 1)}.\n"
+    )
 
 
 @table(PEERS_FM)
