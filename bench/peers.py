@@ -72,6 +72,13 @@ def train_images(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.load(path).astype(np.float32))[:, None] / 127.5 - 1
 
 
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimizer step on ``loss``: every arm's loop ends its step with this."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def schedule(steps: int) -> int:
     """The warmup of a run of ``steps``: the recipe's 500, at most a tenth of the run."""
     return min(WARMUP, max(steps // 10, 1))
@@ -111,9 +118,7 @@ class GenlabDDPM:
         def step() -> None:
             batch = self.model.prepare(Batch(x), g)
             loss = self.model.loss(batch, g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            update(opt, loss)
 
         return step
 
@@ -167,9 +172,7 @@ class DiffusersDDPM:
             t = torch.randint(0, 1000, (BATCH,), generator=g)
             pred = self.unet(self.sched.add_noise(clean, noise, t), t).sample
             loss = torch.nn.functional.mse_loss(pred, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            update(opt, loss)
 
         return step
 
@@ -327,9 +330,7 @@ class PeerFM:
             x0 = torch.randn(x1.shape, generator=g)
             xt, t, target = self.path(x0, x1, g)
             loss = torch.nn.functional.mse_loss(self.velocity(xt, t), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            update(opt, loss)
 
         return step
 

@@ -129,25 +129,15 @@ class MADE(nn.Module):
     def use_mask(self, seed: int | torch.Tensor) -> None:
         """Use the masks of ``seed`` (see :func:`made_degrees`): a Python int, or a one-element
         long tensor on the module's device (a training step's draw, selected there without
-        reading it back); a no-op if the int in use. Seeds past the built ones are built."""
-        if isinstance(seed, torch.Tensor):
-            index, self.mask_seed = seed.reshape(1), None
-            for layer in [*self.layers, self.out]:
-                layer.mask.copy_(layer.masks.index_select(0, index)[0])
-            self.order.copy_(self.orders.index_select(0, index)[0])
-        elif self.mask_seed == seed:
+        reading it back); a no-op if the int in use. ``seed`` is one of the ``masks`` built."""
+        if isinstance(seed, int) and seed == self.mask_seed:
             return
-        elif seed < self.n_masks:
-            for layer in [*self.layers, self.out]:
-                layer.mask.copy_(layer.masks[seed])
-            self.order.copy_(self.orders[seed])
-            self.mask_seed = seed
-        else:
-            masks, order = self._masks_of(seed)
-            for layer, m in zip([*self.layers, self.out], masks):
-                layer.mask.copy_(m)
-            self.order.copy_(order)
-            self.mask_seed = seed
+        index = seed.reshape(1) if isinstance(seed, torch.Tensor) else torch.tensor([seed])
+        index = index.to(self.orders.device)
+        for layer in [*self.layers, self.out]:
+            layer.mask.copy_(layer.masks.index_select(0, index)[0])
+        self.order.copy_(self.orders.index_select(0, index)[0])
+        self.mask_seed = seed if isinstance(seed, int) else None  # a tensor's is not read back
         self._order_list: list[int] | None = None  # read again by order_list() when asked
 
     def order_list(self) -> list[int]:
