@@ -72,7 +72,7 @@ bench-env: $(BENCH_VENV)/.installed
 # genlab beside the libraries people use, on MNIST at equal CPU time (docs/peers.md)
 bench-peers: bench-env
 	$(BENCH_VENV)/bin/python bench/peers.py --pair ddpm --minutes 10 --seeds 2
-	$(BENCH_VENV)/bin/python bench/peers.py --pair fm --minutes 5 --seeds 1
+	$(BENCH_VENV)/bin/python bench/peers.py --pair fm --minutes 5 --seeds 2
 
 bench: bench-env
 	$(BENCH_VENV)/bin/python bench/flow_matching_2d.py
