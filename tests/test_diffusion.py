@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from genlab.data.base import Batch
+from genlab.errors import ConfigError
 from genlab.models.diffusion import (
     Diffusion,
     DiffusionConfig,
@@ -161,6 +162,27 @@ def test_ode_likelihood_matches_the_analytic_one(process):
     model.process.prior_log_prob = exact_prior(model)  # then the ODE itself is exact
     lp = model.log_prob(x, rtol=1e-7, atol=1e-7)
     assert (lp.value - law.log_prob(x)).abs().max() < 2e-4, (lp.value - law.log_prob(x)).abs().max()
+
+
+@pytest.mark.parametrize("t_lo", [0.0, 0.3])
+@pytest.mark.parametrize("param", ["velocity", "eps"])
+def test_ode_likelihood_from_a_given_time_is_the_density_of_the_data_noised_to_it(param, t_lo):
+    """The examples taken as ``x̂`` at ``σ(t_lo)``: the exact ODE gives N(μ, Σ + σ(t_lo)² I), which
+    at ``t_lo = 0`` on the linear path (σ = 0) is the density of the data itself."""
+    model = oracle("linear", param)
+    model.process.prior_log_prob = exact_prior(model)
+    x = gaussian_points(64)
+    lp = model.log_prob(x, rtol=1e-7, atol=1e-7, t_lo=t_lo)
+    sigma = t_lo / (1 - t_lo)
+    law = torch.distributions.MultivariateNormal(MU, COV + sigma**2 * torch.eye(2))
+    assert (lp.value - law.log_prob(x)).abs().max() < 2e-4
+    assert f"t = {t_lo:g}" in lp.note
+
+
+def test_ode_likelihood_outside_the_process_range_is_a_clear_error():
+    model = oracle("vp-linear")
+    with pytest.raises(ConfigError, match=r"t_lo=0 is outside the vp-linear process's range"):
+        model.log_prob(gaussian_points(4), t_lo=0.0)
 
 
 def test_hutchinson_likelihood_is_labelled_and_within_its_standard_error():

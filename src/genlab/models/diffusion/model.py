@@ -438,6 +438,13 @@ class Diffusion(GenerativeModel):
         ),
         SampleOption("atol", "absolute tolerance of the probability-flow ODE", float, 1e-5),
         SampleOption("probes", "Hutchinson probes of the divergence (above 16 dimensions)", int, 4),
+        SampleOption(
+            "t_lo",
+            "the time the examples are taken at (default: the process's t_lo, where samplers "
+            "stop; 0 on the linear path gives the density of the data itself)",
+            float,
+            None,
+        ),
     )
 
     def log_prob(
@@ -452,16 +459,26 @@ class Diffusion(GenerativeModel):
         generator: torch.Generator | None = None,
         batch_size: int = 4096,
         levels: int | None = None,
+        t_lo: float | None = None,
     ) -> LogProb:
         """``log p(x)`` in nats through the probability-flow ODE from ``t_lo`` to ``t_hi``
-        (:func:`genlab.models.diffusion.likelihood.ode_log_prob`; ``x`` is taken as ``x̂`` at σ_min).
+        (:func:`genlab.models.diffusion.likelihood.ode_log_prob`; ``x`` is taken as ``x̂`` at
+        ``σ(t_lo)``). ``t_lo`` defaults to the process's, where samplers stop (the density of the
+        data convolved with N(0, σ_min²), as Song et al. 2021 evaluate); any time of the training
+        range below ``t_hi`` may be given, e.g. 0 on the linear path, where ``σ = 0``.
 
         Images on a grid of ``levels`` values in [-1, 1] are dequantized: ``x + U`` over the bin
         of width ``2/(levels − 1)`` around each value, and ``log P(x) ≥ E log p(x + U) + D log(bin)``
         is a bound on the discrete likelihood (one-sample estimate, noted in the result)."""
         pr, den = self.process, self.denoiser(None, 1.0)
         den.clip = False  # the likelihood is the ODE of the network itself
-        s_lo = float(pr.s(pr.t_lo))
+        t_lo = pr.t_lo if t_lo is None else float(t_lo)
+        if not pr.t_min <= t_lo < pr.t_hi:
+            raise ConfigError(
+                f"t_lo={t_lo:g} is outside the {pr.name} process's range for the likelihood: "
+                f"[{pr.t_min:g}, {pr.t_hi:g})"
+            )
+        s_lo = float(pr.s(t_lo))
         offset, note = 0.0, ""
         if len(self.spec.shape) == 3:
             levels = levels or self.config.levels
@@ -472,8 +489,10 @@ class Diffusion(GenerativeModel):
             offset = x[0].numel() * math.log(width)
             note = f"uniform dequantization over {levels} levels (a bound on the discrete NLL)"
 
+        if t_lo != pr.t_lo:
+            note = (note + ", " if note else "") + f"the examples taken at t = {t_lo:g}"
         lp = ode_log_prob(
-            probability_flow(den, pr, pr.t_lo, pr.t_hi), x.to(self.device) * s_lo, pr.t_lo, pr.t_hi, pr.prior_log_prob, exact=exact,
+            probability_flow(den, pr, t_lo, pr.t_hi), x.to(self.device) * s_lo, t_lo, pr.t_hi, pr.prior_log_prob, exact=exact,
             exact_max_dim=exact_divergence_max_dim, probes=probes, generator=generator, rtol=rtol, atol=atol,
             batch_size=batch_size, note=note,
         )  # fmt: skip
