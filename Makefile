@@ -73,6 +73,7 @@ bench-env: $(BENCH_VENV)/.installed
 bench-peers: bench-env
 	$(BENCH_VENV)/bin/python bench/peers.py --pair ddpm --minutes 10 --seeds 2
 	$(BENCH_VENV)/bin/python bench/peers.py --pair fm --minutes 5 --seeds 2
+	$(BENCH_VENV)/bin/python bench/peers.py --pair vae --minutes 3 --seeds 1
 
 bench: bench-env
 	$(BENCH_VENV)/bin/python bench/flow_matching_2d.py

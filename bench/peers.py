@@ -1,22 +1,29 @@
 """genlab beside the libraries people use, on images, at equal CPU time, scored by `genlab score`.
 
     .bench-venv/bin/python bench/peers.py --pair ddpm --minutes 10 --seeds 1
-    .bench-venv/bin/python bench/peers.py --pair fm --minutes 5 --seeds 1
+    .bench-venv/bin/python bench/peers.py --pair fm --minutes 5 --seeds 2
+    .bench-venv/bin/python bench/peers.py --pair vae --minutes 3 --seeds 2
     .bench-venv/bin/python bench/peers.py --pair ddpm --quick        # a 5-minute smoke
 
 Each pair is a list of arms; an arm is an adapter of a few dozen lines (build, train for a number
-of steps, sample at a number of NFE). The pairs: ``ddpm`` (genlab's recipe against a diffusers
-``UNet2DModel`` + ``DDPMScheduler`` loop) and ``fm`` (flow matching on genlab's U-Net: genlab
-against Meta's ``flow_matching`` and torchcfm, FD against NFE from 1 to 50, and the bits/dim of
-genlab's ODE likelihood against ``flow_matching``'s ``compute_likelihood`` on the same model).
-The harness gives every arm of a pair:
+of steps, sample at a number of NFE or score test images). The pairs: ``ddpm`` (genlab's recipe
+against a diffusers ``UNet2DModel`` + ``DDPMScheduler`` loop), ``fm`` (flow matching on genlab's
+U-Net: genlab against Meta's ``flow_matching`` and torchcfm, FD against NFE from 1 to 50, and the
+bits/dim of genlab's ODE likelihood against ``flow_matching``'s ``compute_likelihood`` on the same
+model) and ``vae`` (genlab's VAE and IWAE recipes against pythae's ``VAE`` and ``IWAE`` trained by
+its ``TrainingPipeline`` on the same networks: test ELBO and IWAE-5000, each library selecting its
+best checkpoint on the validation split as it does for its users). The harness gives every arm of
+a pair:
 
 - the same data and split: the recipe's split of the bundled MNIST (train 70%, validation 10%,
-  test 20%, seed 0), the training images as unlabelled uint8 (every arm is unconditional);
+  test 20%, seed 0), the training images as unlabelled uint8 (every arm is unconditional; in
+  ``vae`` every arm binarizes them afresh at each visit and selects on the validation split);
 - parameters within 10% (printed, and the run stops otherwise);
 - the same thread count, and the same CPU time of training: a probe of a few steps measures each
-  arm's step time, the arm then trains for as many steps as fit its share (``--minutes``), with
-  the same batch, learning rate, warmup and cosine schedule (the tuning is the recipe's, shared);
+  arm's step time (for the small networks of ``vae``, whose loop costs as much as their network,
+  the slope between a short and a long run of the arm's own loop), the arm then trains for as
+  many steps as fit its share (``--minutes``), with the same batch, learning rate, warmup and
+  cosine schedule (the tuning is the recipe's, shared);
 - the same number of samples at the same NFE, all scored by ``genlab.score`` against the test
   split on genlab's MNIST feature network (FD, precision, recall, each beside its real-data floor);
 - each arm in its own process, run one after another alone (its peak resident memory is its own);
@@ -264,7 +271,9 @@ class GenlabFM(GenlabDDPM):
     def likelihood(self, images: torch.Tensor, seed: int, repeats: int = 4) -> dict:
         """Bits/dim of ``images`` (test images on the 256-level grid) by genlab's ODE likelihood
         and by ``flow_matching``'s ``compute_likelihood`` on this same trained model, on the same
-        dequantized points: both dopri5 at rtol = atol = 1e-5 with Rademacher Hutchinson traces
+        dequantized points; genlab's both from its default ``t_lo`` (10⁻³, the image taken as the
+        state at σ_min) and from ``t_lo = 0``, flow_matching's interval (the image itself): all
+        dopri5 at rtol = atol = 1e-5 with Rademacher Hutchinson traces
         (genlab 4 probes in one solve; flow_matching 1 probe per solve, ``repeats`` solves), both
         converted as log P(bin) = log p(y) + D log(bin width). Per-image values with their
         standard errors over probes, so the difference is paired.
@@ -282,6 +291,8 @@ class GenlabFM(GenlabDDPM):
         t0 = time.perf_counter()
         lp = model.log_prob(images, generator=torch.Generator().manual_seed(seed), levels=levels)
         genlab_s = time.perf_counter() - t0
+        g = torch.Generator().manual_seed(seed)  # the same points and probes, from t = 0
+        lp0 = model.log_prob(images, generator=g, levels=levels, t_lo=0.0)
         u = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
         y = images + (u - 0.5) * width  # genlab's first draw from that generator: the same points
 
@@ -305,6 +316,7 @@ class GenlabFM(GenlabDDPM):
         return {"n": len(images), "genlab": (lp.value * to_bpd).tolist(),
                 "genlab_se": (lp.stderr * -to_bpd).tolist(), "genlab_probes": 4,
                 "genlab_seconds": genlab_s, "genlab_nfe": lp.nfe,
+                "genlab_t0": (lp0.value * to_bpd).tolist(), "genlab_t0_se": (lp0.stderr * -to_bpd).tolist(),
                 "flow_matching": (fm.mean(0) * to_bpd).tolist(),
                 "flow_matching_se": (fm.std(0) / math.sqrt(repeats) * -to_bpd).tolist(),
                 "flow_matching_probes": repeats, "flow_matching_seconds": fm_s}  # fmt: skip
@@ -437,12 +449,239 @@ class TorchCFM(PeerFM):
         return odeint(v, x0, grid, method="euler" if order == 1 else "midpoint")[-1]
 
 
-PAIRS = {"ddpm": [GenlabDDPM, DiffusersDDPM], "fm": [GenlabFM, FlowMatchingFM, TorchCFM]}
-PEER_VERSIONS = {"ddpm": ("diffusers",), "fm": ("flow_matching", "torchcfm", "torchdiffeq")}
+# --- VAE / IWAE: genlab's recipes against pythae's TrainingPipeline --------------------------------
+VAE_RECIPES = {1: "vae-mnist.yaml", 5: "iwae-mnist.yaml"}  # train_k -> recipe
+VAE_BATCH, VAE_LR, VAE_WARMUP = 100, 1e-3, 100  # the recipes' trainer (shared by every arm)
+IWAE_K = 5000  # importance samples of the test bound (Burda et al. 2016)
+CHECK_N = 100  # test images on which pythae's own get_nll checks the shared estimator
+
+
+def binarized(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Images in [-1, 1] -> {0, 1}: each pixel 1 with probability its intensity, seeded."""
+    p = ((x + 1) / 2).clamp(0, 1)
+    return (torch.rand(p.shape, generator=torch.Generator().manual_seed(seed)) < p).float()
+
+
+class GenlabVAE:
+    """genlab's ``vae-mnist`` recipe (``iwae-mnist`` for ``k = 5``): MLPs of 2 x 200 units, 50
+    latent dimensions, a Bernoulli decoder, dynamic binarization, AdamW 1e-3 with warmup and
+    cosine, the best validation checkpoint (validation every 1,000 steps, early stopping)."""
+
+    name, k = "genlab-vae", 1
+
+    def __init__(self, data: Path, seed: int) -> None:
+        import genlab
+
+        self.data, self.seed = data, seed
+        self.recipe = ROOT / "configs" / VAE_RECIPES[self.k]
+        self.overrides = [f"trainer.seed={seed}", "trainer.progress=false",
+                          "trainer.tensorboard=false"]  # fmt: skip
+        cfg = genlab.load_config(self.recipe, self.overrides)
+        self.dataset = genlab.load_data(cfg)  # the recipe's split is SPLIT
+        torch.manual_seed(seed)
+        self.model = genlab.build_model(cfg, self.dataset)
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def step_fn(self):
+        from genlab.data.base import Batch
+
+        opt = torch.optim.AdamW(self.model.parameters(), lr=VAE_LR, weight_decay=0.0)
+        x, g = self.dataset.train, torch.Generator().manual_seed(0)
+
+        def step() -> None:
+            batch = Batch(x[torch.randint(len(x), (VAE_BATCH,), generator=g)])
+            update(opt, self.model.loss(self.model.prepare(batch, g), g))
+
+        return step
+
+    def train(self, steps: int, out: Path) -> None:
+        import genlab
+
+        over = [*self.overrides, f"trainer.steps={steps}", f"trainer.checkpoint_every={steps}",
+                f"trainer.warmup={min(VAE_WARMUP, max(steps // 10, 1))}"]  # fmt: skip
+        self.run = genlab.train(self.recipe, out=out, overrides=over, evaluate=False, verbose=False)
+        self.model = self.run.model  # the best validation checkpoint
+
+    def evaluate(self, x01: torch.Tensor, seed: int) -> dict:
+        return vae_bounds(self.model, x01, seed)
+
+    def seconds_per_step(self, tmp: Path) -> float:
+        return loop_probe(type(self), self.data, self.seed, 200, 1000, tmp)
+
+
+def vae_bounds(model, x01: torch.Tensor, seed: int) -> dict:
+    """ELBO and IWAE-5000 (nats) of binarized test images, per image with standard errors, by
+    genlab's estimator (``VAE.likelihoods``) with the same draws for every arm."""
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    elbo, iwae = model.likelihoods(x01 * 2 - 1, iwae_k=IWAE_K, generator=g)
+    return {"n": len(x01), "k": IWAE_K, "elbo": elbo.value.tolist(), "iwae": iwae.value.tolist(),
+            "iwae_se": iwae.stderr.tolist(), "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def loop_probe(cls, data: Path, seed: int, short: int, long: int, tmp: Path) -> float:
+    """Seconds per step of an arm's own training loop (data, logging, validation and all): the
+    slope between a run of ``short`` and one of ``long`` steps, each from a fresh arm. For small
+    networks, whose steps cost little beside their loop's."""
+    times = []
+    for i, steps in enumerate((short, long)):
+        arm = cls(data, seed)
+        t0 = time.perf_counter()
+        arm.train(steps, tmp / f"probe-{i}")
+        times.append(time.perf_counter() - t0)
+    return max((times[1] - times[0]) / (long - short), 1e-6)
+
+
+class GenlabIWAE(GenlabVAE):
+    name, k = "genlab-iwae", 5
+
+
+class PythaeVAE:
+    """pythae's ``VAE`` (``IWAE`` with 5 samples for ``k = 5``) trained by its own
+    ``TrainingPipeline``, on the same networks as genlab's recipe (its MLPs and their
+    initialization, wrapped as pythae's ``BaseEncoder``/``BaseDecoder``; pythae's benchmark MNIST
+    convnets have 25x the parameters), the same dynamically binarized training images (a torch
+    ``Dataset``, pythae's path for custom data), batch, learning rate and a cosine schedule, and
+    pythae's selection of the best epoch on the validation split. Scored by the same estimator
+    as genlab's arm, on genlab's shell of the trained networks, and checked against pythae's own
+    ``get_nll`` on the first test images."""
+
+    name, k, genlab_arm = "pythae-vae", 1, GenlabVAE
+
+    def __init__(self, data: Path, seed: int) -> None:
+        from pythae.models import IWAE, VAE, IWAEConfig, VAEConfig
+        from pythae.models.base.base_utils import ModelOutput
+        from pythae.models.nn import BaseDecoder, BaseEncoder
+
+        self.data, self.seed = data, seed
+        shell = self.genlab_arm(data, seed)
+        self.shell, self.dataset = shell.model, shell.dataset  # genlab's networks, same init
+
+        class Encoder(BaseEncoder):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):  # pixels in {0, 1}; genlab's encoder reads them as ±1
+                mu, log_var = self.net(x * 2 - 1).chunk(2, dim=-1)
+                return ModelOutput(embedding=mu, log_covariance=log_var)
+
+        class Decoder(BaseDecoder):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, z):  # pythae's Bernoulli means: sigmoid of the logits
+                return ModelOutput(reconstruction=torch.sigmoid(self.net(z)[:, 0]))
+
+        common = {"input_dim": (1, 28, 28), "latent_dim": self.shell.config.latent,
+                  "reconstruction_loss": "bce"}  # fmt: skip
+        nets = {"encoder": Encoder(self.shell.encoder), "decoder": Decoder(self.shell.decoder)}
+        if self.k == 1:
+            self.model = VAE(VAEConfig(**common), **nets)
+        else:
+            self.model = IWAE(IWAEConfig(**common, number_samples=self.k), **nets)
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def train_set(self):
+        from pythae.data.datasets import DatasetOutput
+
+        x01 = (self.dataset.train + 1) / 2
+
+        class DynamicallyBinarized(torch.utils.data.Dataset):  # a new draw at every visit
+            def __init__(self, seed: int) -> None:
+                self.g = torch.Generator().manual_seed(seed)
+
+            def __len__(self) -> int:
+                return len(x01)
+
+            def __getitem__(self, i: int):
+                return DatasetOutput(
+                    data=(torch.rand(x01[i].shape, generator=self.g) < x01[i]).float()
+                )
+
+        return DynamicallyBinarized(self.seed)
+
+    def step_fn(self):
+        from pythae.data.datasets import collate_dataset_output
+
+        opt = torch.optim.Adam(self.model.parameters(), lr=VAE_LR)
+        loader = torch.utils.data.DataLoader(self.train_set(), batch_size=VAE_BATCH, shuffle=True,
+                                             collate_fn=collate_dataset_output)  # fmt: skip
+        batches = iter(())
+
+        def step() -> None:
+            nonlocal batches
+            inputs = next(batches, None)
+            if inputs is None:
+                batches = iter(loader)
+                inputs = next(batches)
+            out = self.model(inputs, epoch=1, dataset_size=len(loader.dataset), uses_ddp=False)
+            update(opt, out.loss)
+
+        return step
+
+    def train(self, steps: int, out: Path) -> None:
+        import logging
+
+        from pythae.pipelines import TrainingPipeline
+        from pythae.trainers import BaseTrainerConfig
+
+        logging.getLogger("pythae").setLevel(logging.WARNING)
+        epochs = max(1, round(steps * VAE_BATCH / len(self.dataset.train)))
+        config = BaseTrainerConfig(
+            output_dir=str(out), num_epochs=epochs, learning_rate=VAE_LR,
+            per_device_train_batch_size=VAE_BATCH, per_device_eval_batch_size=VAE_BATCH,
+            scheduler_cls="CosineAnnealingLR", scheduler_params={"T_max": epochs},
+            seed=self.seed, no_cuda=True,
+        )  # fmt: skip
+        pipeline = TrainingPipeline(model=self.model, training_config=config)
+        pipeline(train_data=self.train_set(), eval_data=binarized(self.dataset.val, 1))
+        best = pipeline.trainer._best_model  # pythae's choice: the best validation epoch
+        self.shell.encoder.load_state_dict(best.encoder.net.state_dict())
+        self.shell.decoder.load_state_dict(best.decoder.net.state_dict())
+        self.best = best
+
+    def evaluate(self, x01: torch.Tensor, seed: int) -> dict:
+        result = vae_bounds(self.shell, x01, seed)  # genlab's estimator on the trained networks
+        self.best.eval()
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            own = self.best.get_nll(x01[:CHECK_N], n_samples=IWAE_K, batch_size=IWAE_K)
+        result["pythae_get_nll"] = {"n": CHECK_N, "mean_log_p": float(own),
+                                    "seconds": time.perf_counter() - t0}  # fmt: skip
+        return result
+
+    def seconds_per_step(self, tmp: Path) -> float:
+        per_epoch = len(self.dataset.train) // VAE_BATCH
+        return loop_probe(type(self), self.data, self.seed, per_epoch, 4 * per_epoch, tmp)
+
+
+class PythaeIWAE(PythaeVAE):
+    name, k, genlab_arm = "pythae-iwae", 5, GenlabIWAE
+
+
+PAIRS = {
+    "ddpm": [GenlabDDPM, DiffusersDDPM],
+    "fm": [GenlabFM, FlowMatchingFM, TorchCFM],
+    "vae": [GenlabVAE, PythaeVAE, GenlabIWAE, PythaeIWAE],
+}
+PEER_VERSIONS = {
+    "ddpm": ("diffusers",),
+    "fm": ("flow_matching", "torchcfm", "torchdiffeq"),
+    "vae": ("pythae",),
+}
 POINTS = {  # where each pair samples: NFE (the arm's solver), or "2nd:N" (second order, ~N NFE)
     "ddpm": ["20", "50"],
     "fm": ["1", "2", "5", "10", "20", "50", "2nd:20"],
+    "vae": [],  # scored by the likelihood bound of the test images
 }
+NLL_N = {"ddpm": 0, "fm": 16, "vae": 1000}  # test images whose likelihood each arm estimates
 
 
 # --- one arm in its own process -------------------------------------------------------------------
@@ -464,15 +703,18 @@ def worker(args: argparse.Namespace) -> None:
     arm_cls = {a.name: a for a in PAIRS[args.pair]}[args.worker]
     data = Path(args.data)
     arm = arm_cls(data, args.seed)
-    seconds_per_step = probe(arm_cls(data, args.seed))
-    steps = max(int(args.minutes * 60 / seconds_per_step), 10)
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        if hasattr(arm, "seconds_per_step"):  # its own loop, timed
+            seconds_per_step = arm.seconds_per_step(Path(tmp))
+        else:
+            seconds_per_step = probe(arm_cls(data, args.seed))
+        steps = max(int(args.minutes * 60 / seconds_per_step), 10)
+        t0 = time.perf_counter()
         arm.train(steps, Path(tmp) / "run")
-    train_s = time.perf_counter() - t0
+        train_s = time.perf_counter() - t0
     dataset = mnist()
     results = {}
-    for point in args.nfe:
+    for point in args.nfe or []:
         t0 = time.perf_counter()
         x, used = arm.sample(args.n, point, seed=1000 + args.seed)
         sample_s = time.perf_counter() - t0
@@ -487,6 +729,10 @@ def worker(args: argparse.Namespace) -> None:
     likelihood = None
     if hasattr(arm, "likelihood") and args.nll_n > 0:
         likelihood = arm.likelihood(dataset.test[: args.nll_n], seed=2000 + args.seed)
+    if hasattr(arm, "evaluate"):  # the same binarized test images for every arm
+        likelihood = arm.evaluate(
+            binarized(dataset.test[: args.nll_n], 3000), seed=2000 + args.seed
+        )
     record = {
         "arm": arm.name, "seed": args.seed, "params": arm.params(), "steps": steps,
         "probe_s_per_step": seconds_per_step, "train_seconds": train_s, "samples": results,
@@ -497,9 +743,9 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # --- the harness ----------------------------------------------------------------------------------
-def interleaved(pair: str, data: Path, rounds: int, reps: int) -> dict[str, float]:
+def interleaved(classes: list, data: Path, rounds: int, reps: int) -> dict[str, float]:
     """Median ms per training step of each arm, timed in alternating rounds."""
-    arms = [cls(data, 0) for cls in PAIRS[pair]]
+    arms = [cls(data, 0) for cls in classes]
     steps = [a.step_fn() for a in arms]
     for s in steps:
         s()
@@ -524,9 +770,9 @@ def main() -> None:
     p.add_argument(
         "--nll-n",
         type=int,
-        default=16,
-        help="test images whose bits/dim genlab and flow_matching both estimate (fm)",
+        help="test images whose likelihood every arm estimates (default: the pair's, see NLL_N)",
     )
+    p.add_argument("--arms", nargs="+", help="run only these arms of the pair (by name)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     p.add_argument("--quick", action="store_true", help="a 5-minute smoke (1 min per arm)")
     p.add_argument("--out", type=Path)
@@ -538,37 +784,45 @@ def main() -> None:
     if args.worker:
         return worker(args)
     args.nfe = args.nfe or POINTS[args.pair]
+    args.nll_n = NLL_N[args.pair] if args.nll_n is None else args.nll_n
     if args.quick:
         quick = [p for p in POINTS[args.pair] if p.endswith("20")]
-        args.minutes, args.n, args.nfe, args.seeds, args.nll_n = 1.0, 100, quick, 1, 4
+        args.minutes, args.n, args.nfe, args.seeds = 1.0, 100, quick, 1
+        args.nll_n = min(args.nll_n, 4 if args.pair == "fm" else 100)
     out = args.out or (
         Path(tempfile.gettempdir()) / f"peers-{args.pair}-quick.json"
         if args.quick
         else ROOT / "bench" / "results" / f"peers-{args.pair}.json"
     )
+    classes = [c for c in PAIRS[args.pair] if not args.arms or c.name in args.arms]
+    unknown = set(args.arms or ()) - {c.name for c in classes}
+    if unknown:
+        names = ", ".join(c.name for c in PAIRS[args.pair])
+        sys.exit(f"the {args.pair} pair has no arm {', '.join(sorted(unknown))} (it has {names})")
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     peers = {v: version(v) for v in PEER_VERSIONS[args.pair]}
     machine = {**machine_info(**peers), "loadavg_before": list(os.getloadavg())}
     record = {"machine": machine, "pair": args.pair, "command": " ".join(sys.argv),
               "minutes": args.minutes, "seeds": args.seeds, "n": args.n, "nfe": args.nfe, "nll_n": args.nll_n,
-              "threads": args.threads, "batch": BATCH, "lr": LR, "runs": []}  # fmt: skip
+              "threads": args.threads, "batch": VAE_BATCH if args.pair == "vae" else BATCH,
+              "lr": VAE_LR if args.pair == "vae" else LR, "runs": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         data = training_file(Path(tmp))
-        counts = {cls.name: cls(data, 0).params() for cls in PAIRS[args.pair]}
+        counts = {cls.name: cls(data, 0).params() for cls in classes}
         print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         if max(counts.values()) > 1.1 * min(counts.values()):
             sys.exit(f"parameter counts differ by more than 10%: {counts}")
         record["params"] = counts
         for seed in range(args.seeds):
-            for cls in PAIRS[args.pair]:
+            for cls in classes:
                 result = Path(tmp) / f"{cls.name}-{seed}.json"
                 print(f"[seed {seed}] {cls.name}: training {args.minutes:g} min ...", flush=True)
                 cmd = [sys.executable, __file__, "--pair", args.pair, "--worker", cls.name,
                        "--data", str(data), "--seed", str(seed), "--result", str(result),
                        "--minutes", str(args.minutes), "--n", str(args.n),
                        "--threads", str(args.threads), "--nll-n", str(args.nll_n),
-                       "--nfe", *map(str, args.nfe)]  # fmt: skip
+                       *(["--nfe", *map(str, args.nfe)] if args.nfe else [])]  # fmt: skip
                 subprocess.run(cmd, check=True)
                 run = json.loads(result.read_text())
                 record["runs"].append(run)
@@ -578,7 +832,14 @@ def main() -> None:
                           f"(floor {r['fd']['floor']:.2f}), precision {r['precision']['value']:.3f}, "
                           f"recall {r['recall']['value']:.3f}, {r['images_per_s']:.1f} images/s; "
                           f"peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
-        record["ms_per_step"] = interleaved(args.pair, data, rounds=3 if args.quick else 6, reps=3)
+                lk = run.get("likelihood", {})
+                if "iwae" in lk:
+                    print(f"  {cls.name} seed {seed}: {run['steps']} steps in "
+                          f"{run['train_seconds']:.0f} s; test ({lk['n']} images) ELBO "
+                          f"{statistics.fmean(lk['elbo']):.2f}, IWAE-{lk['k']} "
+                          f"{statistics.fmean(lk['iwae']):.2f} nats; peak RSS "
+                          f"{run['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+        record["ms_per_step"] = interleaved(classes, data, rounds=3 if args.quick else 6, reps=3)
     print("ms per step (interleaved rounds): " +
           ", ".join(f"{k} {v:.0f}" for k, v in record["ms_per_step"].items()))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
