@@ -634,7 +634,6 @@ class PythaeVAE:
 
         for name in [n for n in logging.root.manager.loggerDict if n.startswith("pythae")]:
             logging.getLogger(name).setLevel(logging.WARNING)  # its per-epoch console lines
-        os.environ["TQDM_DISABLE"] = "1"  # and its progress bars (less work for pythae's loop)
         epochs = max(1, round(steps * VAE_BATCH / len(self.dataset.train)))
         config = BaseTrainerConfig(
             output_dir=str(out), num_epochs=epochs, learning_rate=VAE_LR,
@@ -826,7 +825,8 @@ def main() -> None:
                        "--minutes", str(args.minutes), "--n", str(args.n),
                        "--threads", str(args.threads), "--nll-n", str(args.nll_n),
                        *(["--nfe", *map(str, args.nfe)] if args.nfe else [])]  # fmt: skip
-                subprocess.run(cmd, check=True)
+                quiet = {"TQDM_DISABLE": "1"} if args.pair == "vae" else {}  # pythae's bars
+                subprocess.run(cmd, check=True, env={**os.environ, **quiet})
                 run = json.loads(result.read_text())
                 record["runs"].append(run)
                 for nfe, r in run["samples"].items():
