@@ -55,6 +55,8 @@ WRITERS: dict[str, str] = {
     "bench/results/ot_coupling.json": "bench/ot_coupling.py",
     "bench/results/peers-ddpm.json": "bench/peers.py",
     "bench/results/peers-fm.json": "bench/peers.py",
+    "bench/results/peers-fm-likelihood.json": "bench/peers.py",
+    "bench/results/peers-vae.json": "bench/peers.py",
     "bench/results/text.json": "bench/text.py",
     "bench/results/text-375.json": "bench/text.py",
     "bench/results/text-750.json": "bench/text.py",
@@ -1631,35 +1633,122 @@ def peers_fm_runs() -> str:
 
 def fm_likelihood(run: dict) -> dict:
     """genlab's and flow_matching's bits/dim on the same images and model: means, standard errors
-    over images, and the paired difference with its standard error."""
-    g, f = run["likelihood"]["genlab"], run["likelihood"]["flow_matching"]
+    over images, the paired difference with its standard error, and each estimator's mean
+    standard error over its Hutchinson probes (per image)."""
+    lk = run["likelihood"]
+    g, f = lk["genlab"], lk["flow_matching"]
     n = len(g)
     d = [a - b for a, b in zip(g, f, strict=True)]
 
     def se(v: list[float]) -> float:
         return statistics.stdev(v) / math.sqrt(len(v))
 
+    probe = {
+        k: statistics.fmean(lk[f"{k}_se"]) for k in ("genlab", "flow_matching") if f"{k}_se" in lk
+    }
     return {"n": n, "genlab": statistics.fmean(g), "genlab_se": se(g),
             "flow_matching": statistics.fmean(f), "flow_matching_se": se(f),
-            "diff": statistics.fmean(d), "diff_se": se(d)}  # fmt: skip
+            "diff": statistics.fmean(d), "diff_se": se(d), "probe_se": probe}  # fmt: skip
+
+
+def _fm_likelihood_table(path: str) -> str:
+    """Per seed: the estimators' bits/dim of the same test images under genlab's model; with
+    genlab's estimate from t_lo = 0 beside it where the JSON holds one."""
+    data = load(path)
+    runs = [r for r in data["runs"] if "likelihood" in r]
+    t0 = all("genlab_t0" in r["likelihood"] for r in runs)
+    out = []
+    for run in runs:
+        s, lk = fm_likelihood(run), run["likelihood"]
+        probes = (f"{num(s['probe_se']['genlab'], 3)} / {num(s['probe_se']['flow_matching'], 3)}"
+                  if len(s["probe_se"]) == 2 else "–")  # fmt: skip
+        row = [str(run["seed"]), str(s["n"]), pm(s["genlab"], s["genlab_se"], 3)]
+        if t0:
+            z = fm_likelihood({"likelihood": {**lk, "genlab": lk["genlab_t0"]}})
+            row.append(pm(z["genlab"], z["genlab_se"], 3))
+        row += [pm(s["flow_matching"], s["flow_matching_se"], 3), pm(s["diff"], s["diff_se"], 3)]
+        if t0:
+            row.append(pm(z["diff"], z["diff_se"], 3))
+        row += [probes, f"{num(lk['genlab_seconds'], 0)} / {num(lk['flow_matching_seconds'], 0)}"]
+        out.append(row)
+    head = ["seed", "test images", "genlab `log_prob`, bits/dim"]
+    if t0:
+        head.append("genlab from `t_lo = 0`")
+    head += ["flow_matching `compute_likelihood`, bits/dim", "paired difference"]
+    if t0:
+        head.append("paired difference, `t_lo = 0`")
+    head += ["probe noise per image (genlab / flow_matching)", "seconds (genlab / flow_matching)"]
+    return md(head, out)
 
 
 @table(PEERS_FM)
 def peers_fm_likelihood() -> str:
-    """Per seed: the two estimators' bits/dim of the same test images under genlab's model."""
-    data = load(PEERS_FM)
+    """Per seed of the pair's run: the two estimators on genlab's trained model."""
+    return _fm_likelihood_table(PEERS_FM)
+
+
+PEERS_FM_LIKELIHOOD = "bench/results/peers-fm-likelihood.json"
+
+
+@table(PEERS_FM_LIKELIHOOD)
+def peers_fm_likelihood_t0() -> str:
+    """The same, with genlab's estimate from t_lo = 0 (flow_matching's interval) beside it."""
+    return _fm_likelihood_table(PEERS_FM_LIKELIHOOD)
+
+
+PEERS_VAE = "bench/results/peers-vae.json"
+
+
+def _mean_se(v: list[float]) -> tuple[float, float]:
+    return statistics.fmean(v), statistics.stdev(v) / math.sqrt(len(v))
+
+
+@table(PEERS_VAE)
+def peers_vae() -> str:
+    """Per seed and arm: test ELBO and IWAE-5000 (mean ± standard error over the test images),
+    and the paired difference in IWAE-5000 from genlab's arm with the same objective."""
+    data = load(PEERS_VAE)
+    runs = {(r["seed"], r["arm"]): r for r in data["runs"]}
     out = []
-    for run in data["runs"]:
-        if "likelihood" not in run:
-            continue
-        s, lk = fm_likelihood(run), run["likelihood"]
+    for (seed, arm), r in runs.items():
+        lk = r["likelihood"]
+        ref = runs.get((seed, "genlab-" + arm.split("-")[1]))
+        if ref is r or ref is None:
+            diff = "–"
+        else:
+            d = [a - b for a, b in zip(lk["iwae"], ref["likelihood"]["iwae"], strict=True)]
+            diff = pm(*_mean_se(d), 2)
         out.append([
-            str(run["seed"]), str(s["n"]), pm(s["genlab"], s["genlab_se"], 3),
-            pm(s["flow_matching"], s["flow_matching_se"], 3), pm(s["diff"], s["diff_se"], 3),
-            f"{num(lk['genlab_seconds'], 0)} / {num(lk['flow_matching_seconds'], 0)}",
+            str(seed), arm, "ELBO" if arm.endswith("vae") else "IWAE-5", f"{r['steps']:,}",
+            num(r["train_seconds"], 0), pm(*_mean_se(lk["elbo"]), 2),
+            pm(*_mean_se(lk["iwae"]), 2), diff,
         ])  # fmt: skip
-    head = ["seed", "test images", "genlab `log_prob`, bits/dim", "flow_matching "
-            "`compute_likelihood`, bits/dim", "paired difference", "seconds (genlab / flow_matching)"]  # fmt: skip
+    n, k = data["runs"][0]["likelihood"]["n"], data["runs"][0]["likelihood"]["k"]
+    head = ["seed", "arm", "trained on", "steps", "training s", f"test ELBO, nats ↑ ({n} images)",
+            f"test IWAE-{k}, nats ↑", "IWAE − genlab's, paired"]  # fmt: skip
+    return md(head, out)
+
+
+@table(PEERS_VAE)
+def peers_vae_runs() -> str:
+    """Per arm: parameters, step time in interleaved rounds, peak memory; and pythae's own
+    ``get_nll`` beside genlab's estimator on the same first test images of pythae's models."""
+    data = load(PEERS_VAE)
+    out = []
+    for arm, params in data["params"].items():
+        runs = [r for r in data["runs"] if r["arm"] == arm]
+        checks = []
+        for r in runs:
+            own = r["likelihood"].get("pythae_get_nll")
+            if own:
+                mine = statistics.fmean(r["likelihood"]["iwae"][: own["n"]])
+                checks.append(f"{num(own['mean_log_p'], 2)} vs {num(mine, 2)}")
+        out.append([
+            arm, f"{params:,}", num(data["ms_per_step"][arm], 2),
+            num(max(r["peak_rss_mb"] for r in runs), 0), "; ".join(checks) or "–",
+        ])  # fmt: skip
+    head = ["arm", "parameters", "ms/step (interleaved)", "peak RSS, MB",
+            "pythae `get_nll` vs genlab's IWAE on the first test images (per seed)"]  # fmt: skip
     return md(head, out)
 
 

@@ -64,6 +64,9 @@ EVAL = "bench/results/eval_images.json"
 BOARD = "bench/results/leaderboard-digits-30min.json"
 ARD, ARG = "bench/results/autoregressive_density.json", "bench/results/autoregressive.json"
 GPT_PEERS = "bench/results/gpt_peers.json"
+PEERS_FM = "bench/results/peers-fm.json"
+PEERS_FM_LIK = "bench/results/peers-fm-likelihood.json"
+PEERS_VAE = "bench/results/peers-vae.json"
 TOKENS = "bench/results/text_tokens.json"
 VIM = "bench/results/text_tokens-vim.json"
 T750, T375 = "bench/results/text-750.json", "bench/results/text-375.json"
@@ -1014,6 +1017,82 @@ PROSE: list[tuple[str, str, str | tuple[str, ...], str | Callable, str | Callabl
         lambda d: (_row(d, "diffusion")["steps"], _row(d, "pixelcnn")["steps"]),
         lambda v: f"diffusion ({v[0]:,} of 4,000) and PixelCNN\n({v[1]:,} of 3,000)",
     ),
+    # docs/peers.md: the flow-matching pair
+    (
+        "docs/peers.md",
+        "92.4 ± 13.1 against 93.1 ± 5.5",
+        PEERS_FM,
+        lambda d: (*_fm_fd(d, "genlab", "20"), *_fm_fd(d, "flow_matching", "20")),
+        lambda v: "{:.1f} ± {:.1f} against {:.1f} ± {:.1f}".format(*v),
+    ),
+    (
+        "docs/peers.md",
+        "(108.3 ± 8.2 at 20 steps)",
+        PEERS_FM,
+        lambda d: _fm_fd(d, "torchcfm", "20"),
+        lambda v: "({:.1f} ± {:.1f} at 20 steps)".format(*v),
+    ),
+    (
+        "docs/peers.md",
+        "fewest steps in seed 1 (491)",
+        PEERS_FM,
+        lambda d: min(r["steps"] for r in d["runs"] if r["seed"] == 1),
+        "fewest steps in seed 1 ({:,})",
+    ),
+    (
+        "docs/peers.md",
+        "it is −0.012 ± 0.004\nbits/dim",
+        (PEERS_FM, PEERS_FM_LIK),
+        lambda a, b: _fm_pooled(a, b),
+        lambda v: "it is {} ± {:.3f}\nbits/dim".format(f"{v[0]:.3f}".replace("-", "−"), v[1]),
+    ),
+    # docs/peers.md: the VAE pair
+    (
+        "docs/peers.md",
+        "genlab's VAE arm\n  trained 238 s and pythae's 155 s, genlab's IWAE 174 s and pythae's 210 s",
+        PEERS_VAE,
+        lambda d: [
+            _vae(d, a)["train_seconds"]
+            for a in ("genlab-vae", "pythae-vae", "genlab-iwae", "pythae-iwae")
+        ],
+        lambda v: (
+            "genlab's VAE arm\n  trained {:.0f} s and pythae's {:.0f} s, genlab's IWAE {:.0f} s and "
+            "pythae's {:.0f} s".format(*v)
+        ),
+    ),
+    (
+        "docs/peers.md",
+        "by 1.45 ± 0.15 nats",
+        PEERS_VAE,
+        lambda d: _vae_gap(d, "iwae"),
+        lambda v: "by {:.2f} ± {:.2f} nats".format(*v),
+    ),
+    (
+        "docs/peers.md",
+        "2.59 ± 0.20 nats",
+        PEERS_VAE,
+        lambda d: _vae_gap(d, "vae"),
+        lambda v: "{:.2f} ± {:.2f} nats".format(*v),
+    ),
+    (
+        "docs/peers.md",
+        "1.2× (ELBO) and 1.3× (IWAE-5)",
+        PEERS_VAE,
+        lambda d: [
+            d["ms_per_step"][f"pythae-{k}"] / d["ms_per_step"][f"genlab-{k}"]
+            for k in ("vae", "iwae")
+        ],
+        lambda v: "{:.1f}× (ELBO) and {:.1f}× (IWAE-5)".format(*v),
+    ),
+    (
+        "docs/peers.md",
+        "differ by 0.14 nats (VAE;\n  pythae's lower) and 0.02 nats (IWAE)",
+        PEERS_VAE,
+        lambda d: [_vae_check(d, k) for k in ("vae", "iwae")],
+        lambda v: (
+            f"differ by {-v[0]:.2f} nats (VAE;\n  pythae's lower) and {abs(v[1]):.2f} nats (IWAE)"
+        ),
+    ),
 ]
 
 
@@ -1115,3 +1194,41 @@ def test_the_check_reads_no_genlab():
     assert "genlab" not in {m.split(".")[0] for m in vars(mt) if not m.startswith("_")}
     for path in mt.WRITERS:
         json.loads((ROOT / path).read_text(encoding="utf-8"))
+
+
+def _fm_fd(d: dict, arm: str, point: str) -> tuple[float, float]:
+    """Mean and standard deviation over seeds of an arm's FD at a point in peers-fm.json."""
+    v = [r["samples"][point]["fd"]["value"] for r in d["runs"] if r["arm"] == arm]
+    return statistics.fmean(v), statistics.stdev(v)
+
+
+def _fm_pooled(*ds: dict) -> tuple[float, float]:
+    """genlab − flow_matching bits/dim, mean over every model in the JSONs of the per-model paired
+    means, with its standard error."""
+    diffs = []
+    for d in ds:
+        for r in d["runs"]:
+            if "likelihood" in r:
+                lk = r["likelihood"]
+                v = [a - b for a, b in zip(lk["genlab"], lk["flow_matching"], strict=True)]
+                diffs.append((statistics.fmean(v), statistics.stdev(v) / math.sqrt(len(v))))
+    se = math.sqrt(sum(e * e for _, e in diffs)) / len(diffs)
+    return statistics.fmean(m for m, _ in diffs), se
+
+
+def _vae(d: dict, arm: str) -> dict:
+    return next(r for r in d["runs"] if r["arm"] == arm)
+
+
+def _vae_gap(d: dict, kind: str) -> tuple[float, float]:
+    """genlab − pythae test IWAE-5000, paired over images: mean and standard error."""
+    g, p = (_vae(d, f"{lib}-{kind}")["likelihood"]["iwae"] for lib in ("genlab", "pythae"))
+    v = [a - b for a, b in zip(g, p, strict=True)]
+    return statistics.fmean(v), statistics.stdev(v) / math.sqrt(len(v))
+
+
+def _vae_check(d: dict, kind: str) -> float:
+    """pythae's get_nll minus genlab's IWAE-5000 mean on the same first test images."""
+    lk = _vae(d, f"pythae-{kind}")["likelihood"]
+    own = lk["pythae_get_nll"]
+    return own["mean_log_p"] - statistics.fmean(lk["iwae"][: own["n"]])
