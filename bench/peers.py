@@ -508,7 +508,7 @@ class GenlabVAE:
         return vae_bounds(self.model, x01, seed)
 
     def seconds_per_step(self, tmp: Path) -> float:
-        return loop_probe(type(self), self.data, self.seed, 200, 1000, tmp)
+        return loop_probe(type(self), self.data, self.seed, 200, 3000, tmp)
 
 
 def vae_bounds(model, x01: torch.Tensor, seed: int) -> dict:
@@ -661,7 +661,7 @@ class PythaeVAE:
 
     def seconds_per_step(self, tmp: Path) -> float:
         per_epoch = len(self.dataset.train) // VAE_BATCH
-        return loop_probe(type(self), self.data, self.seed, per_epoch, 4 * per_epoch, tmp)
+        return loop_probe(type(self), self.data, self.seed, per_epoch, 15 * per_epoch, tmp)
 
 
 class PythaeIWAE(PythaeVAE):
