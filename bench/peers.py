@@ -552,38 +552,12 @@ class PythaeVAE:
     name, k, genlab_arm = "pythae-vae", 1, GenlabVAE
 
     def __init__(self, data: Path, seed: int) -> None:
-        from pythae.models import IWAE, VAE, IWAEConfig, VAEConfig
-        from pythae.models.base.base_utils import ModelOutput
-        from pythae.models.nn import BaseDecoder, BaseEncoder
+        from latent import pythae_model  # the wrappers bench/latent.py uses
 
         self.data, self.seed = data, seed
         shell = self.genlab_arm(data, seed)
         self.shell, self.dataset = shell.model, shell.dataset  # genlab's networks, same init
-
-        class Encoder(BaseEncoder):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
-
-            def forward(self, x):  # pixels in {0, 1}; genlab's encoder reads them as ±1
-                mu, log_var = self.net(x * 2 - 1).chunk(2, dim=-1)
-                return ModelOutput(embedding=mu, log_covariance=log_var)
-
-        class Decoder(BaseDecoder):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
-
-            def forward(self, z):  # pythae's Bernoulli means: sigmoid of the logits
-                return ModelOutput(reconstruction=torch.sigmoid(self.net(z)[:, 0]))
-
-        common = {"input_dim": (1, 28, 28), "latent_dim": self.shell.config.latent,
-                  "reconstruction_loss": "bce"}  # fmt: skip
-        nets = {"encoder": Encoder(self.shell.encoder), "decoder": Decoder(self.shell.decoder)}
-        if self.k == 1:
-            self.model = VAE(VAEConfig(**common), **nets)
-        else:
-            self.model = IWAE(IWAEConfig(**common, number_samples=self.k), **nets)
+        self.model = pythae_model(self.shell, "iwae" if self.k > 1 else "vae", self.k)
 
     def params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
