@@ -305,7 +305,7 @@ class GenlabFM(GenlabDDPM):
         t0 = time.perf_counter()
         draws = []
         for r in range(repeats):
-            torch.manual_seed(PROBE_SEED + 100 * seed + r)  # flow_matching's probe
+            torch.manual_seed(PEER_SEED + 100 * seed + r)  # flow_matching's probe
             _, ll = solver.compute_likelihood(
                 x_1=y, log_p0=lambda z: normal.log_prob(z).flatten(1).sum(1), step_size=None,
                 method="dopri5", atol=1e-5, rtol=1e-5, time_grid=torch.tensor([1.0, 0.0]))  # fmt: skip
@@ -322,8 +322,10 @@ class GenlabFM(GenlabDDPM):
                 "flow_matching_probes": repeats, "flow_matching_seconds": fm_s}  # fmt: skip
 
 
-#: flow_matching's probes are seeded from here, far from the dequantization seeds (2000 + seed)
-PROBE_SEED = 7_000_000
+#: what peers draw from torch's global generator (flow_matching's probes, pythae's get_nll) is
+#: seeded from here, far from the harness's own seeds (1000 + seed, 2000 + seed, 3000): one seed
+#: for two draws makes them the same numbers
+PEER_SEED = 7_000_000
 
 
 def ema_with_warmup(average: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -454,6 +456,7 @@ VAE_RECIPES = {1: "vae-mnist.yaml", 5: "iwae-mnist.yaml"}  # train_k -> recipe
 VAE_BATCH, VAE_LR, VAE_WARMUP = 100, 1e-3, 100  # the recipes' trainer (shared by every arm)
 IWAE_K = 5000  # importance samples of the test bound (Burda et al. 2016)
 CHECK_N = 100  # test images on which pythae's own get_nll checks the shared estimator
+TEST_BINARIZATION = 3000  # the seed of the one binarization of the test images every arm scores
 
 
 def binarized(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -504,8 +507,8 @@ class GenlabVAE:
         self.run = genlab.train(self.recipe, out=out, overrides=over, evaluate=False, verbose=False)
         self.model = self.run.model  # the best validation checkpoint
 
-    def evaluate(self, x01: torch.Tensor, seed: int) -> dict:
-        return vae_bounds(self.model, x01, seed)
+    def likelihood(self, images: torch.Tensor, seed: int) -> dict:
+        return vae_bounds(self.model, binarized(images, TEST_BINARIZATION), seed)
 
     def seconds_per_step(self, tmp: Path) -> float:
         return loop_probe(type(self), self.data, self.seed, 200, 3000, tmp)
@@ -622,10 +625,11 @@ class PythaeVAE:
         self.shell.decoder.load_state_dict(best.decoder.net.state_dict())
         self.best = best
 
-    def evaluate(self, x01: torch.Tensor, seed: int) -> dict:
+    def likelihood(self, images: torch.Tensor, seed: int) -> dict:
+        x01 = binarized(images, TEST_BINARIZATION)
         result = vae_bounds(self.shell, x01, seed)  # genlab's estimator on the trained networks
         self.best.eval()
-        torch.manual_seed(seed)
+        torch.manual_seed(PEER_SEED + seed)  # draws of its own, not genlab's
         t0 = time.perf_counter()
         with torch.no_grad():
             own = self.best.get_nll(x01[:CHECK_N], n_samples=IWAE_K, batch_size=IWAE_K)
@@ -703,12 +707,8 @@ def worker(args: argparse.Namespace) -> None:
             "features": rep["features"]["hash"],
         }
     likelihood = None
-    if hasattr(arm, "likelihood") and args.nll_n > 0:
+    if hasattr(arm, "likelihood") and args.nll_n > 0:  # the same test images for every arm
         likelihood = arm.likelihood(dataset.test[: args.nll_n], seed=2000 + args.seed)
-    if hasattr(arm, "evaluate"):  # the same binarized test images for every arm
-        likelihood = arm.evaluate(
-            binarized(dataset.test[: args.nll_n], 3000), seed=2000 + args.seed
-        )
     record = {
         "arm": arm.name, "seed": args.seed, "params": arm.params(), "steps": steps,
         "probe_s_per_step": seconds_per_step, "train_seconds": train_s, "samples": results,
