@@ -183,6 +183,8 @@ def test_ode_likelihood_outside_the_process_range_is_a_clear_error():
     model = oracle("vp-linear")
     with pytest.raises(ConfigError, match=r"t_lo=0 is outside the vp-linear process's range"):
         model.log_prob(gaussian_points(4), t_lo=0.0)
+    with pytest.raises(ConfigError, match=r"t_lo=2 is outside"):  # as `genlab eval` checks it
+        model.resolve_likelihood_options({"t_lo": "2"})
 
 
 def test_hutchinson_likelihood_is_labelled_and_within_its_standard_error():

@@ -447,6 +447,25 @@ class Diffusion(GenerativeModel):
         ),
     )
 
+    def resolve_likelihood_options(self, options):
+        """The declared options with their defaults; a ``t_lo`` outside the process's range is a
+        :class:`ConfigError` here, before any sampling."""
+        out = super().resolve_likelihood_options(options)
+        self._likelihood_t_lo(out.get("t_lo"))
+        return out
+
+    def _likelihood_t_lo(self, t_lo: float | None) -> float:
+        """``t_lo`` of the likelihood ODE: the process's by default, else checked against its
+        range ``[t_min, t_hi)``."""
+        pr = self.process
+        t_lo = pr.t_lo if t_lo is None else float(t_lo)
+        if not pr.t_min <= t_lo < pr.t_hi:
+            raise ConfigError(
+                f"t_lo={t_lo:g} is outside the {pr.name} process's range for the likelihood: "
+                f"[{pr.t_min:g}, {pr.t_hi:g})"
+            )
+        return t_lo
+
     def log_prob(
         self,
         x: torch.Tensor,
@@ -472,12 +491,7 @@ class Diffusion(GenerativeModel):
         is a bound on the discrete likelihood (one-sample estimate, noted in the result)."""
         pr, den = self.process, self.denoiser(None, 1.0)
         den.clip = False  # the likelihood is the ODE of the network itself
-        t_lo = pr.t_lo if t_lo is None else float(t_lo)
-        if not pr.t_min <= t_lo < pr.t_hi:
-            raise ConfigError(
-                f"t_lo={t_lo:g} is outside the {pr.name} process's range for the likelihood: "
-                f"[{pr.t_min:g}, {pr.t_hi:g})"
-            )
+        t_lo = self._likelihood_t_lo(t_lo)
         s_lo = float(pr.s(t_lo))
         offset, note = 0.0, ""
         if len(self.spec.shape) == 3:
